@@ -1,0 +1,18 @@
+"""qrun: declarative, crash-safe batch runs of quantum experiments from YAML manifests.
+
+The Python API mirrors the CLI: ``qrun.validate``, ``qrun.plan``, ``qrun.apply``,
+``qrun.status``, ``qrun.export``, ``qrun.unlock``. Attributes load lazily, so importing
+qrun (and running ``qrun --help``) stays fast.
+"""
+
+__version__ = "0.1.0"
+
+_API = ("validate", "plan", "apply", "status", "export", "unlock", "state_path")
+
+
+def __getattr__(name):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'qrun' has no attribute {name!r}")

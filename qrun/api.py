@@ -1,0 +1,243 @@
+"""qrun's Python API: what the CLI calls, and what scripts and notebooks can call too.
+
+    import qrun
+    report = qrun.apply("campaign.yaml")
+    print(report.state["done"], "experiments done")
+
+Each function takes a manifest path, validates it, and works on the campaign's state
+database (``<state_dir>/<campaign name>.sqlite``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from . import exporter
+from . import manifest as manifests
+from . import planner
+from .engine import Engine, RunOutcome
+from .errors import StateError
+from .manifest import Manifest
+from .provenance import git_state
+from .store import DONE, FAILED, PENDING, Store
+
+DEFAULT_STATE_DIR = "runs"
+
+
+def state_path(manifest: Manifest, state_dir: str | Path | None = None) -> Path:
+    """Where a campaign's state lives: --state-dir, else $QRUN_STATE_DIR, else ./runs."""
+    folder = state_dir or os.environ.get("QRUN_STATE_DIR") or DEFAULT_STATE_DIR
+    return Path(folder) / f"{manifest.name}.sqlite"
+
+
+def validate(path: str | Path) -> Manifest:
+    """Load and check a manifest; raises ManifestError listing every problem."""
+    return manifests.load(path)
+
+
+# ---------------------------------------------------------------- plan
+
+@dataclass
+class PlanReport:
+    campaign: str
+    state_path: Path
+    rows: list  # per circuit and backend: counts of new, cached, failed, resume
+    totals: dict
+
+    @property
+    def to_run(self) -> int:
+        return self.totals["new"] + self.totals["resume"]
+
+    @property
+    def has_work(self) -> bool:
+        return self.to_run > 0
+
+
+def plan(path: str | Path, state_dir=None) -> PlanReport:
+    """What `apply` would do, and why, without writing anything."""
+    manifest = validate(path)
+    db_path = state_path(manifest, state_dir)
+    store = Store.open(db_path, create=False) if db_path.exists() else None
+    rows: dict = {}
+    totals = Counter(new=0, cached=0, failed=0, resume=0)
+    try:
+        for batch in _batches(planner.experiments(manifest), 5000):
+            states = store.experiment_states([e.key for e in batch]) if store else {}
+            for experiment in batch:
+                reason = _reason(states.get(experiment.key))
+                row = rows.setdefault((experiment.circuit, experiment.backend), Counter(
+                    circuit=experiment.circuit, backend=experiment.backend,
+                    provider=experiment.provider, new=0, cached=0, failed=0, resume=0))
+                row[reason] += 1
+                totals[reason] += 1
+    finally:
+        if store:
+            store.close()
+    return PlanReport(campaign=manifest.name, state_path=db_path,
+                      rows=[dict(r) for r in rows.values()], totals=dict(totals))
+
+
+def _reason(state: str | None) -> str:
+    """Why an experiment is in the plan: new (never stored), cached (done), failed, resume."""
+    return {None: "new", DONE: "cached", FAILED: "failed"}.get(state, "resume")
+
+
+def _batches(items, size):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------- apply
+
+@dataclass
+class ApplyReport:
+    campaign: str
+    state_path: Path
+    planned: object  # store.PlanCounts
+    run: RunOutcome
+    state: dict  # experiments of the plan by state: pending, done, failed
+    failures: list = field(default_factory=list)
+    exports: list = field(default_factory=list)
+    backends: list = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.run.interrupted
+
+    @property
+    def all_done(self) -> bool:
+        return self.state[PENDING] == 0 and self.state[FAILED] == 0
+
+
+def apply(path: str | Path, state_dir=None, workers: int | None = None, progress=None,
+          retry_failed: bool = False, on_planned=None) -> ApplyReport:
+    """Store the manifest's plan and run every experiment not done yet.
+
+    Resumes whatever an earlier, interrupted apply left. With ``retry_failed``, experiments
+    that failed for good get new attempts. ``on_planned(counts, total)`` is called once the
+    plan is stored, before anything runs (the CLI starts its progress bar there).
+    """
+    manifest = validate(path)
+    git = git_state(manifest.path, [manifest.folder / c.program.origin
+                                    for c in manifest.circuits.values()])
+    store = Store.open(state_path(manifest, state_dir))
+    command = "retry" if retry_failed else "apply"
+    try:
+        store.acquire_lock(manifest.name, command)
+        try:
+            return _apply_locked(store, manifest, git, command, workers, progress, retry_failed,
+                                 on_planned)
+        finally:
+            store.release_lock(manifest.name)
+    finally:
+        store.close()
+
+
+def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progress,
+                  retry_failed, on_planned) -> ApplyReport:
+    store.set_meta("campaign", manifest.name)
+    apply_id = store.begin_apply(command, str(manifest.path), manifest.sha256, git.commit,
+                                 git.dirty, __version__)
+    run = RunOutcome()
+    outcome = "interrupted"
+    try:
+        planned = store.save_plan(
+            apply_id,
+            programs=[c.program for c in manifest.circuits.values()],
+            experiments=planner.experiments(manifest),
+            backend_configs={name: b.config for name, b in manifest.backends.items()},
+            cut_jobs=lambda rows: planner.cut_jobs(
+                rows, lambda backend: planner.job_limits(manifest, backend)),
+            seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
+        )
+        if retry_failed:
+            store.reset_failed(apply_id)
+        if on_planned:
+            counts = store.state_counts(apply_id)
+            on_planned(planned, sum(counts.values()), counts[DONE])
+        run = Engine(store, manifest, apply_id, workers=workers, progress=progress).run()
+        state = store.state_counts(apply_id)
+        outcome = "interrupted" if run.interrupted else \
+            "done" if state[PENDING] == 0 and state[FAILED] == 0 else "failed"
+        exports = [] if run.interrupted else _write_exports(store, manifest, apply_id)
+    except KeyboardInterrupt:
+        run.interrupted = True
+        state, exports, planned = store.state_counts(apply_id), [], None
+    finally:
+        store.finish_apply(apply_id, outcome)
+    return ApplyReport(campaign=manifest.name, state_path=store.path, planned=planned, run=run,
+                       state=state, failures=store.failures(apply_id), exports=exports,
+                       backends=store.backend_summary(apply_id))
+
+
+def _write_exports(store: Store, manifest: Manifest, apply_id: int) -> list:
+    written = []
+    for spec in manifest.exports:
+        count = exporter.write(store.export_rows(apply_id), spec.format, spec.path)
+        written.append((spec.path, count))
+    return written
+
+
+# ---------------------------------------------------------------- status, export, unlock
+
+def status(path: str | Path, state_dir=None) -> dict:
+    """The campaign's state: experiment counts, per-backend breakdown, jobs, last apply."""
+    manifest = validate(path)
+    db_path = state_path(manifest, state_dir)
+    if not db_path.exists():
+        total = sum(1 for _ in planner.experiments(manifest))
+        return {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
+                "experiments": {"total": total, "done": 0, "failed": 0, "pending": total},
+                "backends": [], "jobs": {}, "last_apply": None, "manifest_changed": None,
+                "lock": None, "failures": []}
+    with Store.open(db_path, create=False) as store:
+        apply_id = store.latest_plan_apply()
+        counts = store.state_counts(apply_id) if apply_id else {PENDING: 0, DONE: 0, FAILED: 0}
+        last = store.apply_info(apply_id) if apply_id else None
+        return {
+            "campaign": manifest.name,
+            "state_path": str(db_path),
+            "applied": apply_id is not None,
+            "experiments": {"total": sum(counts.values()), "done": counts[DONE],
+                            "failed": counts[FAILED], "pending": counts[PENDING]},
+            "backends": store.backend_summary(apply_id) if apply_id else [],
+            "jobs": store.job_counts(apply_id) if apply_id else {},
+            "last_apply": last,
+            "manifest_changed": bool(last and last["manifest_sha256"] != manifest.sha256),
+            "lock": store.lock_holder(manifest.name),
+            "failures": store.failures(apply_id, limit=20) if apply_id else [],
+        }
+
+
+def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None) -> int:
+    """Write one row per experiment of the last applied plan; return the row count."""
+    manifest = validate(path)
+    fmt = exporter.format_for(str(output), fmt)
+    db_path = state_path(manifest, state_dir)
+    if not db_path.exists():
+        raise StateError(f"campaign {manifest.name} has no state at {db_path}; run qrun apply first")
+    with Store.open(db_path, create=False) as store:
+        apply_id = store.latest_plan_apply()
+        if apply_id is None:
+            raise StateError(f"campaign {manifest.name} has no applied plan; run qrun apply first")
+        return exporter.write(store.export_rows(apply_id), fmt, output)
+
+
+def unlock(path: str | Path, state_dir=None, force: bool = False) -> dict | None:
+    """Break the campaign lock if its holder is gone (or with ``force``)."""
+    manifest = validate(path)
+    db_path = state_path(manifest, state_dir)
+    if not db_path.exists():
+        return None
+    with Store.open(db_path, create=False) as store:
+        return store.break_lock(manifest.name, force=force)

@@ -1,0 +1,46 @@
+"""What every adapter shares: the task it is handed, the outcome convention, SDK versions.
+
+Outcome strings (qrun's one bit-order convention, for every provider):
+    character i of an outcome is classical bit i, so the leftmost character is bit 0.
+    The circuit `x q[0]; c[0] = measure q[0]; c[1] = measure q[1];` yields "10".
+This is reading order, as Braket, Pulser and Perceval print their outcomes; Qiskit prints
+bit 0 rightmost, so its adapter reverses its keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+
+
+@dataclass(frozen=True)
+class Task:
+    """One experiment (or one slice of its shots) for a local adapter to run."""
+
+    program_format: str
+    program_content: bytes
+    program_item: int  # circuit index inside a multi-circuit file
+    program_digest: str
+    params: dict
+    shots: int
+
+
+class TransientBackendError(Exception):
+    """A failure worth trying again as is (lost connection, busy service, crashed worker)."""
+
+
+@lru_cache(maxsize=None)
+def sdk_versions(packages: tuple) -> dict:
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def qiskit_key_to_qrun(key: str) -> str:
+    """Qiskit prints classical bit 0 rightmost and separates registers with spaces."""
+    return key.replace(" ", "")[::-1]

@@ -1,0 +1,209 @@
+"""The `qrun` command: a thin click layer over :mod:`qrun.api`.
+
+Only click is imported at start; the API, rich and every SDK load inside the command that
+needs them, so `qrun --help` stays fast. Errors a user can cause are printed as messages
+with the documented exit codes, never as tracebacks:
+    0 all done · 1 some experiments failed · 2 bad input or usage · 130 interrupted
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+
+import click
+
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ManifestError, QrunError
+
+manifest_argument = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
+state_dir_option = click.option(
+    "--state-dir", envvar="QRUN_STATE_DIR", type=click.Path(file_okay=False), default=None,
+    help="Folder of state databases [env QRUN_STATE_DIR; default ./runs].")
+
+
+def reports_errors(command):
+    """Turn qrun's errors into messages and exit codes; keep tracebacks for real bugs."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ManifestError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            count = len(exc.problems)
+            click.echo(f"{count} problem{'s' if count > 1 else ''} found; nothing was run.", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except QrunError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            if os.environ.get("QRUN_DEBUG"):
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
+                       "This is a bug in qrun; run again with QRUN_DEBUG=1 for a traceback.",
+                       err=True)
+            sys.exit(EXIT_FAILED)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qrun")
+def main():
+    """Declarative, crash-safe batch runs of quantum experiments.
+
+    A YAML manifest describes circuits, backends, shots and sweeps; `qrun apply` runs every
+    experiment not done yet, checkpointing each state change, so it can be stopped and
+    started again at any time.
+    """
+
+
+@main.command()
+@manifest_argument
+@reports_errors
+def validate(manifest):
+    """Check a manifest: schema, names, sources, sweeps. Exit 2 on any problem."""
+    from . import api, planner
+
+    loaded = api.validate(manifest)
+    experiments = sum(1 for _ in planner.experiments(loaded))
+    click.echo(f"{manifest}: ok: campaign {loaded.name}, {len(loaded.circuits)} circuits, "
+               f"{len(loaded.backends)} backends, {experiments} experiments")
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there is nothing to do, 2 when there is work to do, 1 on error.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@reports_errors
+def plan(manifest, state_dir, detailed_exitcode, output):
+    """Show what apply would run and why (new, cached, failed, resume). Writes nothing."""
+    from . import api
+
+    try:
+        report = api.plan(manifest, state_dir)
+    except QrunError as exc:
+        if not detailed_exitcode:
+            raise
+        # Terraform's convention: with --detailed-exitcode, 2 means "changes", so errors are 1.
+        _print_error(exc)
+        sys.exit(EXIT_FAILED)
+    if output == "json":
+        click.echo(json.dumps({"campaign": report.campaign, "state_path": str(report.state_path),
+                               "totals": report.totals, "to_run": report.to_run,
+                               "rows": report.rows}, indent=2))
+    else:
+        from . import render
+
+        render.plan(report)
+    if detailed_exitcode:
+        sys.exit(2 if report.has_work else EXIT_OK)
+
+
+def _print_error(exc: QrunError) -> None:
+    if isinstance(exc, ManifestError):
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+    else:
+        click.echo(f"error: {exc}", err=True)
+
+
+def _run(manifest, state_dir, workers, no_progress, retry_failed):
+    from . import api, render
+
+    progress = render.ApplyProgress(enabled=not no_progress)
+    started = time.monotonic()
+    try:
+        report = api.apply(manifest, state_dir, workers=workers, progress=progress,
+                           retry_failed=retry_failed, on_planned=progress.start)
+    finally:
+        progress.stop()
+    render.apply_summary(report, time.monotonic() - started)
+    if report.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_OK if report.all_done else EXIT_FAILED)
+
+
+workers_option = click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
+                              help="Worker processes for local simulation [default: one per CPU].")
+no_progress_option = click.option("--no-progress", is_flag=True,
+                                  help="No progress bar (it is off anyway when not on a terminal).")
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
+@workers_option
+@no_progress_option
+@reports_errors
+def apply(manifest, state_dir, workers, no_progress):
+    """Run every experiment of the manifest that is not done yet; resume after any stop."""
+    _run(manifest, state_dir, workers, no_progress, retry_failed=False)
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
+@workers_option
+@no_progress_option
+@reports_errors
+def retry(manifest, state_dir, workers, no_progress):
+    """Give failed experiments new attempts, then apply."""
+    _run(manifest, state_dir, workers, no_progress, retry_failed=True)
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@reports_errors
+def status(manifest, state_dir, output):
+    """Show the campaign's experiments by state, per backend, and its last apply."""
+    from . import api
+
+    report = api.status(manifest, state_dir)
+    if output == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        from . import render
+
+        render.status(report)
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
+@click.option("-f", "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Output format [default: from the file extension].")
+@click.option("-o", "--output", required=True, help="File to write, or - for standard output.")
+@reports_errors
+def export(manifest, state_dir, fmt, output):
+    """Write one row per experiment: key, circuit, backend, params, counts, provenance."""
+    from . import api
+
+    count = api.export(manifest, output, fmt=fmt, state_dir=state_dir)
+    if output != "-":
+        click.echo(f"wrote {count} rows to {output}", err=True)
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
+@click.option("--force", is_flag=True, help="Break the lock even if its holder seems alive.")
+@reports_errors
+def unlock(manifest, state_dir, force):
+    """Break a campaign lock left by a process that is gone."""
+    from . import api
+
+    holder = api.unlock(manifest, state_dir, force=force)
+    if holder is None:
+        click.echo("campaign is not locked")
+    else:
+        click.echo(f"lock of pid {holder['pid']} on {holder['host']} broken")

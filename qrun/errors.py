@@ -1,0 +1,56 @@
+"""Errors that qrun reports to users as messages, never as tracebacks.
+
+Every error a user can cause derives from :class:`QrunError`; the CLI prints it and exits
+with its ``exit_code``. Anything else escaping to the CLI is a bug in qrun.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class QrunError(Exception):
+    """A problem the user can act on; printed without a traceback."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong in a manifest, located by file, line and key path."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class ManifestError(QrunError):
+    """A manifest with one or more problems; all of them are reported at once."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class StateError(QrunError):
+    """The state database cannot be used (damaged, foreign, newer, read-only...)."""
+
+
+class LockedError(QrunError):
+    """Another live process holds the campaign lock."""
+
+    exit_code = EXIT_FAILED
+
+
+class BackendUnavailable(QrunError):
+    """A provider's SDK is missing or cannot be loaded."""

@@ -1,0 +1,462 @@
+"""Manifest stage: YAML file -> validated :class:`Manifest`, or every problem with its line.
+
+Three passes, each reporting all it finds: safe YAML (``yamlpos``), the JSON Schema in
+``schemas/qrun-v1.schema.json``, then checks the schema cannot express (names that must
+exist or be unique, source files that must parse, sweeps that must match the circuit).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from . import sweep as sweeps
+from . import yamlpos
+from .backends import PROVIDERS, Limits
+from .errors import ManifestError, Problem
+from .sources import Program, SourceError, load_program
+
+DEFAULT_SHOTS = 1000
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Above this many experiments a campaign is refused: see sweep.MAX_POINTS for why.
+MAX_EXPERIMENTS = sweeps.MAX_POINTS
+
+
+@dataclass(frozen=True)
+class CircuitSpec:
+    name: str
+    program: Program
+    sweep: dict  # variable -> list of values
+    sweep_mode: str
+    line: int
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    provider: str
+    device: str
+    options: dict
+    limits: Limits  # the device's, overridden by the manifest's
+    credentials: dict
+    line: int
+
+    @property
+    def identity(self) -> dict:
+        """What makes two backends the same for experiment keys (names are only labels)."""
+        tuning = PROVIDERS[self.provider].tuning_options
+        return {"provider": self.provider, "device": self.device,
+                "options": {k: v for k, v in self.options.items() if k not in tuning}}
+
+    @property
+    def config(self) -> dict:
+        """Everything an adapter needs to run this backend's jobs (stored with each job)."""
+        return {"provider": self.provider, "device": self.device, "options": self.options}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    circuits: tuple
+    backends: tuple
+    shots: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_initial: float = 1.0  # seconds
+    backoff_max: float = 60.0
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    format: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    sha256: str
+    name: str
+    labels: dict
+    seed: int | None
+    circuits: dict  # name -> CircuitSpec
+    backends: dict  # name -> BackendSpec
+    targets: tuple
+    split: Limits
+    retry: RetryPolicy
+    exports: tuple
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The manifest's JSON Schema, shipped inside the package (and in schemas/ of the repo)."""
+    packaged = resources.files("qrun") / "schemas" / "qrun-v1.schema.json"
+    if packaged.is_file():
+        return json.loads(packaged.read_text(encoding="utf-8"))
+    repo_copy = Path(__file__).resolve().parent.parent / "schemas" / "qrun-v1.schema.json"
+    return json.loads(repo_copy.read_text(encoding="utf-8"))
+
+
+def load(path: str | Path) -> Manifest:
+    """Load and validate a manifest; raise :class:`ManifestError` listing every problem."""
+    path = Path(path)
+    shown = str(path)
+    raw_bytes = _read(path, shown)
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError([Problem(shown, 1, "", f"not UTF-8 text (byte {exc.start})")]) from None
+    try:
+        doc = yamlpos.load(text, shown)
+    except yamlpos.YamlError as exc:
+        raise ManifestError([exc.problem]) from None
+    problems = _schema_problems(doc)
+    if problems:  # semantic checks assume the shapes the schema guarantees
+        raise ManifestError(problems)
+    checker = _Checker(doc, path.resolve())
+    manifest = checker.build(hashlib.sha256(raw_bytes).hexdigest())
+    if checker.problems:
+        raise ManifestError(checker.problems)
+    return manifest
+
+
+def _read(path: Path, shown: str) -> bytes:
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError([Problem(shown, 1, "", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")])
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError([Problem(shown, 0, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ManifestError([Problem(shown, 0, "", "is a folder, not a manifest file")]) from None
+    except OSError as exc:
+        raise ManifestError([Problem(shown, 0, "", f"cannot read: {exc.strerror}")]) from None
+
+
+# ---------------------------------------------------------------- schema pass
+
+def _schema_problems(doc: yamlpos.Located) -> list[Problem]:
+    from jsonschema import Draft202012Validator
+
+    if not isinstance(doc.data, dict):
+        return [doc.problem((), "a manifest is a mapping with apiVersion, kind, metadata and spec")]
+    validator = Draft202012Validator(schema())
+    problems = []
+    for error in validator.iter_errors(doc.data):
+        problems.extend(_explain(doc, error))
+    return problems
+
+
+def _explain(doc: yamlpos.Located, error) -> list[Problem]:
+    """Turn one jsonschema error into messages a manifest author understands."""
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        return [doc.problem(path + (key,), f"unknown key{_suggest(key, allowed)}") for key in extra]
+    if error.validator == "required":
+        missing = re.findall(r"'([^']+)' is a required property", error.message)
+        return [doc.problem(path, f"missing required key '{m}'") for m in missing or [error.message]]
+    if error.validator == "const":
+        return [doc.problem(path, f"must be {error.validator_value!r}, not {error.instance!r}")]
+    if error.validator == "enum":
+        choices = ", ".join(map(str, error.validator_value))
+        return [doc.problem(path, f"{error.instance!r} is not one of: {choices}"
+                                  f"{_suggest(str(error.instance), list(map(str, error.validator_value)))}")]
+    if error.validator == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        return [doc.problem(path, f"expected {_article(wanted)}, got {_type_name(error.instance)}")]
+    if error.validator == "pattern" and "name" in error.schema_path:
+        return [doc.problem(path, f"{error.instance!r} is not a valid name (letters, digits, "
+                                  "'.', '_', '-'; starting with a letter or digit; at most 100)")]
+    return [doc.problem(path, error.message)]
+
+
+def _suggest(word: str, choices: list) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _article(type_name: str) -> str:
+    return ("an " if type_name[:1] in "aeiou" else "a ") + type_name
+
+
+def _type_name(value) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------- semantic pass
+
+class _Checker:
+    """Checks what the schema cannot, collecting every problem instead of stopping."""
+
+    def __init__(self, doc: yamlpos.Located, manifest_path: Path):
+        self.doc = doc
+        self.path = manifest_path
+        self.folder = manifest_path.parent
+        self.root = _allowed_root(self.folder)
+        self.problems: list[Problem] = []
+
+    def report(self, path: tuple, message: str) -> None:
+        self.problems.append(self.doc.problem(path, message))
+
+    def build(self, sha256: str) -> Manifest:
+        data = self.doc.data
+        spec = data["spec"]
+        shots = spec.get("shots", DEFAULT_SHOTS)
+        circuits = self._circuits(spec["circuits"])
+        backends = self._backends(spec["backends"])
+        targets = self._targets(spec, circuits, backends, shots)
+        self._check_formats_and_sizes(spec, targets, circuits, backends)
+        self._check_size(targets, circuits)
+        split = spec.get("split", {})
+        retry = spec.get("retry", {})
+        backoff = retry.get("backoff", {})
+        return Manifest(
+            path=self.path,
+            sha256=sha256,
+            name=data["metadata"]["name"],
+            labels=dict(data["metadata"].get("labels", {})),
+            seed=spec.get("seed"),
+            circuits=circuits,
+            backends=backends,
+            targets=tuple(targets),
+            split=Limits(max_shots_per_job=split.get("max_shots_per_job"),
+                         max_experiments_per_job=split.get("max_experiments_per_job")),
+            retry=RetryPolicy(
+                max_attempts=retry.get("max_attempts", 3),
+                backoff_initial=self._duration(backoff.get("initial", 1.0), ("spec", "retry", "backoff", "initial")),
+                backoff_max=self._duration(backoff.get("max", 60.0), ("spec", "retry", "backoff", "max")),
+            ),
+            exports=tuple(self._exports(spec.get("export", []))),
+            raw=data,
+        )
+
+    # -- circuits
+
+    def _circuits(self, entries: list) -> dict:
+        circuits: dict = {}
+        for i, entry in enumerate(entries):
+            where = ("spec", "circuits", i)
+            name = entry["name"]
+            if name in circuits:
+                self.report(where + ("name",), f"duplicate circuit name '{name}'")
+                continue
+            program = self._program(entry, where)
+            if program is None:
+                continue
+            values = self._sweep(entry, program, where)
+            if values is not None:
+                circuits[name] = CircuitSpec(name=name, program=program, sweep=values,
+                                             sweep_mode=entry.get("sweep_mode", "grid"),
+                                             line=self.doc.line_of(where))
+        return circuits
+
+    def _program(self, entry: dict, where: tuple) -> Program | None:
+        source = entry["source"]
+        file = self._inside_root(source, where + ("source",))
+        if file is None:
+            return None
+        try:
+            return load_program(file, source, entry.get("format"), entry.get("index"))
+        except SourceError as exc:
+            self.report(where + ("source",), str(exc))
+            return None
+
+    def _inside_root(self, relative: str, where: tuple) -> Path | None:
+        """Resolve a manifest path; refuse one that escapes the repository (or folder)."""
+        candidate = (self.folder / relative).resolve()
+        if not candidate.is_relative_to(self.root):
+            self.report(where, f"{relative!r} points outside {self.root}; "
+                               "paths must stay inside the manifest's repository")
+            return None
+        return candidate
+
+    def _sweep(self, entry: dict, program: Program, where: tuple) -> dict | None:
+        declared = set(program.parameters)
+        values: dict = {}
+        ok = True
+        for variable, spec in entry.get("sweep", {}).items():
+            var_path = where + ("sweep", variable)
+            if variable not in declared:
+                hint = f"; it declares: {', '.join(sorted(declared))}" if declared else \
+                    "; it declares no parameters"
+                self.report(var_path, f"circuit '{entry['name']}' has no parameter '{variable}'"
+                                      f"{_suggest(variable, sorted(declared))}{hint}")
+                ok = False
+                continue
+            try:
+                values[variable] = sweeps.values_of(variable, spec)
+            except sweeps.SweepError as exc:
+                self.report(var_path + ((exc.key,) if exc.key else ()), str(exc))
+                ok = False
+        unbound = declared - set(entry.get("sweep", {}))
+        if unbound:
+            self.report(where, f"parameters without values: {', '.join(sorted(unbound))}; "
+                               "give them in sweep:")
+            ok = False
+        if ok and entry.get("sweep_mode") == "zip":
+            try:
+                sweeps.check_zip(values)
+            except sweeps.SweepError as exc:
+                self.report(where + ("sweep",), str(exc))
+                ok = False
+        if ok and sweeps.point_count(values, entry.get("sweep_mode", "grid")) > sweeps.MAX_POINTS:
+            count = sweeps.point_count(values, entry.get("sweep_mode", "grid"))
+            self.report(where + ("sweep",), f"sweep expands to {count:,} points; at most "
+                                            f"{sweeps.MAX_POINTS:,} per campaign")
+            ok = False
+        return values if ok else None
+
+    # -- backends
+
+    def _backends(self, entries: list) -> dict:
+        backends: dict = {}
+        for i, entry in enumerate(entries):
+            where = ("spec", "backends", i)
+            name = entry["name"]
+            if name in backends:
+                self.report(where + ("name",), f"duplicate backend name '{name}'")
+                continue
+            info = PROVIDERS[entry["provider"]]
+            device = entry.get("device", info.default_device)
+            if device not in info.devices:
+                self.report(where + ("device",), f"{info.id} has no device '{device}'"
+                                                 f"{_suggest(device, list(info.devices))}; "
+                                                 f"choose one of: {', '.join(info.devices)}")
+                continue
+            options = entry.get("options", {})
+            for option in options:
+                if option not in info.option_names:
+                    allowed = ", ".join(sorted(info.option_names)) or "none"
+                    self.report(where + ("options", option),
+                                f"{info.id} has no option '{option}'"
+                                f"{_suggest(option, sorted(info.option_names))} (accepted: {allowed})")
+            limits = entry.get("limits", {})
+            manifest_limits = Limits(
+                max_parallel=limits.get("max_parallel"),
+                submit_rate=_rate(limits["submit_rate"]) if "submit_rate" in limits else None,
+                max_shots_per_job=limits.get("max_shots_per_job"),
+                max_experiments_per_job=limits.get("max_experiments_per_job"),
+                max_qubits=limits.get("max_qubits"),
+            )
+            backends[name] = BackendSpec(
+                name=name, provider=info.id, device=device, options=options,
+                limits=info.device_limits(device).overridden(manifest_limits),
+                credentials=dict(entry.get("credentials", {})), line=self.doc.line_of(where))
+        return backends
+
+    # -- targets
+
+    def _targets(self, spec: dict, circuits: dict, backends: dict, shots: int) -> list[TargetSpec]:
+        if "targets" not in spec:  # every circuit on every backend
+            return [TargetSpec(tuple(circuits), tuple(backends), shots)]
+        declared_circuits = {c["name"] for c in spec["circuits"]}
+        declared_backends = {b["name"] for b in spec["backends"]}
+        targets = []
+        for i, entry in enumerate(spec["targets"]):
+            where = ("spec", "targets", i)
+            for j, name in enumerate(entry["circuits"]):
+                if name not in declared_circuits:
+                    self.report(where + ("circuits", j), f"unknown circuit '{name}'"
+                                f"{_suggest(name, sorted(declared_circuits))}")
+            for j, name in enumerate(entry["backends"]):
+                if name not in declared_backends:
+                    self.report(where + ("backends", j), f"unknown backend '{name}'"
+                                f"{_suggest(name, sorted(declared_backends))}")
+            targets.append(TargetSpec(
+                circuits=tuple(n for n in entry["circuits"] if n in circuits),
+                backends=tuple(n for n in entry["backends"] if n in backends),
+                shots=entry.get("shots", shots)))
+        return targets
+
+    def _check_formats_and_sizes(self, spec, targets, circuits, backends) -> None:
+        """Every circuit of a target must be runnable on every backend of that target."""
+        for i, target in enumerate(targets):
+            where = ("spec", "targets", i) if "targets" in spec else ("spec",)
+            for backend_name in target.backends:
+                backend = backends[backend_name]
+                info = PROVIDERS[backend.provider]
+                for circuit_name in target.circuits:
+                    program = circuits[circuit_name].program
+                    if program.format not in info.formats:
+                        self.report(where, f"circuit '{circuit_name}' ({program.format}) cannot run "
+                                           f"on backend '{backend_name}' ({info.id})")
+                    elif backend.limits.max_qubits and program.num_qubits > backend.limits.max_qubits:
+                        self.report(where, f"circuit '{circuit_name}' has {program.num_qubits} qubits; "
+                                           f"backend '{backend_name}' takes at most "
+                                           f"{backend.limits.max_qubits}")
+                    elif program.num_clbits == 0:
+                        self.report(where, f"circuit '{circuit_name}' measures nothing; "
+                                           "add measurements to get counts")
+
+    def _check_size(self, targets, circuits) -> None:
+        total = sum(
+            len(t.backends) * sweeps.point_count(circuits[c].sweep, circuits[c].sweep_mode)
+            for t in targets for c in t.circuits)
+        if total > MAX_EXPERIMENTS:
+            self.report(("spec",), f"campaign expands to {total:,} experiments; at most "
+                                   f"{MAX_EXPERIMENTS:,} (split it into several campaigns)")
+
+    # -- export, durations
+
+    def _exports(self, entries: list):
+        for i, entry in enumerate(entries):
+            where = ("spec", "export", i)
+            fmt = entry.get("format") or Path(entry["path"]).suffix.lstrip(".").lower()
+            if fmt not in ("jsonl", "csv"):
+                self.report(where + ("path",), "cannot tell the export format from the path; "
+                                               "set format: jsonl or csv")
+                continue
+            target = self._inside_root(entry["path"], where + ("path",))
+            if target is not None:
+                yield ExportSpec(format=fmt, path=target)
+
+    def _duration(self, value, where: tuple) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.report(where, str(exc))
+            return 0.0
+
+
+def parse_duration(value) -> float:
+    """'500ms', '1s', '2m', '1h' or a number of seconds -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?", str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration (use 500ms, 1s, 2m, 1h)")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _rate(text: str) -> float:
+    """'5/s' -> 5.0 submissions per second."""
+    count, unit = text.split("/")
+    return float(count) / {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _allowed_root(folder: Path) -> Path:
+    """The git repository holding the manifest, or the manifest's folder outside git."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder

@@ -1,0 +1,137 @@
+"""Terminal output of the CLI: tables and the progress bar, drawn with rich.
+
+Kept apart from cli.py so the command definitions stay short, and imported only by commands
+that print, so `qrun --help` never pays for rich.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def plan(report) -> None:
+    table = Table(title=f"plan for campaign {report.campaign}", title_justify="left")
+    for column in ("circuit", "backend", "provider"):
+        table.add_column(column)
+    for column in ("new", "resume", "failed", "cached"):
+        table.add_column(column, justify="right")
+    for row in report.rows:
+        table.add_row(row["circuit"], row["backend"], row["provider"], str(row["new"]),
+                      str(row["resume"]), str(row["failed"]), str(row["cached"]))
+    out.print(table)
+    t = report.totals
+    out.print(f"Plan: {report.to_run} to run ({t['new']} new, {t['resume']} to resume), "
+              f"{t['cached']} cached, {t['failed']} failed.")
+    if t["failed"]:
+        out.print("Failed experiments are not run again by apply; use `qrun retry` once the "
+                  "cause is fixed.")
+
+
+class ApplyProgress:
+    """The engine's progress sink: a bar of experiments done, on terminals only."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and err.is_terminal
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start(self, planned, total: int, done: int) -> None:
+        if not self.enabled:
+            return
+        self._progress = Progress(TextColumn("[bold]apply"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                                  console=err, transient=False)
+        self._task = self._progress.add_task("apply", total=total, completed=done, failed=0)
+        self._progress.start()
+
+    def experiments_finished(self, done: int, failed: int) -> None:
+        if self._progress is not None:
+            task = self._progress.tasks[0]
+            self._progress.update(self._task, advance=done + failed,
+                                  failed=task.fields["failed"] + failed)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def apply_summary(report, seconds: float) -> None:
+    table = Table(title=f"campaign {report.campaign}", title_justify="left")
+    for column in ("backend", "provider", "circuit"):
+        table.add_column(column)
+    for column in ("done", "failed", "pending"):
+        table.add_column(column, justify="right")
+    for row in report.backends:
+        table.add_row(row["backend"], row["provider"], row["circuit"], str(row["done"]),
+                      _red(row["failed"]), str(row["pending"]))
+    out.print(table)
+    if report.planned is not None:
+        p = report.planned
+        out.print(f"{report.run.finished} experiments run, {p.cached} cached, "
+                  f"{report.state['failed']} failed, {report.state['pending']} pending "
+                  f"in {seconds:.1f} s; state: {report.state_path}")
+    for path, count in report.exports:
+        out.print(f"exported {count} rows to {path}")
+    if report.failures:
+        failures(report.failures)
+        err.print("Fix the cause, then run `qrun retry` to give failed experiments new attempts.")
+    if report.interrupted:
+        err.print("Interrupted: finished work is saved; run `qrun apply` again to resume.")
+
+
+def failures(rows: list) -> None:
+    table = Table(title="failed experiments", title_justify="left")
+    for column in ("circuit", "backend", "params", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in row["params"].items())
+        table.add_row(row["circuit"], row["backend"], params, row["error"] or "")
+    err.print(table)
+
+
+def status(report: dict) -> None:
+    counts = report["experiments"]
+    out.print(f"campaign [bold]{report['campaign']}[/bold]: {counts['total']} experiments, "
+              f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending")
+    if not report["applied"]:
+        out.print(f"not applied yet (no state at {report['state_path']})")
+        return
+    if report["backends"]:
+        table = Table()
+        for column in ("backend", "provider", "circuit"):
+            table.add_column(column)
+        for column in ("done", "failed", "pending"):
+            table.add_column(column, justify="right")
+        for row in report["backends"]:
+            table.add_row(row["backend"], row["provider"], row["circuit"], str(row["done"]),
+                          _red(row["failed"]), str(row["pending"]))
+        out.print(table)
+    last = report["last_apply"]
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started_at"]))
+        commit = (last["git_commit"] or "no git")[:12]
+        dirty = " (dirty)" if last["git_dirty"] else ""
+        out.print(f"last {last['command']}: {when}, {last['outcome'] or 'running'}, "
+                  f"manifest sha256 {last['manifest_sha256'][:12]}, commit {commit}{dirty}")
+    if report["manifest_changed"]:
+        out.print("[yellow]The manifest changed since the last apply; `qrun plan` shows what "
+                  "would run.[/yellow]")
+    if report["lock"]:
+        lock = report["lock"]
+        state = "running" if lock["alive"] else "gone (stale lock)"
+        out.print(f"locked by pid {lock['pid']} on {lock['host']}: {state}")
+    if report["failures"]:
+        failures(report["failures"])
+
+
+def _red(count: int) -> str:
+    return f"[red]{count}[/red]" if count else "0"

@@ -1,0 +1,121 @@
+"""Parameter sweeps: turn a circuit's `sweep:` block into parameter bindings.
+
+Pure functions. Values are materialised per variable (a few thousand numbers at most), but
+the combinations are generated lazily, so a 100,000-point grid never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+
+# One variable may take at most this many values, and one circuit's sweep at most
+# MAX_POINTS combinations: beyond that a typo (a missing decimal point, an extra zero) is far
+# likelier than intent, and the state database would grow past what one machine handles well.
+MAX_VALUES = 1_000_000
+MAX_POINTS = 5_000_000
+
+
+class SweepError(Exception):
+    def __init__(self, message: str, variable: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.variable = variable
+        self.key = key  # the sub-key (linspace, range...) the message is about
+
+
+def values_of(variable: str, spec) -> list:
+    """The values one variable takes: a list, a single number, {values|linspace|range: ...}."""
+    if isinstance(spec, bool):
+        raise SweepError("a sweep value must be a number", variable)
+    if isinstance(spec, (int, float)):
+        return [spec]
+    if isinstance(spec, list):
+        return _checked_list(variable, spec)
+    if isinstance(spec, dict) and len(spec) == 1:
+        (kind, args), = spec.items()
+        if kind == "values" and isinstance(args, list):
+            return _checked_list(variable, args)
+        if kind == "linspace":
+            return _linspace(variable, args)
+        if kind == "range":
+            return _range(variable, args)
+    raise SweepError("expected a list of numbers, a number, or one of "
+                     "{values: [...]}, {linspace: [start, stop, count]}, {range: [start, stop, step]}",
+                     variable)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _checked_list(variable: str, values: list) -> list:
+    if not values:
+        raise SweepError("the list of values is empty", variable)
+    bad = [v for v in values if not _is_number(v)]
+    if bad:
+        raise SweepError(f"sweep values must be finite numbers, got {bad[0]!r}", variable)
+    if len(values) > MAX_VALUES:
+        raise SweepError(f"{len(values)} values; at most {MAX_VALUES} per variable", variable)
+    return list(values)
+
+
+def _linspace(variable: str, args) -> list:
+    if (not isinstance(args, list) or len(args) != 3 or not all(map(_is_number, args))
+            or not isinstance(args[2], int)):
+        raise SweepError("linspace takes [start, stop, count] with an integer count", variable, "linspace")
+    start, stop, count = args
+    if not 1 <= count <= MAX_VALUES:
+        raise SweepError(f"linspace count must be between 1 and {MAX_VALUES}, got {count}",
+                         variable, "linspace")
+    if count == 1:
+        return [float(start)]
+    step = (stop - start) / (count - 1)
+    return [start + i * step if i < count - 1 else float(stop) for i in range(count)]
+
+
+def _range(variable: str, args) -> list:
+    if not isinstance(args, list) or not 1 <= len(args) <= 3 or not all(map(_is_number, args)):
+        raise SweepError("range takes [stop], [start, stop] or [start, stop, step]", variable, "range")
+    if len(args) == 1:  # like Python's range(stop)
+        start, stop, step = 0, args[0], 1
+    elif len(args) == 2:
+        start, stop, step = args[0], args[1], 1
+    else:
+        start, stop, step = args
+    if step == 0:
+        raise SweepError("range step must not be zero", variable, "range")
+    count = max(0, math.ceil((stop - start) / step))
+    if count == 0:
+        raise SweepError(f"range {args} is empty", variable, "range")
+    if count > MAX_VALUES:
+        raise SweepError(f"range {args} has {count} values; at most {MAX_VALUES}", variable, "range")
+    return [start + i * step for i in range(count)]
+
+
+def point_count(values: dict, mode: str) -> int:
+    """How many bindings ``combinations`` will yield, without generating them."""
+    if not values:
+        return 1
+    if mode == "zip":
+        return len(next(iter(values.values())))
+    return math.prod(len(v) for v in values.values())
+
+
+def check_zip(values: dict) -> None:
+    lengths = {name: len(v) for name, v in values.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{n}: {k}" for n, k in lengths.items())
+        raise SweepError(f"sweep_mode zip needs variables of equal length ({detail})")
+
+
+def combinations(values: dict, mode: str) -> Iterator[dict]:
+    """Yield one {variable: value} binding per sweep point, variables in sorted order."""
+    names = sorted(values)
+    if not names:
+        yield {}
+        return
+    columns = [values[n] for n in names]
+    rows = zip(*columns) if mode == "zip" else itertools.product(*columns)
+    for row in rows:
+        yield dict(zip(names, row))
