@@ -151,6 +151,8 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progr
     run = RunOutcome()
     outcome = "interrupted"
     try:
+        if retry_failed:  # before the plan is stored, so that it cuts jobs for split-off slices
+            store.reset_failed(apply_id)
         planned = store.save_plan(
             apply_id,
             programs=[c.program for c in manifest.circuits.values()],
@@ -160,8 +162,6 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progr
                 rows, lambda backend: planner.job_limits(manifest, backend)),
             seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
         )
-        if retry_failed:
-            store.reset_failed(apply_id)
         if on_planned:
             counts = store.state_counts(apply_id)
             on_planned(planned, sum(counts.values()), counts[DONE])

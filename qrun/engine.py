@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from .backends import PROVIDERS, run_local_job
-from .backends.base import Task, TransientBackendError
+from .backends.base import Task, TaskFailed, TransientBackendError
 from .errors import BackendUnavailable
 from .manifest import Manifest
 from .planner import job_limits
@@ -174,10 +174,15 @@ class Engine:
         except Exception as exc:  # the adapter's own error: deterministic, reported as is
             self._failed(job, attempt_id, _describe(exc), transient=False)
             return
-        outcomes = [(s.experiment, s.index, c) for s, c in zip(slices, counts)]
-        finished = self.store.complete_job(self.apply_id, job.id, attempt_id, outcomes, metadata)
+        results = [(s.experiment, s.index, c) for s, c in zip(slices, counts)
+                   if not isinstance(c, TaskFailed)]
+        failures = [(s.experiment, c.error) for s, c in zip(slices, counts) if isinstance(c, TaskFailed)]
+        finished, failed = self.store.complete_job(self.apply_id, job.id, attempt_id, results,
+                                                   failures, metadata)
         self.outcome.finished += len(finished)
-        self.progress.experiments_finished(len(finished), 0)
+        self.outcome.failed += len(failed)
+        self.outcome.errors.extend(error for _, error in failures)
+        self.progress.experiments_finished(len(finished), len(failed))
 
     def _failed(self, job: JobRow, attempt_id: int, error: str, transient: bool) -> None:
         policy = self.manifest.retry
@@ -214,5 +219,4 @@ class Engine:
 
 
 def _describe(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:2000] if text else type(exc).__name__
+    return TaskFailed.of(exc).error

@@ -474,29 +474,40 @@ class Store:
             self._event(apply_id, "job", job.id, state, {"attempt": number})
             return cur.lastrowid
 
-    def complete_job(self, apply_id: int, job_id: int, attempt_id: int, outcomes: list,
-                     metadata: dict) -> list[str]:
-        """Store a job's results and mark it done, in one transaction.
+    def complete_job(self, apply_id: int, job_id: int, attempt_id: int, results: list,
+                     failures: list, metadata: dict) -> tuple[list, list]:
+        """Store what a job returned, in one transaction with its state.
 
-        ``outcomes`` holds (experiment key, slice index, counts). Returns the keys of the
-        experiments that this job finished (all their slices now have counts).
+        ``results`` holds (experiment key, slice index, counts); ``failures`` holds
+        (experiment key, error) for tasks that failed on their own: those experiments fail,
+        the job's others still finish. The job is done when nothing failed, failed otherwise.
+        Returns (keys of experiments finished now, keys of experiments failed now).
         """
         finished = []
         now = _now()
+        state = FAILED if failures else DONE
         with self.transaction():
             self.conn.executemany(
                 "UPDATE slices SET counts=?, metadata=? WHERE experiment=? AND idx=? AND job_id=?",
                 [(_json(counts), _json(metadata), key, index, job_id)
-                 for key, index, counts in outcomes])
-            self.conn.execute("UPDATE attempts SET state=?, finished_at=? WHERE id=?",
-                              (DONE, now, attempt_id))
-            self.conn.execute("UPDATE jobs SET state=?, error=NULL, updated_at=? WHERE id=?",
-                              (DONE, now, job_id))
-            self._event(apply_id, "job", job_id, DONE)
-            for key in dict.fromkeys(key for key, _, _ in outcomes):
+                 for key, index, counts in results])
+            self.conn.execute("UPDATE attempts SET state=?, finished_at=?, error=? WHERE id=?",
+                              (state, now, failures[0][1] if failures else None, attempt_id))
+            self.conn.execute("UPDATE jobs SET state=?, error=?, updated_at=? WHERE id=?",
+                              (state, failures[0][1] if failures else None, now, job_id))
+            self._event(apply_id, "job", job_id, state,
+                        {"failed_experiments": len(failures)} if failures else None)
+            for key in dict.fromkeys(key for key, _, _ in results):
                 if self._merge_if_complete(apply_id, key, now):
                     finished.append(key)
-        return finished
+            for key, error in failures:
+                self._fail_experiment(apply_id, key, error, now)
+        return finished, [key for key, _ in failures]
+
+    def _fail_experiment(self, apply_id: int, key: str, error: str, now: float) -> None:
+        self.conn.execute("UPDATE experiments SET state=?, error=?, updated_at=? WHERE key=?",
+                          (FAILED, error, now, key))
+        self._event(apply_id, "experiment", key, FAILED, error)
 
     def _merge_if_complete(self, apply_id: int, key: str, now: float) -> bool:
         slices = self.conn.execute("SELECT counts, metadata, shots FROM slices WHERE experiment=? "
@@ -543,26 +554,34 @@ class Store:
                 "SELECT DISTINCT s.experiment FROM slices s JOIN experiments e ON e.key=s.experiment "
                 "WHERE s.job_id=? AND e.state!=?", (job_id, DONE))]
             for key in keys:
-                self.conn.execute("UPDATE experiments SET state=?, error=?, updated_at=? WHERE key=?",
-                                  (FAILED, error, now, key))
-                self._event(apply_id, "experiment", key, FAILED, error)
+                self._fail_experiment(apply_id, key, error, now)
             return keys
 
     def reset_failed(self, apply_id: int) -> int:
-        """Give every failed experiment of the current plan, and its failed jobs, a new chance."""
+        """Give every failed experiment a new chance; return how many there were.
+
+        A failed job none of whose slices finished runs again whole, its retry budget
+        afresh (its attempt history stays). From a job that finished part of its work, only
+        the failed slices are taken out, to be cut into new jobs by the next plan: finished
+        work is never run again.
+        """
         now = _now()
         with self.transaction():
-            jobs = [j for (j,) in self.conn.execute(
-                "SELECT DISTINCT s.job_id FROM slices s JOIN experiments e ON e.key=s.experiment "
-                "JOIN jobs j ON j.id=s.job_id WHERE e.plan_apply=? AND e.state=? AND j.state=?",
-                (apply_id, FAILED, FAILED))]
-            for job_id in jobs:
-                # The job keeps its attempt history; the retry budget starts afresh.
-                self.conn.execute("UPDATE jobs SET state=?, attempts=0, not_before=0, error=NULL, "
-                                  "updated_at=? WHERE id=?", (PENDING, now, job_id))
-                self._event(apply_id, "job", job_id, PENDING, "retry requested")
+            failed_jobs = self.conn.execute(
+                "SELECT j.id, count(s.counts) FROM jobs j JOIN slices s ON s.job_id=j.id "
+                "WHERE j.state=? GROUP BY j.id", (FAILED,)).fetchall()
+            for job_id, finished_slices in failed_jobs:
+                if finished_slices:
+                    self.conn.execute("DELETE FROM slices WHERE job_id=? AND counts IS NULL", (job_id,))
+                    self.conn.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?",
+                                      (DONE, now, job_id))
+                    self._event(apply_id, "job", job_id, DONE, "failed slices split off for retry")
+                else:
+                    self.conn.execute("UPDATE jobs SET state=?, attempts=0, not_before=0, error=NULL, "
+                                      "updated_at=? WHERE id=?", (PENDING, now, job_id))
+                    self._event(apply_id, "job", job_id, PENDING, "retry requested")
             cur = self.conn.execute("UPDATE experiments SET state=?, error=NULL, updated_at=? "
-                                    "WHERE plan_apply=? AND state=?", (PENDING, now, apply_id, FAILED))
+                                    "WHERE state=?", (PENDING, now, FAILED))
             return cur.rowcount
 
     # -- reading

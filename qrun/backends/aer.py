@@ -6,7 +6,7 @@ from qiskit import transpile
 from qiskit_aer import AerSimulator
 
 from ..sources import parse_circuit
-from .base import Task, qiskit_key_to_qrun, sdk_versions
+from .base import Task, TaskFailed, qiskit_key_to_qrun, sdk_versions
 
 
 class Adapter:
@@ -17,19 +17,24 @@ class Adapter:
         self.simulator = AerSimulator(method=device, **options)
         self._transpiled: dict = {}  # program digest -> circuit transpiled for the simulator
 
-    def run(self, tasks: list[Task], seed: int | None) -> list[dict]:
-        """Counts for every task, in order, in qrun's bit order."""
-        circuits = [self._bound(task) for task in tasks]
-        counts: list = [None] * len(tasks)
+    def run(self, tasks: list[Task], seed: int | None) -> list:
+        """Counts (or TaskFailed) for every task, in order, in qrun's bit order."""
+        outcomes: list = [None] * len(tasks)
+        circuits: dict = {}
+        for i, task in enumerate(tasks):
+            try:
+                circuits[i] = self._bound(task)
+            except Exception as exc:  # this circuit only: the others still run
+                outcomes[i] = TaskFailed.of(exc)
         # One Aer call per shot count: Aer takes a single `shots` for a whole batch.
-        for shots, positions in _group_by_shots(tasks).items():
+        for shots, positions in _group_by_shots(tasks, circuits).items():
             options = {"shots": shots}
             if seed is not None:
                 options["seed_simulator"] = seed
             result = self.simulator.run([circuits[i] for i in positions], **options).result()
             for n, i in enumerate(positions):
-                counts[i] = {qiskit_key_to_qrun(k): v for k, v in result.get_counts(n).items()}
-        return counts
+                outcomes[i] = _counts(result, n)
+        return outcomes
 
     def _bound(self, task: Task):
         circuit = self._transpiled.get(task.program_digest)
@@ -48,8 +53,15 @@ class Adapter:
                 "sdk": sdk_versions(("qiskit", "qiskit-aer"))}
 
 
-def _group_by_shots(tasks: list[Task]) -> dict:
+def _group_by_shots(tasks: list[Task], runnable: dict) -> dict:
     groups: dict = {}
-    for i, task in enumerate(tasks):
-        groups.setdefault(task.shots, []).append(i)
+    for i in runnable:
+        groups.setdefault(tasks[i].shots, []).append(i)
     return groups
+
+
+def _counts(result, n: int):
+    experiment = result.results[n]
+    if not experiment.success:
+        return TaskFailed(f"Aer: {experiment.status}")
+    return {qiskit_key_to_qrun(k): v for k, v in result.get_counts(n).items()}

@@ -26,6 +26,22 @@ class Task:
     shots: int
 
 
+@dataclass(frozen=True)
+class TaskFailed:
+    """What an adapter returns, in place of counts, for a task that failed on its own.
+
+    One bad circuit fails its own experiment, not the others sharing its job. The error is
+    kept as text: provider exception classes do not always survive the trip between processes.
+    """
+
+    error: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "TaskFailed":
+        text = " ".join(str(exc).split())
+        return cls(f"{type(exc).__name__}: {text}"[:2000] if text else type(exc).__name__)
+
+
 class TransientBackendError(Exception):
     """A failure worth trying again as is (lost connection, busy service, crashed worker)."""
 

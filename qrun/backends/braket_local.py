@@ -18,7 +18,7 @@ from braket.devices import LocalSimulator
 from braket.ir.openqasm import Program as OpenQASMProgram
 
 from ..sources import parse_circuit
-from .base import Task, sdk_versions
+from .base import Task, TaskFailed, sdk_versions
 
 # Gates of OpenQASM 3's stdgates.inc that Braket does not define, in terms of ones it does.
 # (Gates both define, such as x, h, rx, cz or swap, mean the same in both.)
@@ -60,9 +60,16 @@ class Adapter:
         self.simulator = LocalSimulator(device)
         self._prepared: dict = {}  # program digest -> (OpenQASM 3 text, qubit -> clbit, clbits)
 
-    def run(self, tasks: list[Task], seed: int | None) -> list[dict]:
+    def run(self, tasks: list[Task], seed: int | None) -> list:
+        """Counts (or TaskFailed) for every task, in order, in qrun's bit order."""
         # Braket's local simulators take no seed: their sampling cannot be made repeatable.
-        return [self._run_one(task) for task in tasks]
+        outcomes = []
+        for task in tasks:
+            try:
+                outcomes.append(self._run_one(task))
+            except Exception as exc:  # this circuit only: the others still run
+                outcomes.append(TaskFailed.of(exc))
+        return outcomes
 
     def _run_one(self, task: Task) -> dict:
         source, clbit_of, num_clbits = self._prepare(task)
@@ -83,12 +90,10 @@ class Adapter:
         prepared = self._prepared.get(task.program_digest)
         if prepared is None:
             circuit = parse_circuit(task.program_format, task.program_content, index=task.program_item)
-            if task.program_format == "qasm3":
-                text = task.program_content.decode("utf-8")
+            if task.program_format == "qasm3" and len(circuit.cregs) <= 1:
+                text = task.program_content.decode("utf-8")  # as written, pragmas and all
             else:
-                import qiskit.qasm3
-
-                text = qiskit.qasm3.dumps(circuit)
+                text = _as_qasm3_one_register(circuit)
             prepared = (for_braket(text), _measure_map(circuit), circuit.num_clbits)
             self._prepared[task.program_digest] = prepared
         return prepared
@@ -101,6 +106,21 @@ class Adapter:
 def for_braket(qasm3: str) -> str:
     """OpenQASM 3 text that Braket's simulator accepts: stdgates.inc spelled out."""
     return _STDGATES_INCLUDE.sub(lambda _: STDGATES_FOR_BRAKET, qasm3, count=1)
+
+
+def _as_qasm3_one_register(circuit) -> str:
+    """OpenQASM 3 of a Qiskit circuit, its classical bits gathered into one register.
+
+    Braket reports outcomes for a single classical register only; which bit is which is
+    restored from the measure map anyway.
+    """
+    import qiskit.qasm3
+    from qiskit import QuantumCircuit
+
+    flat = QuantumCircuit(circuit.num_qubits, circuit.num_clbits)
+    flat.compose(circuit, qubits=range(circuit.num_qubits), clbits=range(circuit.num_clbits),
+                 inplace=True)
+    return qiskit.qasm3.dumps(flat)
 
 
 def _measure_map(circuit) -> dict:

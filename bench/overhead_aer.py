@@ -1,0 +1,181 @@
+"""qrun's overhead on Aer: `qrun apply` against the plain Qiskit script a user would write.
+
+Generates N random circuits (seeded; 5 qubits, depth ~10 of h/x/rx/ry/rz/cx, every qubit
+measured at the end) as OpenQASM 2 files, then times, alternately and each in a fresh
+subprocess (so both sides pay interpreter start and imports):
+
+  qrun   `qrun apply M.yaml --no-progress` with a fresh state folder: validation (every
+         circuit parsed), plan stored in SQLite, jobs run on a worker pool, every result
+         committed, campaign lock, provenance.
+  plain  a script written the way the Qiskit/Aer docs show: QuantumCircuit.from_qasm_file
+         for every file, then batches of 100 circuits through transpile(batch, sim) and
+         sim.run(batch, shots=..., seed_simulator=...).result(), counts kept in a JSON file.
+
+Prints the figures as a table, then ONE JSON line (last):
+  {"benchmark": "overhead_aer", "qrun_s": ..., "plain_s": ..., "ratio": ..., "circuits": N, ...}
+Target: ratio <= 1.15.
+
+    .venv/bin/python bench/overhead_aer.py                  # 2,000 circuits, 3 rounds
+    .venv/bin/python bench/overhead_aer.py --circuits 200 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import textwrap
+from pathlib import Path
+
+import _common
+
+TARGET_RATIO = 1.15
+GATES_1Q = ("h", "x")
+GATES_ROT = ("rx", "ry", "rz")
+
+PLAIN_SCRIPT = textwrap.dedent('''
+    """Plain Qiskit + Aer, as the docs show it: load, transpile for the simulator, run in batches."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from qiskit import QuantumCircuit, transpile
+    from qiskit_aer import AerSimulator
+
+    folder, shots, seed, batch, out = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), \\
+        int(sys.argv[4]), Path(sys.argv[5])
+    files = sorted(folder.glob("*.qasm"))
+    circuits = [QuantumCircuit.from_qasm_file(str(f)) for f in files]
+    sim = AerSimulator()
+    counts = []
+    for start in range(0, len(circuits), batch):
+        compiled = transpile(circuits[start:start + batch], sim)
+        result = sim.run(compiled, shots=shots, seed_simulator=seed).result()
+        got = result.get_counts()
+        counts.extend(got if isinstance(got, list) else [got])
+    out.write_text(json.dumps({f.stem: c for f, c in zip(files, counts)}))
+    print(len(counts), "circuits run")
+''')
+
+
+def random_circuit(rng: random.Random, qubits: int, depth: int) -> str:
+    """OpenQASM 2 text: `depth` layers, each one gate per qubit (a cx takes two)."""
+    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg q[{qubits}];", f"creg c[{qubits}];"]
+    for _ in range(depth):
+        free = list(range(qubits))
+        rng.shuffle(free)
+        while free:
+            q = free.pop()
+            kind = rng.random()
+            if kind < 0.3 and free:
+                lines.append(f"cx q[{q}],q[{free.pop()}];")
+            elif kind < 0.55:
+                lines.append(f"{rng.choice(GATES_1Q)} q[{q}];")
+            else:
+                angle = rng.uniform(-math.pi, math.pi)
+                lines.append(f"{rng.choice(GATES_ROT)}({angle:.6f}) q[{q}];")
+    lines.append("measure q -> c;")
+    return "\n".join(lines) + "\n"
+
+
+def write_inputs(root: Path, args) -> tuple[Path, Path]:
+    """The circuits folder and the campaign manifest (every circuit on one Aer backend)."""
+    folder = root / "campaign"
+    circuits = folder / "circuits"
+    circuits.mkdir(parents=True)
+    rng = random.Random(args.seed)
+    names = []
+    for i in range(args.circuits):
+        name = f"c{i:05d}"
+        (circuits / f"{name}.qasm").write_text(random_circuit(rng, args.qubits, args.depth))
+        names.append(name)
+    lines = [
+        "apiVersion: qrun/v1",
+        "kind: Campaign",
+        "metadata: {name: overhead-aer}",
+        "spec:",
+        f"  shots: {args.shots}",
+        f"  seed: {args.seed}",
+        "  backends:",
+        "    - {name: aer, provider: qiskit.aer}",
+    ]
+    if args.split:
+        lines.append(f"  split: {{max_experiments_per_job: {args.split}}}")
+    lines.append("  circuits:")
+    lines += [f"    - {{name: {n}, source: circuits/{n}.qasm}}" for n in names]
+    manifest = folder / "campaign.yaml"
+    manifest.write_text("\n".join(lines) + "\n")
+    return circuits, manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--circuits", type=int, default=2000)
+    parser.add_argument("--shots", type=int, default=1000)
+    parser.add_argument("--qubits", type=int, default=5)
+    parser.add_argument("--depth", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--batch", type=int, default=100, help="circuits per sim.run in the plain script")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (qrun, plain); median taken")
+    parser.add_argument("--workers", type=int, default=None, help="qrun apply -j (default: qrun's)")
+    parser.add_argument("--split", type=int, default=None,
+                        help="split.max_experiments_per_job in the manifest (default: none, qrun's)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = parser.parse_args()
+
+    root = _common.scratch("overhead-aer")
+    env = _common.clean_env(root)
+    circuits, manifest = write_inputs(root, args)
+    plain = root / "plain_aer.py"
+    plain.write_text(PLAIN_SCRIPT)
+    print(f"{args.circuits} random {args.qubits}-qubit circuits (depth {args.depth}), "
+          f"{args.shots} shots each, in {root}")
+
+    # Untimed warm-up: page cache holds Python, Qiskit and Aer for both sides alike.
+    _common.timed([sys.executable, "-c", "import qiskit, qiskit_aer, qiskit.qasm2, qrun.cli"],
+                  env, root)
+
+    qrun_times, plain_times = [], []
+    for round_ in range(args.repeats):
+        state = root / f"state-{round_}"
+        cmd = _common.qrun_command() + ["apply", str(manifest), "--no-progress",
+                                        "--state-dir", str(state)]
+        if args.workers:
+            cmd += ["-j", str(args.workers)]
+        qrun_times.append(_common.timed(cmd, env, root / "campaign"))
+        out = root / f"plain-{round_}.json"
+        plain_times.append(_common.timed(
+            [sys.executable, str(plain), str(circuits), str(args.shots), str(args.seed),
+             str(args.batch), str(out)], env, root))
+        ran = len(json.loads(out.read_text()))
+        if ran != args.circuits:
+            raise SystemExit(f"plain script ran {ran} circuits, expected {args.circuits}")
+        print(f"  round {round_ + 1}: qrun apply {qrun_times[-1]:6.2f} s   "
+              f"plain script {plain_times[-1]:6.2f} s")
+
+    qrun_s, plain_s = _common.median(qrun_times), _common.median(plain_times)
+    ratio = qrun_s / plain_s
+    print(f"median: qrun apply {qrun_s:.2f} s, plain Qiskit/Aer {plain_s:.2f} s, "
+          f"ratio {ratio:.3f} (target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'MISSED'})")
+    _common.finish(root, {
+        "benchmark": "overhead_aer",
+        "qrun_s": round(qrun_s, 3),
+        "plain_s": round(plain_s, 3),
+        "ratio": round(ratio, 3),
+        "circuits": args.circuits,
+        "shots": args.shots,
+        "repeats": args.repeats,
+        "qrun_runs_s": [round(t, 3) for t in qrun_times],
+        "plain_runs_s": [round(t, 3) for t in plain_times],
+        "target_ratio": TARGET_RATIO,
+        "ratio_to_target": round(ratio / TARGET_RATIO, 3),
+        "workers": args.workers,
+        "split": args.split,
+        **_common.machine(),
+    }, args.keep)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Shared fixtures. Every test runs with HOME, MPLCONFIGDIR and XDG_DATA_HOME in a temporary
+folder (several SDKs write there) and with its state databases in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("HOME", "MPLCONFIGDIR", "XDG_DATA_HOME",
+                                            "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    os.environ["HOME"] = str(home)
+    os.environ["MPLCONFIGDIR"] = str(home / "mpl")
+    os.environ["XDG_DATA_HOME"] = str(home / "data")
+    os.environ["XDG_CONFIG_HOME"] = str(home / "config")
+    os.environ["XDG_CACHE_HOME"] = str(home / "cache")
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path, monkeypatch):
+    """State databases of each test go to its own folder, never to ./runs of the repo."""
+    monkeypatch.setenv("QRUN_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("QRUN_DEBUG", raising=False)
+    return tmp_path / "state"
+
+
+def qrun(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """Run the qrun CLI as a user would, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "qrun", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+GHZ2 = """\
+OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[3];
+creg c[3];
+h q[0];
+cx q[0], q[1];
+cx q[1], q[2];
+measure q -> c;
+"""
+
+ROT3 = """\
+OPENQASM 3.0;
+include "stdgates.inc";
+input float theta;
+qubit[1] q;
+bit[1] c;
+rx(theta) q[0];
+c[0] = measure q[0];
+"""
+
+FLIP_FIRST = """\
+OPENQASM 3.0;
+include "stdgates.inc";
+qubit[3] q;
+bit[3] c;
+x q[0];
+c = measure q;
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A folder with circuit files; tests add their manifest."""
+    folder = tmp_path / "project"
+    write(folder, "circuits/ghz.qasm", GHZ2)
+    write(folder, "circuits/rot.qasm", ROT3)
+    write(folder, "circuits/flip.qasm", FLIP_FIRST)
+    return folder

@@ -1,0 +1,152 @@
+"""Unit tests of sweeps, experiment keys and job cutting (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qrun import manifest as manifests
+from qrun import planner, sweep
+from qrun.backends import Limits
+
+from .conftest import write
+
+
+def test_sweep_value_forms():
+    assert sweep.values_of("x", [1, 2.5]) == [1, 2.5]
+    assert sweep.values_of("x", 0.5) == [0.5]
+    assert sweep.values_of("x", {"values": [3]}) == [3]
+    assert sweep.values_of("x", {"linspace": [0, 1, 5]}) == [0, 0.25, 0.5, 0.75, 1.0]
+    assert sweep.values_of("x", {"linspace": [2, 3, 1]}) == [2.0]
+    assert sweep.values_of("x", {"range": [3]}) == [0, 1, 2]
+    assert sweep.values_of("x", {"range": [1, 3]}) == [1, 2]
+    assert sweep.values_of("x", {"range": [0, 1, 0.25]}) == [0, 0.25, 0.5, 0.75]
+    assert sweep.values_of("x", {"range": [3, 0, -1]}) == [3, 2, 1]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ([], "empty"),
+    ({"linspace": [0, 1]}, "linspace takes"),
+    ({"linspace": [0, 1, 0]}, "count must be"),
+    ({"range": [0, 1, 0]}, "must not be zero"),
+    ({"range": [1, 0]}, "is empty"),
+    ({"range": [0, 10**9]}, "at most"),
+    ([1, "a"], "finite numbers"),
+    ({"steps": [1]}, "expected a list"),
+    (True, "must be a number"),
+])
+def test_sweep_value_errors(spec, message):
+    with pytest.raises(sweep.SweepError, match=message):
+        sweep.values_of("x", spec)
+
+
+def test_grid_and_zip_combinations():
+    values = {"b": [1, 2], "a": [10, 20]}
+    assert list(sweep.combinations(values, "grid")) == [
+        {"a": 10, "b": 1}, {"a": 10, "b": 2}, {"a": 20, "b": 1}, {"a": 20, "b": 2}]
+    assert list(sweep.combinations(values, "zip")) == [{"a": 10, "b": 1}, {"a": 20, "b": 2}]
+    assert sweep.point_count(values, "grid") == 4
+    assert sweep.point_count(values, "zip") == 2
+    assert list(sweep.combinations({}, "grid")) == [{}]
+
+
+def test_keys_depend_on_content_not_names():
+    base = planner.experiment_key("p1", {"theta": 0.5}, "b1", 100, 7)
+    assert base == planner.experiment_key("p1", {"theta": 0.5}, "b1", 100, 7)
+    others = {
+        planner.experiment_key("p2", {"theta": 0.5}, "b1", 100, 7),
+        planner.experiment_key("p1", {"theta": 0.6}, "b1", 100, 7),
+        planner.experiment_key("p1", {"theta": 0.5}, "b2", 100, 7),
+        planner.experiment_key("p1", {"theta": 0.5}, "b1", 101, 7),
+        planner.experiment_key("p1", {"theta": 0.5}, "b1", 100, None),
+    }
+    assert base not in others and len(others) == 5
+
+
+def _manifest(project, body: str):
+    write(project, "m.yaml", body)
+    return manifests.load(project / "m.yaml")
+
+
+def test_renaming_a_circuit_keeps_its_keys(project):
+    text = """
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {name: t}
+        spec:
+          circuits: [{name: NAME, source: circuits/ghz.qasm}]
+          backends: [{name: aer, provider: qiskit.aer}]
+    """
+    first = list(planner.experiments(_manifest(project, text.replace("NAME", "ghz"))))
+    second = list(planner.experiments(_manifest(project, text.replace("NAME", "renamed"))))
+    assert [e.key for e in first] == [e.key for e in second]
+    assert second[0].circuit == "renamed"
+
+
+def test_tuning_options_do_not_change_keys(project):
+    text = """
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {name: t}
+        spec:
+          circuits: [{name: ghz, source: circuits/ghz.qasm}]
+          backends: [{name: aer, provider: qiskit.aer, options: OPTIONS}]
+    """
+    plain = list(planner.experiments(_manifest(project, text.replace("OPTIONS", "{}"))))
+    tuned = list(planner.experiments(_manifest(
+        project, text.replace("OPTIONS", "{max_parallel_threads: 1}"))))
+    precise = list(planner.experiments(_manifest(
+        project, text.replace("OPTIONS", "{precision: single}"))))
+    assert plain[0].key == tuned[0].key
+    assert plain[0].key != precise[0].key
+
+
+def test_duplicate_work_runs_once(project):
+    m = _manifest(project, """
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {name: t}
+        spec:
+          circuits:
+            - {name: a, source: circuits/rot.qasm, sweep: {theta: [0.1, 0.2]}}
+          backends: [{name: aer, provider: qiskit.aer}, {name: aer2, provider: qiskit.aer}]
+          targets:
+            - {circuits: [a], backends: [aer, aer2]}
+            - {circuits: [a], backends: [aer]}
+    """)
+    # aer and aer2 are the same backend (same provider, device, options): 2 experiments.
+    assert len(list(planner.experiments(m))) == 2
+
+
+def _cut(rows, limits):
+    return list(planner.cut_jobs(rows, lambda backend: limits))
+
+
+def test_jobs_respect_experiment_limit_and_group_by_backend_and_shots():
+    rows = [("aer", f"k{i}", 100) for i in range(5)] + [("sv", "s1", 100), ("aer", "k9", 200)]
+    jobs = _cut(rows, Limits(max_experiments_per_job=2))
+    shapes = sorted((j.backend, tuple(s.experiment for s in j.slices)) for j in jobs)
+    assert shapes == [("aer", ("k0", "k1")), ("aer", ("k2", "k3")), ("aer", ("k4",)),
+                      ("aer", ("k9",)), ("sv", ("s1",))]
+
+
+def test_shots_over_the_cap_are_sliced_evenly():
+    jobs = _cut([("aer", "big", 25_000)], Limits(max_shots_per_job=10_000))
+    assert [(j.slices[0].index, j.slices[0].shots) for j in jobs] == [(0, 8334), (1, 8333), (2, 8333)]
+    assert sum(j.slices[0].shots for j in jobs) == 25_000
+    assert len({j.key for j in jobs}) == 3
+
+
+def test_limits_take_the_stricter_value():
+    device = Limits(max_shots_per_job=100_000, max_qubits=26)
+    manifest_split = Limits(max_shots_per_job=10_000, max_experiments_per_job=50)
+    merged = device.tightened(manifest_split)
+    assert merged.max_shots_per_job == 10_000
+    assert merged.max_experiments_per_job == 50
+    assert merged.max_qubits == 26
+
+
+def test_derived_seeds_are_fixed_and_distinct():
+    assert planner.derived_seed(None, "job") is None
+    assert planner.derived_seed(7, "job-a") == planner.derived_seed(7, "job-a")
+    assert planner.derived_seed(7, "job-a") != planner.derived_seed(7, "job-b")
+    assert planner.derived_seed(7, "job-a") != planner.derived_seed(8, "job-a")
