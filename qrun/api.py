@@ -194,29 +194,28 @@ def status(path: str | Path, state_dir=None) -> dict:
     """The campaign's state: experiment counts, per-backend breakdown, jobs, last apply."""
     manifest = validate(path)
     db_path = state_path(manifest, state_dir)
-    if not db_path.exists():
+    report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
+              "experiments": None, "backends": [], "jobs": {}, "last_apply": None,
+              "manifest_changed": None, "lock": None, "failures": []}
+    apply_id = None
+    if db_path.exists():
+        with Store.open(db_path, create=False) as store:
+            report["lock"] = store.lock_holder(manifest.name)
+            apply_id = store.latest_plan_apply()
+            if apply_id is not None:
+                counts = store.state_counts(apply_id)
+                last = store.apply_info(apply_id)
+                report.update(
+                    applied=True,
+                    experiments={"total": sum(counts.values()), "done": counts[DONE],
+                                 "failed": counts[FAILED], "pending": counts[PENDING]},
+                    backends=store.backend_summary(apply_id), jobs=store.job_counts(apply_id),
+                    last_apply=last, manifest_changed=last["manifest_sha256"] != manifest.sha256,
+                    failures=store.failures(apply_id, limit=20))
+    if apply_id is None:  # never applied: everything the manifest describes is pending
         total = sum(1 for _ in planner.experiments(manifest))
-        return {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
-                "experiments": {"total": total, "done": 0, "failed": 0, "pending": total},
-                "backends": [], "jobs": {}, "last_apply": None, "manifest_changed": None,
-                "lock": None, "failures": []}
-    with Store.open(db_path, create=False) as store:
-        apply_id = store.latest_plan_apply()
-        counts = store.state_counts(apply_id) if apply_id else {PENDING: 0, DONE: 0, FAILED: 0}
-        last = store.apply_info(apply_id) if apply_id else None
-        return {
-            "campaign": manifest.name,
-            "state_path": str(db_path),
-            "applied": apply_id is not None,
-            "experiments": {"total": sum(counts.values()), "done": counts[DONE],
-                            "failed": counts[FAILED], "pending": counts[PENDING]},
-            "backends": store.backend_summary(apply_id) if apply_id else [],
-            "jobs": store.job_counts(apply_id) if apply_id else {},
-            "last_apply": last,
-            "manifest_changed": bool(last and last["manifest_sha256"] != manifest.sha256),
-            "lock": store.lock_holder(manifest.name),
-            "failures": store.failures(apply_id, limit=20) if apply_id else [],
-        }
+        report["experiments"] = {"total": total, "done": 0, "failed": 0, "pending": total}
+    return report
 
 
 def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None) -> int:

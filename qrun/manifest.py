@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -135,25 +136,47 @@ def load(path: str | Path) -> Manifest:
 
 def _read(path: Path, shown: str) -> bytes:
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise ManifestError([Problem(shown, 1, "", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")])
-        return path.read_bytes()
+        # Read at most one byte past the limit rather than trusting stat(): a pipe or a
+        # device (/dev/zero) reports size 0 and may never end.
+        with path.open("rb") as stream:
+            content = stream.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise ManifestError([Problem(shown, 0, "", "no such file")]) from None
     except IsADirectoryError:
         raise ManifestError([Problem(shown, 0, "", "is a folder, not a manifest file")]) from None
     except OSError as exc:
         raise ManifestError([Problem(shown, 0, "", f"cannot read: {exc.strerror}")]) from None
+    if len(content) > MAX_MANIFEST_BYTES:
+        raise ManifestError([Problem(shown, 1, "", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")])
+    return content
 
 
 # ---------------------------------------------------------------- schema pass
 
-def _schema_problems(doc: yamlpos.Located) -> list[Problem]:
-    from jsonschema import Draft202012Validator
+@lru_cache(maxsize=1)
+def _validator_class():
+    """Draft 2020-12, except that an integer must be written as one.
 
+    The draft counts 1000.0 as an integer; it would reach qrun as a float, and a float
+    `shots` gives other experiment keys than the same integer (keys hash the JSON text).
+    """
+    from jsonschema import Draft202012Validator, validators
+
+    def is_integer(_checker, value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", is_integer)
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+def _schema_problems(doc: yamlpos.Located) -> list[Problem]:
+    if doc.data is None:
+        return [doc.problem((), "the manifest is empty; it needs apiVersion, kind, metadata "
+                                "and spec")]
     if not isinstance(doc.data, dict):
-        return [doc.problem((), "a manifest is a mapping with apiVersion, kind, metadata and spec")]
-    validator = Draft202012Validator(schema())
+        return [doc.problem((), "a manifest is a mapping with apiVersion, kind, metadata and spec, "
+                                f"not {_type_name(doc.data)}")]
+    validator = _validator_class()(schema())
     problems = []
     for error in validator.iter_errors(doc.data):
         problems.extend(_explain(doc, error))
@@ -178,12 +201,57 @@ def _explain(doc: yamlpos.Located, error) -> list[Problem]:
                                   f"{_suggest(str(error.instance), list(map(str, error.validator_value)))}")]
     if error.validator == "type":
         wanted = error.validator_value
-        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
-        return [doc.problem(path, f"expected {_article(wanted)}, got {_type_name(error.instance)}")]
-    if error.validator == "pattern" and "name" in error.schema_path:
-        return [doc.problem(path, f"{error.instance!r} is not a valid name (letters, digits, "
-                                  "'.', '_', '-'; starting with a letter or digit; at most 100)")]
+        wanted = _one_of(wanted if isinstance(wanted, list) else [wanted])
+        return [doc.problem(path, f"expected {wanted}, got {_type_name(error.instance)}")]
+    if error.validator == "pattern" and error.validator_value in _pattern_meanings():
+        return [doc.problem(path, f"{error.instance!r} "
+                                  f"{_pattern_meanings()[error.validator_value]}")]
+    shape = _sweep_shape(path, error)
+    if shape:
+        return [doc.problem(path, shape)]
     return [doc.problem(path, error.message)]
+
+
+# The schema's types, as YAML calls them ("got a mapping" needs "expected a mapping").
+_YAML_TYPES = {"object": "mapping", "array": "list"}
+
+
+def _one_of(types: list) -> str:
+    """['array', 'object', 'number'] -> 'a list, a mapping or a number'."""
+    names = [_article(_YAML_TYPES.get(t, t)) for t in types]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+@lru_cache(maxsize=1)
+def _pattern_meanings() -> dict:
+    """What each of the schema's patterns means, to say instead of the regular expression."""
+    defs = schema()["$defs"]
+    return {
+        defs["name"]["pattern"]: "is not a valid name (letters, digits, '.', '_', '-'; "
+                                 "starting with a letter or digit; at most 100)",
+        defs["duration"]["pattern"]: "is not a duration (use 500ms, 1s, 2m, 1h)",
+        defs["limits"]["properties"]["submit_rate"]["pattern"]:
+            "is not a rate (use a number per second, minute or hour: 5/s, 10/m, 100/h)",
+        defs["backend"]["properties"]["credentials"]["properties"]["env"]["pattern"]:
+            "is not an environment variable name (letters, digits, '_'; not starting with a digit)",
+    }
+
+
+def _sweep_shape(path: tuple, error) -> str | None:
+    """For a sweep value of the wrong shape, the shapes it may have (as sweep.py words them).
+
+    jsonschema would say "{'linspace': [0, 1], 'range': [3]} has too many properties".
+    """
+    if len(path) < 5 or path[:2] != ("spec", "circuits") or path[3] != "sweep":
+        return None
+    rest = path[5:]
+    if not rest and error.validator in ("minProperties", "maxProperties"):
+        return "give exactly one of values, linspace or range"
+    if rest == ("linspace",) and error.validator in ("minItems", "maxItems"):
+        return "linspace takes [start, stop, count]"
+    if rest == ("range",) and error.validator in ("minItems", "maxItems"):
+        return "range takes [stop], [start, stop] or [start, stop, step]"
+    return None
 
 
 def _suggest(word: str, choices: list) -> str:
@@ -282,6 +350,9 @@ class _Checker:
 
     def _inside_root(self, relative: str, where: tuple) -> Path | None:
         """Resolve a manifest path; refuse one that escapes the repository (or folder)."""
+        if "\0" in relative:  # no file system accepts it; resolve() would raise ValueError
+            self.report(where, f"{relative!r} contains a NUL character")
+            return None
         candidate = (self.folder / relative).resolve()
         if not candidate.is_relative_to(self.root):
             self.report(where, f"{relative!r} points outside {self.root}; "
@@ -350,6 +421,9 @@ class _Checker:
                                 f"{info.id} has no option '{option}'"
                                 f"{_suggest(option, sorted(info.option_names))} (accepted: {allowed})")
             limits = entry.get("limits", {})
+            if "submit_rate" in limits and _rate(limits["submit_rate"]) == 0:
+                self.report(where + ("limits", "submit_rate"), "a rate of 0 would never submit; "
+                                                               "leave submit_rate out for no limit")
             manifest_limits = Limits(
                 max_parallel=limits.get("max_parallel"),
                 submit_rate=_rate(limits["submit_rate"]) if "submit_rate" in limits else None,
@@ -440,6 +514,8 @@ class _Checker:
 def parse_duration(value) -> float:
     """'500ms', '1s', '2m', '1h' or a number of seconds -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML's .inf and .nan are numbers to the schema
+            raise ValueError(f"{value!r} is not a duration (use a finite number of seconds)")
         return float(value)
     match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?", str(value).strip())
     if not match:

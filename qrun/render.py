@@ -103,8 +103,7 @@ def status(report: dict) -> None:
     out.print(f"campaign [bold]{report['campaign']}[/bold]: {counts['total']} experiments, "
               f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending")
     if not report["applied"]:
-        out.print(f"not applied yet (no state at {report['state_path']})")
-        return
+        out.print(f"not applied yet (state: {report['state_path']})", soft_wrap=True)
     if report["backends"]:
         table = Table()
         for column in ("backend", "provider", "circuit"):

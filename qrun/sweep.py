@@ -29,7 +29,7 @@ def values_of(variable: str, spec) -> list:
     if isinstance(spec, bool):
         raise SweepError("a sweep value must be a number", variable)
     if isinstance(spec, (int, float)):
-        return [spec]
+        return _checked_list(variable, [spec])
     if isinstance(spec, list):
         return _checked_list(variable, spec)
     if isinstance(spec, dict) and len(spec) == 1:
@@ -71,6 +71,8 @@ def _linspace(variable: str, args) -> list:
     if count == 1:
         return [float(start)]
     step = (stop - start) / (count - 1)
+    if not math.isfinite(step):  # finite ends can be further apart than a float can say
+        raise SweepError(f"linspace from {start} to {stop} overflows", variable, "linspace")
     return [start + i * step if i < count - 1 else float(stop) for i in range(count)]
 
 
@@ -85,7 +87,10 @@ def _range(variable: str, args) -> list:
         start, stop, step = args
     if step == 0:
         raise SweepError("range step must not be zero", variable, "range")
-    count = max(0, math.ceil((stop - start) / step))
+    span = (stop - start) / step
+    if not math.isfinite(span):  # e.g. [0, 1e308, 1e-308]: math.ceil would raise OverflowError
+        raise SweepError(f"range {args} has too many values; at most {MAX_VALUES}", variable, "range")
+    count = max(0, math.ceil(span))
     if count == 0:
         raise SweepError(f"range {args} is empty", variable, "range")
     if count > MAX_VALUES:

@@ -3,7 +3,8 @@
 PyYAML's safe loader forgets where values came from; we walk its node tree ourselves,
 building plain Python values and a map from key path (a tuple of keys and indices) to
 line number. The walk also refuses what a plain load would silently accept: duplicate
-keys, non-string keys, and alias bombs ("billion laughs") that expand to huge documents.
+keys, non-string keys, alias bombs ("billion laughs", also through `<<` merge keys) that
+expand to huge documents, aliases that contain themselves, and values JSON has no type for.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ from .errors import Problem
 # A manifest with more values than this after expanding aliases is refused: real
 # manifests have hundreds, an alias bomb has billions.
 MAX_NODES = 200_000
+# Real manifests nest fewer than ten levels; far deeper nesting would only exhaust Python's
+# stack in the recursive walks (ours, PyYAML's composer, jsonschema's validator).
+MAX_DEPTH = 64
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+# Scalars kept as the text written: a date such as 2024-05-01 (JSON has no dates), and `=`
+# (YAML 1.1's "default value" key, which PyYAML's flatten_mapping also turns into text).
+TEXT_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
+# What a manifest may hold: JSON's scalars, which the schema and the state database expect.
+JSON_SCALARS = (str, int, float, bool, type(None))
 
 Path = tuple  # of str (mapping keys) and int (sequence indices)
 
@@ -61,9 +72,12 @@ def load(text: str, file: str) -> Located:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlError(Problem(file, line, "", f"invalid YAML: {exc.problem or exc}")) from None
-    except yaml.YAMLError as exc:  # e.g. several documents in one file
+        raise YamlError(Problem(file, line, "", f"invalid YAML: {_syntax_message(exc)}")) from None
+    except yaml.YAMLError as exc:
         raise YamlError(Problem(file, 1, "", f"invalid YAML: {exc}")) from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise YamlError(Problem(file, 1, "", "invalid YAML: nested too deeply "
+                                             f"(at most {MAX_DEPTH} levels)")) from None
     located = Located(data=None, file=file)
     if node is None:
         located.data = None
@@ -73,62 +87,125 @@ def load(text: str, file: str) -> Located:
     return located
 
 
+def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem, with its context when that helps find the mistake."""
+    problem = exc.problem or str(exc)
+    if exc.context and problem.startswith("but "):  # one sentence split in two halves
+        return f"{exc.context}, {problem}"
+    mark, context_mark = exc.problem_mark, exc.context_mark
+    if exc.context and context_mark and (mark is None or context_mark.line != mark.line):
+        # e.g. an unclosed '{': the problem shows where parsing failed, the context where
+        # the '{' was opened, which is where the fix goes.
+        return f"{problem} ({exc.context} on line {context_mark.line + 1})"
+    return problem
+
+
 class _Builder:
     def __init__(self, located: Located):
         self.located = located
         self.nodes_seen = 0
+        self.open_nodes: set = set()  # ids of the collections being built (ancestors)
+        self.merged: dict = {}  # id of a mapping node -> its pairs with merge keys resolved
         self.constructor = yaml.SafeLoader("")  # only used to convert scalars
+
+    def fail(self, node: yaml.Node, path: Path, message: str) -> YamlError:
+        return YamlError(Problem(self.located.file, node.start_mark.line + 1, format_path(path),
+                                 message))
 
     def build(self, node: yaml.Node, path: Path):
         self.nodes_seen += 1
         if self.nodes_seen > MAX_NODES:
-            raise YamlError(Problem(self.located.file, node.start_mark.line + 1, format_path(path),
-                                    f"document expands to more than {MAX_NODES} values "
-                                    "(alias bomb?); refused"))
+            raise self.fail(node, path, f"document expands to more than {MAX_NODES} values "
+                                        "(alias bomb?); refused")
+        if len(path) > MAX_DEPTH:
+            raise self.fail(node, path, f"nested more than {MAX_DEPTH} levels deep; refused")
         self.located.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        # An alias inside the collection it names (`&a [*a]`) would expand forever.
+        if id(node) in self.open_nodes:
+            raise self.fail(node, path, "an alias refers to a value that contains it; refused")
+        self.open_nodes.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self.open_nodes.discard(id(node))
 
     def _scalar(self, node: yaml.ScalarNode, path: Path):
+        if node.tag in TEXT_TAGS:
+            return node.value
         try:
-            return self.constructor.construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
-            raise YamlError(Problem(self.located.file, node.start_mark.line + 1, format_path(path),
-                                    f"invalid value: {exc.problem}")) from None
+            raise self.fail(node, path, f"invalid value: {exc.problem}") from None
+        except (ValueError, KeyError, AttributeError, TypeError):
+            # PyYAML's scalar constructors fail this way on a value contradicting an explicit
+            # tag, such as `!!int abc` or `!!bool maybe`.
+            raise self.fail(node, path, f"invalid value: {node.value!r} is not a valid {node.tag}"
+                            ) from None
+        if not isinstance(value, JSON_SCALARS):  # e.g. bytes from !!binary
+            raise self.fail(node, path, f"invalid value: {node.tag} values are not allowed; "
+                                        "use a string, number, boolean or null")
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict:
         self._refuse_duplicate_keys(node, path)
-        try:
-            # Resolves `<<: *anchor` merge keys; the mapping's own keys come last and win.
-            self.constructor.flatten_mapping(node)
-        except yaml.constructor.ConstructorError as exc:
-            raise YamlError(Problem(self.located.file, node.start_mark.line + 1, format_path(path),
-                                    f"invalid merge: {exc.problem}")) from None
         result: dict = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in self._pairs(node, path):
             key = self._key(key_node, path)
             result[key] = self.build(value_node, path + (key,))
             self.located.lines[path + (key,)] = key_node.start_mark.line + 1
         return result
 
+    def _pairs(self, node: yaml.MappingNode, path: Path) -> list:
+        """The mapping's (key, value) nodes with `<<: *anchor` merge keys resolved.
+
+        Its own keys win, then the merged mappings in the order listed, as PyYAML does; but
+        each key is kept once and each mapping resolved once. PyYAML's flatten_mapping copies
+        every merged pair, so mappings merging mappings that merge mappings grow
+        exponentially before the MAX_NODES count in ``build`` sees a single value.
+        """
+        if id(node) in self.merged:
+            return self.merged[id(node)]
+        self.merged[id(node)] = []  # a mapping merged into itself adds nothing
+        own, inherited = [], []
+        for key_node, value_node in node.value:
+            if key_node.tag != MERGE_TAG:
+                own.append((key_node, value_node))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise self.fail(source, path, "invalid merge: `<<` takes a mapping or a list "
+                                                  "of mappings")
+                self._refuse_duplicate_keys(source, path)  # written inline, it is built nowhere else
+                inherited.extend(self._pairs(source, path))
+        pairs, seen = [], set()
+        for key_node, value_node in own + inherited:
+            identity = (key_node.tag, key_node.value) if isinstance(key_node, yaml.ScalarNode) \
+                else id(key_node)
+            if identity not in seen:
+                seen.add(identity)
+                pairs.append((key_node, value_node))
+        self.merged[id(node)] = pairs
+        return pairs
+
     def _key(self, key_node: yaml.Node, path: Path) -> str:
         key = self._scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
         if not isinstance(key, str):
-            raise YamlError(Problem(self.located.file, key_node.start_mark.line + 1,
-                                    format_path(path),
-                                    f"keys must be strings, not {getattr(key_node, 'value', '?')!r}"))
+            shown = repr(key_node.value) if isinstance(key_node, yaml.ScalarNode) else \
+                {"mapping": "a mapping", "sequence": "a list"}.get(key_node.id, key_node.id)
+            raise self.fail(key_node, path, f"keys must be strings, not {shown}")
         return key
 
     def _refuse_duplicate_keys(self, node: yaml.MappingNode, path: Path) -> None:
         seen: set = set()
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == MERGE_TAG:
                 continue
             key = self._key(key_node, path)
             if key in seen:
-                raise YamlError(Problem(self.located.file, key_node.start_mark.line + 1,
-                                        format_path(path + (key,)), "duplicate key"))
+                raise self.fail(key_node, path + (key,), "duplicate key")
             seen.add(key)
