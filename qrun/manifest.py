@@ -119,7 +119,9 @@ def load(path: str | Path) -> Manifest:
     try:
         text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ManifestError([Problem(shown, 1, "", f"not UTF-8 text (byte {exc.start})")]) from None
+        line = raw_bytes.count(b"\n", 0, exc.start) + 1  # the line to fix, not just the offset
+        raise ManifestError([Problem(shown, line, "", f"not UTF-8 text (byte {exc.start})")]
+                            ) from None
     try:
         doc = yamlpos.load(text, shown)
     except yamlpos.YamlError as exc:
@@ -369,7 +371,7 @@ class _Checker:
             if variable not in declared:
                 hint = f"; it declares: {', '.join(sorted(declared))}" if declared else \
                     "; it declares no parameters"
-                self.report(var_path, f"circuit '{entry['name']}' has no parameter '{variable}'"
+                self.report(var_path, f"circuit '{entry['name']}' has no parameter {variable!r}"
                                       f"{_suggest(variable, sorted(declared))}{hint}")
                 ok = False
                 continue
@@ -392,7 +394,7 @@ class _Checker:
         if ok and sweeps.point_count(values, entry.get("sweep_mode", "grid")) > sweeps.MAX_POINTS:
             count = sweeps.point_count(values, entry.get("sweep_mode", "grid"))
             self.report(where + ("sweep",), f"sweep expands to {count:,} points; at most "
-                                            f"{sweeps.MAX_POINTS:,} per campaign")
+                                            f"{sweeps.MAX_POINTS:,} per circuit")
             ok = False
         return values if ok else None
 
@@ -409,7 +411,7 @@ class _Checker:
             info = PROVIDERS[entry["provider"]]
             device = entry.get("device", info.default_device)
             if device not in info.devices:
-                self.report(where + ("device",), f"{info.id} has no device '{device}'"
+                self.report(where + ("device",), f"{info.id} has no device {device!r}"
                                                  f"{_suggest(device, list(info.devices))}; "
                                                  f"choose one of: {', '.join(info.devices)}")
                 continue
@@ -418,7 +420,7 @@ class _Checker:
                 if option not in info.option_names:
                     allowed = ", ".join(sorted(info.option_names)) or "none"
                     self.report(where + ("options", option),
-                                f"{info.id} has no option '{option}'"
+                                f"{info.id} has no option {option!r}"
                                 f"{_suggest(option, sorted(info.option_names))} (accepted: {allowed})")
             limits = entry.get("limits", {})
             if "submit_rate" in limits and _rate(limits["submit_rate"]) == 0:
@@ -449,11 +451,11 @@ class _Checker:
             where = ("spec", "targets", i)
             for j, name in enumerate(entry["circuits"]):
                 if name not in declared_circuits:
-                    self.report(where + ("circuits", j), f"unknown circuit '{name}'"
+                    self.report(where + ("circuits", j), f"unknown circuit {name!r}"
                                 f"{_suggest(name, sorted(declared_circuits))}")
             for j, name in enumerate(entry["backends"]):
                 if name not in declared_backends:
-                    self.report(where + ("backends", j), f"unknown backend '{name}'"
+                    self.report(where + ("backends", j), f"unknown backend {name!r}"
                                 f"{_suggest(name, sorted(declared_backends))}")
             targets.append(TargetSpec(
                 circuits=tuple(n for n in entry["circuits"] if n in circuits),

@@ -71,8 +71,8 @@ def _linspace(variable: str, args) -> list:
     if count == 1:
         return [float(start)]
     step = (stop - start) / (count - 1)
-    if not math.isfinite(step):  # finite ends can be further apart than a float can say
-        raise SweepError(f"linspace from {start} to {stop} overflows", variable, "linspace")
+    if not math.isfinite(step):  # finite ends can be further apart than a float says
+        raise SweepError(f"linspace {args} overflows a float", variable, "linspace")
     return [start + i * step if i < count - 1 else float(stop) for i in range(count)]
 
 
@@ -87,14 +87,16 @@ def _range(variable: str, args) -> list:
         start, stop, step = args
     if step == 0:
         raise SweepError("range step must not be zero", variable, "range")
-    span = (stop - start) / step
-    if not math.isfinite(span):  # e.g. [0, 1e308, 1e-308]: math.ceil would raise OverflowError
-        raise SweepError(f"range {args} has too many values; at most {MAX_VALUES}", variable, "range")
-    count = max(0, math.ceil(span))
-    if count == 0:
+    if not math.isfinite(stop - start):  # finite ends can be further apart than a float says
+        raise SweepError(f"range {args} overflows a float", variable, "range")
+    span = (stop - start) / step  # infinite for a tiny step: math.ceil would raise OverflowError
+    if span <= 0:
         raise SweepError(f"range {args} is empty", variable, "range")
-    if count > MAX_VALUES:
-        raise SweepError(f"range {args} has {count} values; at most {MAX_VALUES}", variable, "range")
+    if span > MAX_VALUES:
+        count = f"{math.ceil(span)}" if math.isfinite(span) else "too many"
+        raise SweepError(f"range {args} has {count} values; at most {MAX_VALUES}",
+                         variable, "range")
+    count = math.ceil(span)
     return [start + i * step for i in range(count)]
 
 

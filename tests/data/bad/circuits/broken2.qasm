@@ -1,4 +1,4 @@
-// OpenQASM 2 with a typo: cx takes two qubits, and the semicolon is missing.
+// OpenQASM 2 with a typo: the semicolon after `h q[0]` is missing.
 OPENQASM 2.0;
 include "qelib1.inc";
 qreg q[2];
