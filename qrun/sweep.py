@@ -96,7 +96,9 @@ def _range(variable: str, args) -> list:
         count = f"{math.ceil(span)}" if math.isfinite(span) else "too many"
         raise SweepError(f"range {args} has {count} values; at most {MAX_VALUES}",
                          variable, "range")
-    count = math.ceil(span)
+    # Float steps can land a hair past a whole count: (0.4 - 0.1) / 0.1 is 3.0000000000000004,
+    # and ceil would add a fourth value, 0.4, that the excluded stop forbids.
+    count = round(span) if abs(span - round(span)) < 1e-9 else math.ceil(span)
     return [start + i * step for i in range(count)]
 
 

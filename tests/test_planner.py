@@ -21,6 +21,9 @@ def test_sweep_value_forms():
     assert sweep.values_of("x", {"range": [1, 3]}) == [1, 2]
     assert sweep.values_of("x", {"range": [0, 1, 0.25]}) == [0, 0.25, 0.5, 0.75]
     assert sweep.values_of("x", {"range": [3, 0, -1]}) == [3, 2, 1]
+    # (0.4 - 0.1) / 0.1 is 3.0000000000000004 in floats: still three values, stop excluded.
+    assert len(sweep.values_of("x", {"range": [0.1, 0.4, 0.1]})) == 3
+    assert len(sweep.values_of("x", {"range": [0, 2.7, 0.3]})) == 9
 
 
 @pytest.mark.parametrize("spec, message", [
