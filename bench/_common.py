@@ -16,13 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def scratch(prefix: str) -> Path:
-    """A fresh temporary folder with home/, mpl/ and xdg/ inside for the subprocesses."""
+    """A fresh temporary folder with home/, mpl/, xdg/, cache/ inside for the subprocesses."""
     root = Path(tempfile.mkdtemp(prefix=f"qrun-bench-{prefix}-"))
     for name in ("home", "mpl", "xdg", "cache"):
         (root / name).mkdir()
@@ -32,10 +33,13 @@ def scratch(prefix: str) -> Path:
 def clean_env(root: Path, **extra: str) -> dict:
     """The environment for subprocesses: SDK caches and config under ``root``, not $HOME."""
     env = dict(os.environ)
+    # Byte-code caches go under root too (PYTHONPYCACHEPREFIX), so qrun's own modules are
+    # compiled once per benchmark, as they would be once per install, not on every command,
+    # and never written into the repository. The warm-up run of each benchmark fills it.
     env.update(HOME=str(root / "home"), MPLCONFIGDIR=str(root / "mpl"),
                XDG_DATA_HOME=str(root / "xdg"), XDG_CACHE_HOME=str(root / "cache"),
-               PYTHONDONTWRITEBYTECODE="1")
-    for name in ("QRUN_STATE_DIR", "QRUN_DEBUG"):
+               PYTHONPYCACHEPREFIX=str(root / "pycache"))
+    for name in ("QRUN_STATE_DIR", "QRUN_DEBUG", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
     env.update(extra)
     return env
@@ -49,15 +53,74 @@ def qrun_command() -> list[str]:
     return [sys.executable, "-m", "qrun"]
 
 
-def timed(cmd: list[str], env: dict, cwd: Path, check: bool = True, quiet: bool = True) -> float:
+def timed(cmd: list[str], env: dict, cwd: Path, check: bool = True) -> float:
     """Wall time in seconds of one command, from fork to exit."""
-    started = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=quiet, text=True)
-    elapsed = time.perf_counter() - started
-    if check and done.returncode != 0:
-        detail = (done.stderr or "")[-3000:] if quiet else ""
-        raise SystemExit(f"command failed with exit {done.returncode}: {' '.join(cmd)}\n{detail}")
-    return elapsed
+    return measured(cmd, env, cwd, check).wall_s
+
+
+@dataclass
+class Measured:
+    wall_s: float  # from fork to exit
+    peak_mb: float  # peak RSS of the command's own process (not of its children)
+    cpu_s: float | None = None  # user + system CPU of the whole process tree (when sampled)
+
+
+def measured(cmd: list[str], env: dict, cwd: Path, check: bool = True,
+             stdout: Path | None = None, tree_cpu: bool = False) -> Measured:
+    """Run one command and measure it.
+
+    Output goes to files (no pipe to drain; standard output to ``stdout`` when given). The
+    child is reaped with os.wait4, which hands back that child's own resource usage. With
+    ``tree_cpu``, the CPU time of its descendants (qrun's worker pool sits under a
+    forkserver, which rusage never reports to us) is sampled with psutil every 0.2 s: each
+    process counts with the last figure seen before it ended. CPU time is much less
+    sensitive than wall time to other work on a busy machine.
+    """
+    last_cpu: dict = {}
+    with (open(stdout, "wb") if stdout else tempfile.TemporaryFile()) as out, \
+            tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
+        if tree_cpu:
+            import psutil
+
+            try:
+                parent = psutil.Process(process.pid)
+            except psutil.NoSuchProcess:
+                parent = None
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                try:
+                    descendants = parent.children(recursive=True) if parent else []
+                except psutil.NoSuchProcess:
+                    descendants = []
+                for child in descendants:
+                    try:
+                        times = child.cpu_times()
+                        last_cpu[(child.pid, child.create_time())] = times.user + times.system
+                    except psutil.Error:
+                        pass
+                time.sleep(0.2)
+        else:
+            _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if check and process.returncode != 0:
+            err.seek(0)
+            detail = err.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"command failed with exit {process.returncode}: {' '.join(cmd)}\n{detail}")
+    cpu = usage.ru_utime + usage.ru_stime + sum(last_cpu.values()) if tree_cpu else None
+    return Measured(elapsed, usage.ru_maxrss / 1024, cpu)  # Linux reports ru_maxrss in KB
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
 
 
 def median(values: list[float]) -> float:

@@ -2,7 +2,8 @@
 
 Generates N random circuits (seeded; 5 qubits, depth ~10 of h/x/rx/ry/rz/cx, every qubit
 measured at the end) as OpenQASM 2 files, then times, alternately and each in a fresh
-subprocess (so both sides pay interpreter start and imports):
+subprocess (so both sides pay interpreter start and imports), after one untimed warm-up
+round on 2 circuits:
 
   qrun   `qrun apply M.yaml --no-progress` with a fresh state folder: validation (every
          circuit parsed), plan stored in SQLite, jobs run on a worker pool, every result
@@ -15,7 +16,7 @@ Prints the figures as a table, then ONE JSON line (last):
   {"benchmark": "overhead_aer", "qrun_s": ..., "plain_s": ..., "ratio": ..., "circuits": N, ...}
 Target: ratio <= 1.15.
 
-    .venv/bin/python bench/overhead_aer.py                  # 2,000 circuits, 3 rounds
+    .venv/bin/python bench/overhead_aer.py                  # 2,000 circuits, up to 3 rounds in ~3 min
     .venv/bin/python bench/overhead_aer.py --circuits 200 --repeats 1
 """
 
@@ -25,11 +26,14 @@ import argparse
 import json
 import math
 import random
+import sqlite3
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-import _common
+sys.dont_write_bytecode = True  # no bench/__pycache__ in the repository
+import _common  # noqa: E402  (bench/_common.py, beside this script)
 
 TARGET_RATIO = 1.15
 GATES_1Q = ("h", "x")
@@ -86,11 +90,13 @@ def write_inputs(root: Path, args) -> tuple[Path, Path]:
     circuits = folder / "circuits"
     circuits.mkdir(parents=True)
     rng = random.Random(args.seed)
-    names = []
     for i in range(args.circuits):
-        name = f"c{i:05d}"
-        (circuits / f"{name}.qasm").write_text(random_circuit(rng, args.qubits, args.depth))
-        names.append(name)
+        (circuits / f"c{i:05d}.qasm").write_text(random_circuit(rng, args.qubits, args.depth))
+    return circuits, write_manifest(folder, args)
+
+
+def write_manifest(folder: Path, args) -> Path:
+    """folder/campaign.yaml running every circuit of folder/circuits on Aer."""
     lines = [
         "apiVersion: qrun/v1",
         "kind: Campaign",
@@ -104,10 +110,16 @@ def write_inputs(root: Path, args) -> tuple[Path, Path]:
     if args.split:
         lines.append(f"  split: {{max_experiments_per_job: {args.split}}}")
     lines.append("  circuits:")
-    lines += [f"    - {{name: {n}, source: circuits/{n}.qasm}}" for n in names]
+    lines += [f"    - {{name: {f.stem}, source: circuits/{f.name}}}"
+              for f in sorted((folder / "circuits").glob("*.qasm"))]
     manifest = folder / "campaign.yaml"
     manifest.write_text("\n".join(lines) + "\n")
-    return circuits, manifest
+    return manifest
+
+
+def _stored_results(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM results").fetchone()[0]
 
 
 def main() -> None:
@@ -118,7 +130,10 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--batch", type=int, default=100, help="circuits per sim.run in the plain script")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of (qrun, plain); median taken")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="at most this many rounds of (qrun, plain); median taken")
+    parser.add_argument("--budget", type=float, default=170.0,
+                        help="seconds: start another round only if it should end within this")
     parser.add_argument("--workers", type=int, default=None, help="qrun apply -j (default: qrun's)")
     parser.add_argument("--split", type=int, default=None,
                         help="split.max_experiments_per_job in the manifest (default: none, qrun's)")
@@ -133,32 +148,66 @@ def main() -> None:
     print(f"{args.circuits} random {args.qubits}-qubit circuits (depth {args.depth}), "
           f"{args.shots} shots each, in {root}")
 
-    # Untimed warm-up: page cache holds Python, Qiskit and Aer for both sides alike.
-    _common.timed([sys.executable, "-c", "import qiskit, qiskit_aer, qiskit.qasm2, qrun.cli"],
-                  env, root)
+    # Untimed warm-up round on 2 of the circuits, for both sides alike: the page cache holds
+    # Python, Qiskit and Aer, byte code is compiled, stevedore's cache of Qiskit's transpiler
+    # plugins is written (all under the scratch folder).
+    warm = root / "warmup"
+    (warm / "circuits").mkdir(parents=True)
+    for source in sorted(circuits.glob("*.qasm"))[:2]:
+        (warm / "circuits" / source.name).write_bytes(source.read_bytes())
+    warm_manifest = write_manifest(warm, args)
+    _common.timed(_common.qrun_command() + ["apply", str(warm_manifest), "--no-progress",
+                                            "--state-dir", str(warm / "state")], env, warm)
+    _common.timed([sys.executable, str(plain), str(warm / "circuits"), str(args.shots),
+                   str(args.seed), str(args.batch), str(warm / "plain.json")], env, root)
 
-    qrun_times, plain_times = [], []
-    for round_ in range(args.repeats):
+    def run_qrun(round_: int) -> None:
         state = root / f"state-{round_}"
         cmd = _common.qrun_command() + ["apply", str(manifest), "--no-progress",
                                         "--state-dir", str(state)]
         if args.workers:
             cmd += ["-j", str(args.workers)]
-        qrun_times.append(_common.timed(cmd, env, root / "campaign"))
+        run = _common.measured(cmd, env, root / "campaign", tree_cpu=True)
+        qrun_times.append(run.wall_s)
+        qrun_cpu.append(run.cpu_s)
+        stored = _stored_results(state / "overhead-aer.sqlite")
+        if stored != args.circuits:
+            raise SystemExit(f"qrun stored {stored} results, expected {args.circuits}")
+
+    def run_plain(round_: int) -> None:
         out = root / f"plain-{round_}.json"
-        plain_times.append(_common.timed(
-            [sys.executable, str(plain), str(circuits), str(args.shots), str(args.seed),
-             str(args.batch), str(out)], env, root))
+        run = _common.measured([sys.executable, str(plain), str(circuits), str(args.shots),
+                                str(args.seed), str(args.batch), str(out)], env, root,
+                               tree_cpu=True)
+        plain_times.append(run.wall_s)
+        plain_cpu.append(run.cpu_s)
         ran = len(json.loads(out.read_text()))
         if ran != args.circuits:
             raise SystemExit(f"plain script ran {ran} circuits, expected {args.circuits}")
-        print(f"  round {round_ + 1}: qrun apply {qrun_times[-1]:6.2f} s   "
-              f"plain script {plain_times[-1]:6.2f} s")
+
+    load_start = _common.load_average()
+    started = time.perf_counter()
+    qrun_times, plain_times, qrun_cpu, plain_cpu = [], [], [], []
+    for round_ in range(max(1, args.repeats)):
+        spent = time.perf_counter() - started
+        if round_ and spent + spent / round_ > args.budget:
+            print(f"  (stopping after {round_} round(s): another would pass the "
+                  f"{args.budget:.0f} s budget; use --budget or --circuits to change that)")
+            break
+        # Alternate who goes first (qrun, plain, plain, qrun, ...) so drift hits both alike.
+        sides = (run_qrun, run_plain) if round_ % 2 == 0 else (run_plain, run_qrun)
+        for side in sides:
+            side(round_)
+        print(f"  round {round_ + 1}: qrun apply {qrun_times[-1]:6.2f} s (CPU {qrun_cpu[-1]:6.2f} s)   "
+              f"plain script {plain_times[-1]:6.2f} s (CPU {plain_cpu[-1]:6.2f} s)")
 
     qrun_s, plain_s = _common.median(qrun_times), _common.median(plain_times)
     ratio = qrun_s / plain_s
+    qrun_cpu_s, plain_cpu_s = _common.median(qrun_cpu), _common.median(plain_cpu)
     print(f"median: qrun apply {qrun_s:.2f} s, plain Qiskit/Aer {plain_s:.2f} s, "
           f"ratio {ratio:.3f} (target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'MISSED'})")
+    print(f"CPU time (whole process tree): qrun {qrun_cpu_s:.2f} s, plain {plain_cpu_s:.2f} s, "
+          f"ratio {qrun_cpu_s / plain_cpu_s:.3f}; load average at start {load_start}")
     _common.finish(root, {
         "benchmark": "overhead_aer",
         "qrun_s": round(qrun_s, 3),
@@ -166,13 +215,18 @@ def main() -> None:
         "ratio": round(ratio, 3),
         "circuits": args.circuits,
         "shots": args.shots,
-        "repeats": args.repeats,
+        "rounds": len(qrun_times),
+        "qrun_cpu_s": round(qrun_cpu_s, 3),
+        "plain_cpu_s": round(plain_cpu_s, 3),
+        "cpu_ratio": round(qrun_cpu_s / plain_cpu_s, 3),
         "qrun_runs_s": [round(t, 3) for t in qrun_times],
         "plain_runs_s": [round(t, 3) for t in plain_times],
         "target_ratio": TARGET_RATIO,
         "ratio_to_target": round(ratio / TARGET_RATIO, 3),
         "workers": args.workers,
         "split": args.split,
+        "loadavg_start": load_start,
+        "loadavg_end": _common.load_average(),
         **_common.machine(),
     }, args.keep)
 

@@ -21,7 +21,9 @@ from . import sweep as sweeps
 from . import yamlpos
 from .backends import PROVIDERS, Limits
 from .errors import ManifestError, Problem
-from .sources import Program, SourceError, load_program
+from .errors import BackendUnavailable
+from .sources import Program, SourceError, load_file
+from .sources.factory import load_factory
 
 DEFAULT_SHOTS = 1000
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -341,12 +343,15 @@ class _Checker:
 
     def _program(self, entry: dict, where: tuple) -> Program | None:
         source = entry["source"]
-        file = self._inside_root(source, where + ("source",))
-        if file is None:
-            return None
         try:
-            return load_program(file, source, entry.get("format"), entry.get("index"))
-        except SourceError as exc:
+            if isinstance(source, dict):  # {python: "module:function", args: {...}}
+                return load_factory(source, self.folder, entry.get("input"))
+            file = self._inside_root(source, where + ("source",))
+            if file is None:
+                return None
+            return load_file(file, source, entry.get("format"), entry.get("index"),
+                             entry.get("input"))
+        except (SourceError, BackendUnavailable) as exc:
             self.report(where + ("source",), str(exc))
             return None
 
@@ -380,7 +385,7 @@ class _Checker:
             except sweeps.SweepError as exc:
                 self.report(var_path + ((exc.key,) if exc.key else ()), str(exc))
                 ok = False
-        unbound = declared - set(entry.get("sweep", {}))
+        unbound = set(program.facts.required) - set(entry.get("sweep", {}))
         if unbound:
             self.report(where, f"parameters without values: {', '.join(sorted(unbound))}; "
                                "give them in sweep:")
@@ -410,10 +415,20 @@ class _Checker:
                 continue
             info = PROVIDERS[entry["provider"]]
             device = entry.get("device", info.default_device)
-            if device not in info.devices:
+            if device is None:
+                self.report(where, f"{info.id} needs a device: name one with device:")
+                continue
+            try:
+                devices = info.known_devices()
+            except BackendUnavailable as exc:
+                self.report(where + ("provider",), str(exc))
+                continue
+            if device not in devices:
+                shown = ", ".join(devices) if len(devices) <= 12 else \
+                    ", ".join(devices[:12]) + f" and {len(devices) - 12} more"
                 self.report(where + ("device",), f"{info.id} has no device {device!r}"
-                                                 f"{_suggest(device, list(info.devices))}; "
-                                                 f"choose one of: {', '.join(info.devices)}")
+                                                 f"{_suggest(device, devices)}; "
+                                                 f"choose one of: {shown}")
                 continue
             options = entry.get("options", {})
             for option in options:
@@ -432,6 +447,8 @@ class _Checker:
                 max_shots_per_job=limits.get("max_shots_per_job"),
                 max_experiments_per_job=limits.get("max_experiments_per_job"),
                 max_qubits=limits.get("max_qubits"),
+                max_modes=limits.get("max_modes"),
+                max_photons=limits.get("max_photons"),
             )
             backends[name] = BackendSpec(
                 name=name, provider=info.id, device=device, options=options,
@@ -465,23 +482,41 @@ class _Checker:
 
     def _check_formats_and_sizes(self, spec, targets, circuits, backends) -> None:
         """Every circuit of a target must be runnable on every backend of that target."""
+        checked: set = set()
         for i, target in enumerate(targets):
             where = ("spec", "targets", i) if "targets" in spec else ("spec",)
             for backend_name in target.backends:
-                backend = backends[backend_name]
-                info = PROVIDERS[backend.provider]
                 for circuit_name in target.circuits:
-                    program = circuits[circuit_name].program
-                    if program.format not in info.formats:
-                        self.report(where, f"circuit '{circuit_name}' ({program.format}) cannot run "
-                                           f"on backend '{backend_name}' ({info.id})")
-                    elif backend.limits.max_qubits and program.num_qubits > backend.limits.max_qubits:
-                        self.report(where, f"circuit '{circuit_name}' has {program.num_qubits} qubits; "
-                                           f"backend '{backend_name}' takes at most "
-                                           f"{backend.limits.max_qubits}")
-                    elif program.num_clbits == 0:
-                        self.report(where, f"circuit '{circuit_name}' measures nothing; "
-                                           "add measurements to get counts")
+                    if (circuit_name, backend_name) in checked:
+                        continue
+                    checked.add((circuit_name, backend_name))
+                    problem = self._misfit(circuits[circuit_name], backends[backend_name])
+                    if problem:
+                        self.report(where, problem)
+
+    def _misfit(self, circuit: CircuitSpec, backend: BackendSpec) -> str | None:
+        """Why ``circuit`` cannot run on ``backend``, or None."""
+        program, facts, limits = circuit.program, circuit.program.facts, backend.limits
+        info = PROVIDERS[backend.provider]
+        names = f"circuit '{circuit.name}'", f"backend '{backend.name}'"
+        if program.format not in info.formats:
+            what = "a Braket circuit" if program.format == "braket" else _FAMILY_WORDS[program.family]
+            return (f"{names[0]} ({what}) cannot run on {names[1]} "
+                    f"({info.id} runs {_FAMILY_WORDS[info.family]}s)")
+        unit = {"gate": "qubits", "pulser": "atoms", "photonic": "modes"}[program.family]
+        if limits.max_qubits and unit != "modes" and facts.width > limits.max_qubits:
+            return f"{names[0]} has {facts.width} {unit}; {names[1]} takes at most {limits.max_qubits}"
+        if limits.max_modes and facts.width > limits.max_modes:
+            return f"{names[0]} has {facts.width} modes; {names[1]} takes at most {limits.max_modes}"
+        if limits.max_photons and (facts.photons or 0) > limits.max_photons:
+            return (f"{names[0]} sends {facts.photons} photons; {names[1]} takes at most "
+                    f"{limits.max_photons}")
+        if facts.clbits == 0:
+            return f"{names[0]} measures nothing; add measurements to get counts"
+        try:
+            return info.check_program(program, backend.device, backend.options)
+        except BackendUnavailable as exc:
+            return str(exc)
 
     def _check_size(self, targets, circuits) -> None:
         total = sum(
@@ -511,6 +546,10 @@ class _Checker:
         except ValueError as exc:
             self.report(where, str(exc))
             return 0.0
+
+
+_FAMILY_WORDS = {"gate": "a gate-model circuit", "pulser": "a Pulser sequence",
+                 "photonic": "a photonic circuit"}
 
 
 def parse_duration(value) -> float:

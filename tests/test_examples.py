@@ -28,9 +28,13 @@ def test_quickstart_runs_and_exports(examples):
     result = qrun("apply", examples / "quickstart.yaml")
     assert result.returncode == 0, result.stderr
     rows = [json.loads(x) for x in (examples / "results/quickstart.jsonl").read_text().splitlines()]
-    assert len(rows) == 14 and {r["provider"] for r in rows} == {"qiskit.aer", "braket.local"}
+    assert len(rows) == 18 and all(r["state"] == "done" for r in rows)
+    assert {r["provider"] for r in rows} == {"qiskit.aer", "braket.local", "qiskit.ibm-local",
+                                             "pulser.local", "perceval.local"}
     flips = [r["counts"] for r in rows if r["circuit"] == "flip"]
     assert flips == [{"100": 1000}, {"100": 1000}]
+    hom = next(r["counts"] for r in rows if r["circuit"] == "hom")
+    assert "|1,1>" not in hom and sum(hom.values()) == 1000
 
 
 def test_sweep_example_slices_and_merges_shots(examples):

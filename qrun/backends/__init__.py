@@ -1,15 +1,17 @@
 """Backend adapters and the registry of providers.
 
-The registry holds what validation and planning need to know about each provider without
-importing its SDK: which circuit formats it runs, its devices, its default limits. The
-adapter module named by ``module`` is imported only when a job actually runs, inside the
-process that runs it.
+The registry holds what validation and planning need to know about each provider: the
+family of programs it runs, its devices and their limits. Where the SDK's device objects
+state limits that can be written down (Braket's local simulators), they are copied here and
+a test keeps the copy honest; where they can only be asked (IBM's fake backends), the
+adapter module is imported to ask, at validation, and only for manifests that use it.
+Otherwise an adapter module is imported only when a job runs, in the process running it.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ..errors import BackendUnavailable
 
@@ -22,36 +24,57 @@ class Limits:
     submit_rate: float | None = None  # submissions per second
     max_shots_per_job: int | None = None
     max_experiments_per_job: int | None = None
-    max_qubits: int | None = None
+    max_qubits: int | None = None  # qubits, or atoms for neutral-atom backends
+    max_modes: int | None = None  # photonic backends
+    max_photons: int | None = None
 
     def tightened(self, other: "Limits") -> "Limits":
-        """The stricter of the two for every limit (a manifest may only lower a device's)."""
+        """The stricter of the two for every limit."""
         def lower(a, b):
             return b if a is None else a if b is None else min(a, b)
-        return Limits(**{name: lower(getattr(self, name), getattr(other, name))
-                         for name in self.__dataclass_fields__})
+        return Limits(**{f.name: lower(getattr(self, f.name), getattr(other, f.name))
+                         for f in fields(self)})
 
     def overridden(self, other: "Limits") -> "Limits":
         """These limits with every limit that ``other`` sets replacing ours."""
-        return Limits(**{name: getattr(other, name) if getattr(other, name) is not None
-                         else getattr(self, name) for name in self.__dataclass_fields__})
+        return Limits(**{f.name: getattr(other, f.name) if getattr(other, f.name) is not None
+                         else getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass(frozen=True)
 class ProviderInfo:
     id: str
     module: str  # adapter module, imported lazily
-    formats: tuple  # circuit formats it runs
-    devices: dict  # device name -> default Limits for it
-    default_device: str
+    formats: tuple  # the program formats it runs (see sources.FAMILY)
+    devices: dict | None  # device name -> its Limits; None: the adapter module knows them
+    default_device: str | None  # None: the manifest must name a device
     local: bool
     sdk_packages: tuple  # distributions whose versions are recorded with results
     option_names: frozenset = field(default_factory=frozenset)  # accepted `options:` keys
     # Options that change how fast, not what, the backend computes: left out of keys.
     tuning_options: frozenset = field(default_factory=frozenset)
 
+    @property
+    def family(self) -> str:
+        from ..sources import FAMILY
+
+        return FAMILY[self.formats[0]]
+
+    def known_devices(self) -> list:
+        if self.devices is not None:
+            return list(self.devices)
+        return list(adapter_module(self.id).known_devices())
+
     def device_limits(self, device: str) -> Limits:
-        return self.devices.get(device, Limits())
+        if self.devices is not None:
+            return self.devices.get(device, Limits())
+        return adapter_module(self.id).device_limits(device)
+
+    def check_program(self, program, device: str, options: dict) -> str | None:
+        """Why this backend cannot run ``program`` beyond family and size, or None."""
+        module = adapter_module(self.id)
+        check = getattr(module, "check_program", None)
+        return check(program, device, options) if check else None
 
 
 _GATE_FORMATS = ("qasm2", "qasm3", "qpy")
@@ -83,22 +106,64 @@ PROVIDERS: dict[str, ProviderInfo] = {
             "statevector_parallel_threshold", "blocking_enable",
         }),
     ),
+    "qiskit.ibm-local": ProviderInfo(
+        id="qiskit.ibm-local",
+        module="qrun.backends.ibm_local",
+        formats=_GATE_FORMATS,
+        devices=None,  # qiskit-ibm-runtime's fake backends: fake_manila, fake_kyiv, ...
+        default_device=None,
+        local=True,
+        sdk_packages=("qiskit", "qiskit-ibm-runtime", "qiskit-aer"),
+        option_names=frozenset({"optimization_level"}),
+    ),
     "braket.local": ProviderInfo(
         id="braket.local",
         module="qrun.backends.braket_local",
-        formats=_GATE_FORMATS,
-        # From LocalSimulator(...).properties.paradigm.qubitCount.
+        formats=_GATE_FORMATS + ("braket",),  # Braket circuits built by factories, too
+        # LocalSimulator(name).properties: paradigm.qubitCount (tests/test_providers.py checks).
         devices={"braket_sv": Limits(max_qubits=26), "braket_dm": Limits(max_qubits=13)},
         default_device="braket_sv",
         local=True,
         sdk_packages=("amazon-braket-sdk", "amazon-braket-default-simulator"),
-        option_names=frozenset(),
+    ),
+    "pulser.local": ProviderInfo(
+        id="pulser.local",
+        module="qrun.backends.pulser_local",
+        formats=("pulser",),
+        # QuTiP integrates the full state: 2^n amplitudes for n atoms (3^n with a digital
+        # basis). Twelve atoms take seconds per run; more is a job for a tensor-network
+        # emulator, not this one.
+        devices={"qutip": Limits(max_qubits=12)},
+        default_device="qutip",
+        local=True,
+        sdk_packages=("pulser-core", "pulser-simulation"),
+        option_names=frozenset({"mimic_qpu", "with_modulation"}),
+    ),
+    "perceval.local": ProviderInfo(
+        id="perceval.local",
+        module="qrun.backends.perceval_local",
+        formats=("perceval",),
+        # Perceval states no limits; past ~16 modes and 8 photons SLOS's Fock space
+        # (C(m+n-1, n) states) takes minutes: set limits in the manifest to go further.
+        devices={"SLOS": Limits(max_modes=16, max_photons=8),
+                 "CliffordClifford2017": Limits(max_modes=64, max_photons=16),
+                 "Naive": Limits(max_modes=12, max_photons=6)},
+        default_device="SLOS",
+        local=True,
+        sdk_packages=("perceval-quandela",),
     ),
 }
 
 
-def provider(provider_id: str) -> ProviderInfo:
-    return PROVIDERS[provider_id]
+def adapter_module(provider_id: str):
+    info = PROVIDERS[provider_id]
+    try:
+        return importlib.import_module(info.module)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"provider {provider_id} needs {', '.join(info.sdk_packages)}, which cannot be "
+            f"imported ({exc}); install qrun with its extra, e.g. pip install 'qrun[all]'"
+        ) from None
 
 
 _adapters: dict = {}
@@ -108,15 +173,7 @@ def adapter_for(provider_id: str, device: str, options: dict):
     """The adapter instance for a backend, created once per process (simulators are reused)."""
     cache_key = (provider_id, device, repr(sorted(options.items())))
     if cache_key not in _adapters:
-        info = PROVIDERS[provider_id]
-        try:
-            module = importlib.import_module(info.module)
-        except ImportError as exc:
-            raise BackendUnavailable(
-                f"provider {provider_id} needs {', '.join(info.sdk_packages)}, which cannot be "
-                f"imported ({exc}); install qrun with its extra, e.g. pip install 'qrun[all]'"
-            ) from None
-        _adapters[cache_key] = module.Adapter(device=device, options=options)
+        _adapters[cache_key] = adapter_module(provider_id).Adapter(device=device, options=options)
     return _adapters[cache_key]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from qiskit import transpile
 from qiskit_aer import AerSimulator
 
-from ..sources import parse_circuit
+from ..sources.gate import parse_circuit
 from .base import Task, TaskFailed, qiskit_key_to_qrun, sdk_versions
 
 

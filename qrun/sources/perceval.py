@@ -1,0 +1,68 @@
+"""Photonic programs: Perceval circuits and experiments in Perceval's serialization.
+
+The program's content is a small JSON document: the serialized circuit or experiment and
+the input state from the manifest's ``input:`` key (an experiment may carry its own).
+Circuit parameters (``pcvl.P("theta")``) are swept like OpenQASM inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import Facts, SourceError, one_line
+
+
+def load(content: bytes, origin: str = "<circuit>"):
+    """(experiment, input state) from a program's content; raises SourceError."""
+    import perceval as pcvl
+    from perceval.serialization import deserialize
+
+    document = json.loads(content)
+    try:
+        obj = deserialize(document["serialized"].strip())
+    except Exception as exc:
+        raise SourceError(f"{origin} is not a Perceval serialization: {one_line(exc)}") from None
+    if isinstance(obj, pcvl.Circuit):
+        experiment = pcvl.Experiment(obj)
+    elif isinstance(obj, pcvl.Experiment):
+        experiment = obj
+    else:
+        raise SourceError(f"{origin} holds a {type(obj).__name__}, not a circuit or experiment")
+    state = _input_state(document.get("input"), experiment, origin)
+    return experiment, state
+
+
+def _input_state(text: str | None, experiment, origin: str):
+    import perceval as pcvl
+
+    if text is None:
+        if experiment.input_state is None:
+            raise SourceError(f"{origin} needs an input state: add input: \"|1,0,...>\" to the circuit")
+        return experiment.input_state
+    try:
+        state = pcvl.BasicState(text)
+    except Exception as exc:
+        raise SourceError(f"input {text!r} is not a Fock state like |1,0,1,0>: {one_line(exc)}") from None
+    if state.m != experiment.m:
+        raise SourceError(f"input {text!r} has {state.m} modes; {origin} has {experiment.m}")
+    return state
+
+
+def inspect(fmt: str, content: bytes, origin: str, index, include_dir: Path | None) -> Facts:
+    experiment, state = load(content, origin)
+    parameters = experiment.get_circuit_parameters()
+    names = tuple(sorted(parameters))
+    required = tuple(sorted(name for name, p in parameters.items() if not p.defined))
+    return Facts(parameters=names, required=required, width=experiment.m, photons=state.n)
+
+
+def serialize(obj) -> tuple | None:
+    if not type(obj).__module__.startswith("perceval"):
+        return None
+    import perceval as pcvl
+    from perceval.serialization import serialize as pcvl_serialize
+
+    if isinstance(obj, (pcvl.Circuit, pcvl.Experiment)):
+        return "perceval", pcvl_serialize(obj).encode()
+    return None
