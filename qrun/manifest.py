@@ -483,9 +483,12 @@ class _Checker:
     def _check_formats_and_sizes(self, spec, targets, circuits, backends) -> None:
         """Every circuit of a target must be runnable on every backend of that target."""
         checked: set = set()
+        backend_index = {entry["name"]: i for i, entry in enumerate(spec["backends"])}
         for i, target in enumerate(targets):
-            where = ("spec", "targets", i) if "targets" in spec else ("spec",)
             for backend_name in target.backends:
+                # Without targets every circuit meets every backend: point at the backend.
+                where = ("spec", "targets", i) if "targets" in spec else \
+                    ("spec", "backends", backend_index[backend_name])
                 for circuit_name in target.circuits:
                     if (circuit_name, backend_name) in checked:
                         continue
@@ -502,7 +505,7 @@ class _Checker:
         if program.format not in info.formats:
             what = "a Braket circuit" if program.format == "braket" else _FAMILY_WORDS[program.family]
             return (f"{names[0]} ({what}) cannot run on {names[1]} "
-                    f"({info.id} runs {_FAMILY_WORDS[info.family]}s)")
+                    f"({info.id} runs {_FAMILY_PLURALS[info.family]})")
         unit = {"gate": "qubits", "pulser": "atoms", "photonic": "modes"}[program.family]
         if limits.max_qubits and unit != "modes" and facts.width > limits.max_qubits:
             return f"{names[0]} has {facts.width} {unit}; {names[1]} takes at most {limits.max_qubits}"
@@ -550,6 +553,8 @@ class _Checker:
 
 _FAMILY_WORDS = {"gate": "a gate-model circuit", "pulser": "a Pulser sequence",
                  "photonic": "a photonic circuit"}
+_FAMILY_PLURALS = {"gate": "gate-model circuits", "pulser": "Pulser sequences",
+                   "photonic": "photonic circuits"}
 
 
 def parse_duration(value) -> float:
