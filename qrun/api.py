@@ -62,39 +62,29 @@ def plan(path: str | Path, state_dir=None) -> PlanReport:
     manifest = validate(path)
     db_path = state_path(manifest, state_dir)
     store = Store.open(db_path, create=False) if db_path.exists() else None
-    rows: dict = {}
-    totals = Counter(new=0, cached=0, failed=0, resume=0)
     try:
-        for batch in _batches(planner.experiments(manifest), 5000):
-            states = store.experiment_states([e.key for e in batch]) if store else {}
-            for experiment in batch:
-                reason = _reason(states.get(experiment.key))
-                row = rows.setdefault((experiment.circuit, experiment.backend), Counter(
-                    circuit=experiment.circuit, backend=experiment.backend,
-                    provider=experiment.provider, new=0, cached=0, failed=0, resume=0))
-                row[reason] += 1
-                totals[reason] += 1
+        states = store.experiment_states() if store else {}
     finally:
         if store:
             store.close()
-    return PlanReport(campaign=manifest.name, state_path=db_path,
-                      rows=[dict(r) for r in rows.values()], totals=dict(totals))
+    tally: Counter = Counter()  # (circuit, backend, provider, reason) -> experiments
+    for experiment in planner.experiments(manifest):
+        tally[experiment.circuit, experiment.backend, experiment.provider,
+              _reason(states.get(experiment.key))] += 1
+    rows: dict = {}
+    totals = dict.fromkeys(("new", "cached", "failed", "resume"), 0)
+    for (circuit, backend, provider, reason), count in tally.items():
+        row = rows.setdefault((circuit, backend), {"circuit": circuit, "backend": backend,
+                                                   "provider": provider, **dict.fromkeys(totals, 0)})
+        row[reason] += count
+        totals[reason] += count
+    return PlanReport(campaign=manifest.name, state_path=db_path, rows=list(rows.values()),
+                      totals=totals)
 
 
 def _reason(state: str | None) -> str:
     """Why an experiment is in the plan: new (never stored), cached (done), failed, resume."""
     return {None: "new", DONE: "cached", FAILED: "failed"}.get(state, "resume")
-
-
-def _batches(items, size):
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # ---------------------------------------------------------------- apply

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .backends import Limits
+from .backends import PROVIDERS, Limits
 from .manifest import BackendSpec, Manifest
 from .sweep import combinations
 
@@ -27,6 +27,7 @@ class Experiment:
     provider: str
     program: str  # Program.digest
     params: dict
+    params_json: str  # params as canonical JSON, as hashed into the key and stored
     shots: int
 
 
@@ -53,7 +54,23 @@ def backend_digest(backend: BackendSpec) -> str:
 def experiment_key(program_digest: str, params: dict, backend_id: str, shots: int,
                    seed: int | None) -> str:
     """Content key: same program, bindings, backend identity, shots and seed -> same key."""
-    return _digest([KEY_VERSION, program_digest, params, backend_id, shots, seed])
+    return _KeyMaker(program_digest, backend_id, shots, seed).key(canonical_json(params))
+
+
+class _KeyMaker:
+    """experiment_key for many bindings of one (program, backend, shots, seed).
+
+    The key hashes the canonical JSON of [version, program, params, backend, shots, seed];
+    only the params part changes within a sweep, so the rest is encoded once.
+    """
+
+    def __init__(self, program_digest: str, backend_id: str, shots: int, seed: int | None):
+        head, tail = canonical_json([KEY_VERSION, program_digest, 0, backend_id, shots, seed]) \
+            .split(",0,", 1)
+        self.head, self.tail = (head + ",").encode(), ("," + tail).encode()
+
+    def key(self, params_json: str) -> str:
+        return hashlib.sha256(self.head + params_json.encode() + self.tail).hexdigest()
 
 
 def experiments(manifest: Manifest) -> Iterator[Experiment]:
@@ -65,20 +82,31 @@ def experiments(manifest: Manifest) -> Iterator[Experiment]:
             circuit = manifest.circuits[circuit_name]
             for backend_name in target.backends:
                 backend = manifest.backends[backend_name]
+                keys = _KeyMaker(circuit.program.digest, backend_ids[backend_name], target.shots,
+                                 manifest.seed)
                 for params in combinations(circuit.sweep, circuit.sweep_mode):
-                    key = experiment_key(circuit.program.digest, params, backend_ids[backend_name],
-                                         target.shots, manifest.seed)
+                    params_json = canonical_json(params)
+                    key = keys.key(params_json)
                     if key in seen:  # the same work listed twice runs once
                         continue
                     seen.add(key)
                     yield Experiment(key=key, circuit=circuit_name, backend=backend_name,
                                      provider=backend.provider, program=circuit.program.digest,
-                                     params=params, shots=target.shots)
+                                     params=params, params_json=params_json, shots=target.shots)
+
+
+# Local simulators get jobs of at most this many experiments unless told otherwise: enough
+# jobs to keep every worker busy, and little work lost when a job is interrupted.
+LOCAL_EXPERIMENTS_PER_JOB = 100
 
 
 def job_limits(manifest: Manifest, backend: str) -> Limits:
     """The backend's limits tightened by the manifest's `split:` rules."""
-    return manifest.backends[backend].limits.tightened(manifest.split)
+    spec = manifest.backends[backend]
+    limits = spec.limits.tightened(manifest.split)
+    if limits.max_experiments_per_job is None and PROVIDERS[spec.provider].local:
+        limits = replace(limits, max_experiments_per_job=LOCAL_EXPERIMENTS_PER_JOB)
+    return limits
 
 
 def cut_jobs(to_run: Iterable[tuple], limits_of) -> Iterator[JobSpec]:
@@ -89,8 +117,11 @@ def cut_jobs(to_run: Iterable[tuple], limits_of) -> Iterator[JobSpec]:
     is cut into slices, one job each, merged back when all are done.
     """
     open_jobs: dict = {}  # (backend, shots) -> list of slices being filled
+    limits_by_backend: dict = {}
     for backend, key, shots in to_run:
-        limits = limits_of(backend)
+        limits = limits_by_backend.get(backend)
+        if limits is None:
+            limits = limits_by_backend[backend] = limits_of(backend)
         cap = limits.max_shots_per_job
         if cap and shots > cap:
             for index, share in enumerate(_shares(shots, cap)):
@@ -125,6 +156,10 @@ def derived_seed(seed: int | None, job_key: str) -> int | None:
     return int(hashlib.sha256(f"{seed}:{job_key}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
+def canonical_json(value) -> str:
+    """One spelling per value: sorted keys, no spaces. Keys hash it; the store keeps it."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _digest(value) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()

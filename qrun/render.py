@@ -63,23 +63,36 @@ class ApplyProgress:
             self._progress = None
 
 
-def apply_summary(report, seconds: float) -> None:
-    table = Table(title=f"campaign {report.campaign}", title_justify="left")
+# A summary table longer than this is cut: thousands of circuits would bury the totals.
+MAX_TABLE_ROWS = 40
+
+
+def _state_table(rows: list, title: str | None = None) -> None:
+    """Experiments per backend and circuit by state; failures first when the table is cut."""
+    table = Table(title=title, title_justify="left")
     for column in ("backend", "provider", "circuit"):
         table.add_column(column)
     for column in ("done", "failed", "pending"):
         table.add_column(column, justify="right")
-    for row in report.backends:
+    shown = sorted(rows, key=lambda r: (-r["failed"], -r["pending"]))[:MAX_TABLE_ROWS] \
+        if len(rows) > MAX_TABLE_ROWS else rows
+    for row in shown:
         table.add_row(row["backend"], row["provider"], row["circuit"], str(row["done"]),
                       _red(row["failed"]), str(row["pending"]))
     out.print(table)
+    if len(rows) > len(shown):
+        out.print(f"... and {len(rows) - len(shown)} more rows (`qrun status -o json` lists all)")
+
+
+def apply_summary(report, seconds: float) -> None:
+    _state_table(report.backends, f"campaign {report.campaign}")
     if report.planned is not None:
         p = report.planned
         out.print(f"{report.run.finished} experiments run, {p.cached} cached, "
                   f"{report.state['failed']} failed, {report.state['pending']} pending "
-                  f"in {seconds:.1f} s; state: {report.state_path}")
+                  f"in {seconds:.1f} s; state: {report.state_path}", soft_wrap=True)
     for path, count in report.exports:
-        out.print(f"exported {count} rows to {path}")
+        out.print(f"exported {count} rows to {path}", soft_wrap=True)
     if report.failures:
         failures(report.failures)
         err.print("Fix the cause, then run `qrun retry` to give failed experiments new attempts.")
@@ -105,15 +118,7 @@ def status(report: dict) -> None:
     if not report["applied"]:
         out.print(f"not applied yet (state: {report['state_path']})", soft_wrap=True)
     if report["backends"]:
-        table = Table()
-        for column in ("backend", "provider", "circuit"):
-            table.add_column(column)
-        for column in ("done", "failed", "pending"):
-            table.add_column(column, justify="right")
-        for row in report["backends"]:
-            table.add_row(row["backend"], row["provider"], row["circuit"], str(row["done"]),
-                          _red(row["failed"]), str(row["pending"]))
-        out.print(table)
+        _state_table(report["backends"])
     last = report["last_apply"]
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started_at"]))

@@ -52,6 +52,15 @@ def test_grid_and_zip_combinations():
     assert list(sweep.combinations({}, "grid")) == [{}]
 
 
+def test_key_is_the_hash_of_the_canonical_content():
+    import hashlib
+    import json
+
+    content = ["qrun/v1", "p1", {"b": 0.5, "a": 1}, "b1", 100, None]
+    expected = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    assert planner.experiment_key("p1", {"a": 1, "b": 0.5}, "b1", 100, None) == expected.hexdigest()
+
+
 def test_keys_depend_on_content_not_names():
     base = planner.experiment_key("p1", {"theta": 0.5}, "b1", 100, 7)
     assert base == planner.experiment_key("p1", {"theta": 0.5}, "b1", 100, 7)
