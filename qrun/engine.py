@@ -112,11 +112,11 @@ class Engine:
         room = 2 * self.workers - len(self._in_flight)  # keep every worker's queue fed
         if room <= 0:
             return
-        busy = {job.id for job, _, _ in self._in_flight.values()}
         per_backend: dict = {}
         for job, _, _ in self._in_flight.values():
             per_backend[job.backend] = per_backend.get(job.backend, 0) + 1
-        for job in self.store.ready_jobs(self.apply_id, room * 4, exclude=busy):
+        # Jobs in flight are marked running, so they are not among the ready ones.
+        for job in self.store.ready_jobs(self.apply_id, room * 4):
             if room <= 0:
                 break
             cap = self._max_parallel(job)

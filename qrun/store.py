@@ -418,17 +418,15 @@ class Store:
                           "WHERE id=?", (PENDING, _now(), job_id))
         self._event(apply_id, "job", job_id, PENDING, "interrupted; will run again")
 
-    def ready_jobs(self, apply_id: int, limit: int, exclude: Iterable[int] = ()) -> list[JobRow]:
+    def ready_jobs(self, apply_id: int, limit: int) -> list[JobRow]:
         """Pending jobs of the current plan whose backoff has passed, oldest first."""
-        excluded = list(exclude)
         rows = self.conn.execute(
             "SELECT j.id, j.key, j.backend, j.provider, j.backend_config, j.seed, j.attempts "
             "FROM jobs j WHERE j.state=? AND j.not_before<=? "
-            f"AND j.id NOT IN ({','.join('?' * len(excluded))}) "
             "AND EXISTS (SELECT 1 FROM slices s JOIN experiments e ON e.key=s.experiment "
             "            WHERE s.job_id=j.id AND e.plan_apply=?) "
             "ORDER BY j.id LIMIT ?",
-            (PENDING, _now(), *excluded, apply_id, limit)).fetchall()
+            (PENDING, _now(), apply_id, limit)).fetchall()
         return [JobRow(id=r[0], key=r[1], backend=r[2], provider=r[3],
                        backend_config=json.loads(r[4]), seed=r[5], attempts=r[6]) for r in rows]
 

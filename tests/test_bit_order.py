@@ -77,3 +77,28 @@ def test_same_keys_on_aer_and_braket(project, tmp_path):
     for circuit, want in expected.items():
         assert counts[(circuit, "aer")] == want, circuit
         assert counts[(circuit, "sv")] == want, circuit
+
+
+def test_circuits_with_gates_aer_lacks_are_transpiled(project):
+    # `foo` is defined in the file: Aer has no such instruction, so the adapter transpiles.
+    write(project, "circuits/custom.qasm", """
+        OPENQASM 2.0;
+        include "qelib1.inc";
+        gate foo a, b { x a; cx a, b; }
+        qreg q[2];
+        creg c[2];
+        foo q[0], q[1];
+        measure q -> c;
+    """)
+    manifest = write(project, "custom.yaml", """
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {name: custom}
+        spec:
+          shots: 30
+          circuits: [{name: custom, source: circuits/custom.qasm}]
+          backends: [{name: aer, provider: qiskit.aer}, {name: sv, provider: braket.local}]
+    """)
+    assert qrun("apply", manifest).returncode == 0
+    rows = [json.loads(x) for x in qrun("export", manifest, "-o", "-", "-f", "jsonl").stdout.splitlines()]
+    assert [r["counts"] for r in rows] == [{"11": 30}, {"11": 30}]
