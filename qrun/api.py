@@ -186,7 +186,7 @@ def status(path: str | Path, state_dir=None) -> dict:
     db_path = state_path(manifest, state_dir)
     report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
               "experiments": None, "backends": [], "jobs": {}, "last_apply": None,
-              "manifest_changed": None, "lock": None, "failures": []}
+              "manifest_changed": None, "lock": None, "failures": [], "remote_jobs": []}
     apply_id = None
     if db_path.exists():
         with Store.open(db_path, create=False) as store:
@@ -201,7 +201,8 @@ def status(path: str | Path, state_dir=None) -> dict:
                                  "failed": counts[FAILED], "pending": counts[PENDING]},
                     backends=store.backend_summary(apply_id), jobs=store.job_counts(apply_id),
                     last_apply=last, manifest_changed=last["manifest_sha256"] != manifest.sha256,
-                    failures=store.failures(apply_id, limit=20))
+                    failures=store.failures(apply_id, limit=20),
+                    remote_jobs=store.remote_jobs(apply_id))
     if apply_id is None:  # never applied: everything the manifest describes is pending
         total = sum(1 for _ in planner.experiments(manifest))
         report["experiments"] = {"total": total, "done": 0, "failed": 0, "pending": total}
@@ -220,6 +221,40 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
         if apply_id is None:
             raise StateError(f"campaign {manifest.name} has no applied plan; run qrun apply first")
         return exporter.write(store.export_rows(apply_id), fmt, output)
+
+
+def cancel(path: str | Path, state_dir=None) -> dict:
+    """Cancel the campaign's unfinished jobs: remote ones at their provider, then in the state.
+
+    Their experiments are recorded as failed ("cancelled"); `qrun retry` runs them again.
+    """
+    from .backends import PROVIDERS, adapter_for
+
+    manifest = validate(path)
+    db_path = state_path(manifest, state_dir)
+    if not db_path.exists():
+        raise StateError(f"campaign {manifest.name} has no state at {db_path}; nothing to cancel")
+    summary = {"cancelled_remote": 0, "cancelled_local": 0, "errors": []}
+    with Store.open(db_path, create=False) as store:
+        store.acquire_lock(manifest.name, "cancel")
+        try:
+            apply_id = store.latest_plan_apply()
+            for job, attempt_id, handle in store.unfinished_jobs(apply_id) if apply_id else []:
+                config = job.backend_config
+                if handle and not PROVIDERS[job.provider].local:
+                    try:
+                        adapter_for(config["provider"], config["device"], config["options"],
+                                    config.get("credentials")).cancel(handle)
+                    except Exception as exc:  # keep going: report what could not be cancelled
+                        summary["errors"].append(f"job {job.id} ({handle}): {exc}")
+                        continue
+                    summary["cancelled_remote"] += 1
+                else:
+                    summary["cancelled_local"] += 1
+                store.cancel_job(apply_id, job.id, attempt_id, "cancelled by qrun cancel")
+        finally:
+            store.release_lock(manifest.name)
+    return summary
 
 
 def unlock(path: str | Path, state_dir=None, force: bool = False) -> dict | None:

@@ -196,6 +196,22 @@ def export(manifest, state_dir, fmt, output):
 @main.command()
 @manifest_argument
 @state_dir_option
+@reports_errors
+def cancel(manifest, state_dir):
+    """Cancel queued and running jobs (at their provider too); `qrun retry` resumes them."""
+    from . import api
+
+    summary = api.cancel(manifest, state_dir)
+    click.echo(f"cancelled {summary['cancelled_remote']} remote and {summary['cancelled_local']} "
+               "local jobs")
+    for error in summary["errors"]:
+        click.echo(f"could not cancel {error}", err=True)
+    sys.exit(EXIT_FAILED if summary["errors"] else EXIT_OK)
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
 @click.option("--force", is_flag=True, help="Break the lock even if its holder seems alive.")
 @reports_errors
 def unlock(manifest, state_dir, force):

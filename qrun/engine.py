@@ -2,12 +2,17 @@
 
 The coordinator (this loop, in the main process) is the only writer of the state database.
 Local simulation runs in a pool of worker processes that only compute: they receive a job's
-tasks, return counts, and never see the database.
+tasks and return counts. Calls to cloud providers (submit, poll, fetch, cancel) run in a pool
+of threads: they mostly wait on the network. Neither pool ever sees the database.
 
-Order of events for each job, each step committed before the next begins:
-    start_attempt (job running, attempt recorded) -> worker runs -> complete_job (results and
-    done in one transaction) or fail_attempt (retry later under the policy, or failed).
-A crash anywhere leaves at worst a job marked running, which the next apply runs again.
+Each step is committed before the next begins.
+  local job:  start_attempt (running) -> worker runs -> complete_job (results and done in one
+              transaction) or fail_attempt (retry later under the policy, or failed)
+  remote job: start_attempt (submitting: the intent, with its idempotency tag) -> submit ->
+              record_submission (the handle) -> polls -> fetch -> complete_job
+A crash anywhere leaves at worst a local job marked running, run again by the next apply,
+or a remote job marked submitting, which the next apply first looks up at the provider by
+its tag (so it is never submitted twice), or submitted, which it re-attaches by handle.
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ import os
 import random
 import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from .backends import PROVIDERS, run_local_job
-from .backends.base import Task, TaskFailed, TransientBackendError
+from .backends import PROVIDERS, adapter_for, run_local_job
+from .backends.base import RemoteStatus, Task, TaskFailed, TransientBackendError
 from .errors import BackendUnavailable
 from .manifest import Manifest
 from .planner import job_limits
-from .store import JobRow, Store
+from .store import RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
+
+POLL_FIRST = 0.5  # seconds before a new remote job's first poll
+POLL_MAX = 30.0  # polls of a long job slow down to this interval
+CALL_THREADS = 64  # concurrent calls to cloud providers
 
 
 @dataclass
@@ -56,7 +65,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def _process_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: workers start from a clean, single-threaded server process, so they never
     # inherit the coordinator's threads, locks or open database; Qiskit is preloaded there once.
     methods = multiprocessing.get_all_start_methods()
@@ -64,6 +73,32 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     if "forkserver" in methods:
         context.set_forkserver_preload(["qrun.backends.preload"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
+
+
+@dataclass
+class _Remote:
+    """A remote job this run follows: its attempt, handle and polling schedule."""
+
+    job: JobRow
+    attempt_id: int
+    tag: str
+    slices: list
+    handle: str | None = None
+    next_poll: float = 0.0
+    interval: float = POLL_FIRST
+    submitted_at: float = 0.0
+    reconcile: bool = False  # look the tag up before (re)submitting: a call may have landed
+
+
+@dataclass
+class _Op:
+    """Work in flight: a local run, or one call to a provider about a remote job."""
+
+    kind: str  # run | submit | poll | fetch | cancel
+    job: JobRow
+    attempt_id: int
+    slices: list
+    remote: _Remote | None = None
 
 
 class Engine:
@@ -75,70 +110,112 @@ class Engine:
         self.workers = workers or default_workers()
         self.progress = progress or NullProgress()
         self.outcome = RunOutcome()
-        self._in_flight: dict[Future, tuple] = {}  # -> (job, attempt id, its slices)
+        self._in_flight: dict[Future, _Op] = {}
+        self._following: dict[int, _Remote] = {}  # job id -> remote job awaiting its result
         self._programs: dict = {}  # digest -> (format, content, item), shared by all tasks
-        self._executor: ProcessPoolExecutor | None = None
+        self._processes: ProcessPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._last_submit: dict = {}  # backend -> time of its last submission (rate limits)
 
     def run(self) -> RunOutcome:
         local = [p for p, info in PROVIDERS.items() if info.local]
         self.store.recover_interrupted(self.apply_id, local)
+        self._resume_remote()
         try:
             self._loop()
         except KeyboardInterrupt:
             self.outcome.interrupted = True
             self._stop_gracefully()
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._processes is not None:
+                self._processes.shutdown(wait=False, cancel_futures=True)
+            if self._threads is not None:
+                self._threads.shutdown(wait=False, cancel_futures=True)
         return self.outcome
 
     # -- the loop
 
     def _loop(self) -> None:
         while True:
-            self._fill()
-            if not self._in_flight:
+            self._start_ready_jobs()
+            self._poll_due()
+            if not self._in_flight and not self._following:
                 wake_at = self.store.next_retry_time(self.apply_id)
                 if wake_at is None:
                     return  # nothing pending: every job of the plan is done or failed
                 time.sleep(min(max(0.0, wake_at - time.time()), 5.0))
                 continue
-            done, _ = wait(list(self._in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
+            done, _ = wait(list(self._in_flight), timeout=self._quiet_time(),
+                           return_when=FIRST_COMPLETED)
             for future in done:
                 self._settle(future)
 
-    def _fill(self) -> None:
+    def _quiet_time(self) -> float:
+        """How long the loop may wait for results before a poll or a retry falls due."""
+        due = [r.next_poll for r in self._following.values() if not self._busy(r.job.id)]
+        wait_for = min(due) - time.time() if due else 1.0
+        return min(1.0, max(0.01, wait_for))
+
+    def _busy(self, job_id: int) -> bool:
+        return any(op.job.id == job_id for op in self._in_flight.values())
+
+    def _start_ready_jobs(self) -> None:
         """Start ready jobs while workers and per-backend limits have room."""
-        room = 2 * self.workers - len(self._in_flight)  # keep every worker's queue fed
-        if room <= 0:
-            return
-        per_backend: dict = {}
-        for job, _, _ in self._in_flight.values():
-            per_backend[job.backend] = per_backend.get(job.backend, 0) + 1
-        # Jobs in flight are marked running, so they are not among the ready ones.
-        for job in self.store.ready_jobs(self.apply_id, room * 4):
-            if room <= 0:
-                break
-            cap = self._max_parallel(job)
-            if cap is not None and per_backend.get(job.backend, 0) >= cap:
+        local_room = 2 * self.workers - sum(op.kind == "run" for op in self._in_flight.values())
+        per_backend = self._jobs_per_backend()
+        busy = {op.job.id for op in self._in_flight.values()} | set(self._following)
+        for job in self.store.ready_jobs(self.apply_id, 2 * self.workers + CALL_THREADS):
+            if job.id in busy:
                 continue
-            self._start(job)
+            local = PROVIDERS[job.provider].local
+            if local and local_room <= 0:
+                continue
+            limits = self._limits(job)
+            if limits.max_parallel is not None and per_backend.get(job.backend, 0) >= limits.max_parallel:
+                continue
+            if not local and not self._rate_allows(job.backend, limits.submit_rate):
+                continue
+            if local:
+                self._start_local(job)
+                local_room -= 1
+            else:
+                self._start_remote(job)
             per_backend[job.backend] = per_backend.get(job.backend, 0) + 1
-            room -= 1
 
-    def _max_parallel(self, job: JobRow) -> int | None:
+    def _jobs_per_backend(self) -> dict:
+        counts: dict = {}
+        jobs = {op.job.id: op.job for op in self._in_flight.values()}
+        jobs.update({job_id: r.job for job_id, r in self._following.items()})
+        for job in jobs.values():
+            counts[job.backend] = counts.get(job.backend, 0) + 1
+        return counts
+
+    def _limits(self, job: JobRow):
         if job.backend in self.manifest.backends:
-            return job_limits(self.manifest, job.backend).max_parallel
-        return None
+            return job_limits(self.manifest, job.backend)
+        from .backends import Limits
 
-    def _start(self, job: JobRow) -> None:
+        return Limits()
+
+    def _rate_allows(self, backend: str, rate: float | None) -> bool:
+        if not rate:
+            return True
+        now = time.time()
+        if now - self._last_submit.get(backend, 0.0) < 1.0 / rate:
+            return False
+        self._last_submit[backend] = now
+        return True
+
+    # -- local jobs
+
+    def _start_local(self, job: JobRow) -> None:
         slices = self.store.job_work(job.id)
         tasks = [self._task(work) for work in slices]
         attempt_id = self.store.start_attempt(self.apply_id, job)
         config = job.backend_config
-        future = self._pool().submit(run_local_job, config["provider"], config["device"],
-                                     config["options"], job.seed, tasks)
-        self._in_flight[future] = (job, attempt_id, slices)
+        future = self._process_pool().submit(run_local_job, config["provider"], config["device"],
+                                             config["options"], job.seed, tasks)
+        self._in_flight[future] = _Op("run", job, attempt_id, slices)
 
     def _task(self, work) -> Task:
         program = self._programs.get(work.program)
@@ -148,50 +225,201 @@ class Engine:
         return Task(program_format=fmt, program_content=content, program_item=item,
                     program_digest=work.program, params=work.params, shots=work.shots)
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = _pool(self.workers)
-        return self._executor
+    def _process_pool(self) -> ProcessPoolExecutor:
+        if self._processes is None:
+            self._processes = _process_pool(self.workers)
+        return self._processes
+
+    # -- remote jobs
+
+    def _resume_remote(self) -> None:
+        """Follow the remote jobs an earlier run left: reconcile or re-attach each."""
+        for job, attempt_id, tag, handle, state in self.store.unfinished_remote_jobs(self.apply_id):
+            remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
+                             slices=self.store.job_work(job.id), handle=handle,
+                             submitted_at=time.time())
+            if state == SUBMITTING:  # the provider may or may not have the job: ask first
+                remote.reconcile = True
+                self._call("submit", remote)
+            else:
+                self._following[job.id] = remote  # re-attach by handle: poll at once
+
+    def _start_remote(self, job: JobRow) -> None:
+        if job.state == SUBMITTING:  # an earlier submission of this attempt failed: reconcile
+            attempt_id, tag = self.store.open_attempt(job.id)
+            remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
+                             slices=self.store.job_work(job.id), reconcile=True)
+        else:
+            self.store.start_attempt(self.apply_id, job, state=SUBMITTING)
+            attempt_id, tag = self.store.open_attempt(job.id)
+            remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
+                             slices=self.store.job_work(job.id))
+        self._call("submit", remote)
+
+    def _call(self, kind: str, remote: _Remote) -> None:
+        config = remote.job.backend_config
+        try:
+            adapter = adapter_for(config["provider"], config["device"], config["options"],
+                                  config.get("credentials"))
+        except Exception as exc:  # no SDK, no credentials, a bad region: nothing can be sent
+            self._following.pop(remote.job.id, None)
+            self._failed(_Op(kind, remote.job, remote.attempt_id, remote.slices, remote),
+                         f"cannot reach {config['provider']}: {_describe(exc)}", transient=False)
+            return
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="qrun-call")
+        if kind == "submit":
+            tasks = [self._task(work) for work in remote.slices]
+            future = self._threads.submit(_submit, adapter, tasks, remote.job.seed, remote.tag,
+                                          remote.reconcile)
+        elif kind == "poll":
+            future = self._threads.submit(adapter.poll, remote.handle)
+        elif kind == "fetch":
+            tasks = [self._task(work) for work in remote.slices]
+            future = self._threads.submit(adapter.fetch, remote.handle, tasks)
+        else:
+            future = self._threads.submit(adapter.cancel, remote.handle)
+        self._in_flight[future] = _Op(kind, remote.job, remote.attempt_id, remote.slices, remote)
+
+    def _poll_due(self) -> None:
+        now = time.time()
+        for remote in list(self._following.values()):
+            if remote.next_poll > now or self._busy(remote.job.id):
+                continue
+            timeout = self._timeout(remote.job)
+            if timeout and now - remote.submitted_at > timeout:
+                self._call("cancel", remote)
+            else:
+                self._call("poll", remote)
+
+    def _timeout(self, job: JobRow) -> float | None:
+        spec = self.manifest.backends.get(job.backend)
+        return spec.timeout if spec else None
 
     # -- outcomes
 
     def _settle(self, future: Future) -> None:
-        job, attempt_id, slices = self._in_flight.pop(future)
+        op = self._in_flight.pop(future)
+        handler = {"run": self._settle_run, "submit": self._settle_submit,
+                   "poll": self._settle_poll, "fetch": self._settle_fetch,
+                   "cancel": self._settle_cancel}[op.kind]
+        handler(op, future)
+
+    def _settle_run(self, op: _Op, future: Future) -> None:
         try:
             counts, metadata = future.result()
         except BrokenProcessPool:
             # A worker died (out of memory, a crash in a simulator): the pool is unusable.
-            self._executor = None
-            self._failed(job, attempt_id, "a worker process died while running this job",
-                         transient=True)
+            self._processes = None
+            self._failed(op, "a worker process died while running this job", transient=True)
             return
         except BackendUnavailable as exc:
-            self._failed(job, attempt_id, str(exc), transient=False)
+            self._failed(op, str(exc), transient=False)
             return
         except TransientBackendError as exc:
-            self._failed(job, attempt_id, _describe(exc), transient=True)
+            self._failed(op, _describe(exc), transient=True)
             return
         except Exception as exc:  # the adapter's own error: deterministic, reported as is
-            self._failed(job, attempt_id, _describe(exc), transient=False)
+            self._failed(op, _describe(exc), transient=False)
             return
-        results = [(s.experiment, s.index, c) for s, c in zip(slices, counts)
+        self._complete(op, counts, metadata)
+
+    def _settle_submit(self, op: _Op, future: Future) -> None:
+        remote = op.remote
+        try:
+            remote.handle = future.result()
+        except TransientBackendError as exc:
+            # Unknown whether the provider took it: the attempt stays "submitting" and its
+            # next try looks the tag up first.
+            delay = self._backoff(remote.job.attempts + 1)
+            self.store.defer_submission(self.apply_id, remote.job.id, time.time() + delay,
+                                        _describe(exc))
+            return
+        except Exception as exc:  # refused (invalid circuit, over a limit, credentials)
+            self._failed(op, _describe(exc), transient=False)
+            return
+        self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id, remote.handle)
+        remote.submitted_at = time.time()
+        remote.next_poll = time.time() + POLL_FIRST
+        self._following[remote.job.id] = remote
+
+    def _settle_poll(self, op: _Op, future: Future) -> None:
+        remote = op.remote
+        try:
+            status: RemoteStatus = future.result()
+        except Exception:  # polling again later is always safe; only a timeout ends a job
+            self._poll_later(remote)
+            return
+        if status.state == "done":
+            self._call("fetch", remote)
+            return
+        if status.finished:
+            self._following.pop(remote.job.id, None)
+            error = status.error or f"the provider reports the job {status.provider_state}"
+            self._failed(op, error, transient=status.transient)
+            return
+        self.store.note_provider_state(self.apply_id, remote.job.id,
+                                       RUNNING if status.state == "running" else SUBMITTED,
+                                       status.provider_state)
+        self._poll_later(remote)
+
+    def _settle_fetch(self, op: _Op, future: Future) -> None:
+        remote = op.remote
+        try:
+            counts = future.result()
+        except TransientBackendError:
+            self._poll_later(remote)  # the result stays at the provider: fetch again later
+            return
+        except Exception as exc:
+            self._following.pop(remote.job.id, None)
+            self._failed(op, _describe(exc), transient=False)
+            return
+        self._following.pop(remote.job.id, None)
+        config = remote.job.backend_config
+        adapter = adapter_for(config["provider"], config["device"], config["options"],
+                              config.get("credentials"))
+        metadata = {**adapter.metadata(), "remote_id": remote.handle}
+        self._complete(op, counts, metadata)
+
+    def _settle_cancel(self, op: _Op, future: Future) -> None:
+        remote = op.remote
+        try:
+            future.result()
+        except Exception:
+            self._poll_later(remote)  # try to cancel again at the next due time
+            return
+        self._following.pop(remote.job.id, None)
+        timeout = self._timeout(remote.job)
+        self._failed(op, f"timed out after {timeout:g} s; the remote job was cancelled",
+                     transient=False)
+
+    def _poll_later(self, remote: _Remote) -> None:
+        remote.interval = min(POLL_MAX, remote.interval * 1.5)
+        remote.next_poll = time.time() + remote.interval * random.uniform(0.8, 1.2)
+
+    def _complete(self, op: _Op, counts: list, metadata: dict) -> None:
+        results = [(s.experiment, s.index, c) for s, c in zip(op.slices, counts)
                    if not isinstance(c, TaskFailed)]
-        failures = [(s.experiment, c.error) for s, c in zip(slices, counts) if isinstance(c, TaskFailed)]
-        finished, failed = self.store.complete_job(self.apply_id, job.id, attempt_id, results,
-                                                   failures, metadata)
+        failures = [(s.experiment, c.error) for s, c in zip(op.slices, counts)
+                    if isinstance(c, TaskFailed)]
+        finished, failed = self.store.complete_job(self.apply_id, op.job.id, op.attempt_id,
+                                                   results, failures, metadata)
         self.outcome.finished += len(finished)
         self.outcome.failed += len(failed)
         self.outcome.errors.extend(error for _, error in failures)
         self.progress.experiments_finished(len(finished), len(failed))
 
-    def _failed(self, job: JobRow, attempt_id: int, error: str, transient: bool) -> None:
+    def _backoff(self, attempt: int) -> float:
         policy = self.manifest.retry
-        attempt = job.attempts + 1
+        delay = min(policy.backoff_max, policy.backoff_initial * 2 ** (attempt - 1))
+        return delay * random.uniform(0.5, 1.0)  # jitter: no thundering herds
+
+    def _failed(self, op: _Op, error: str, transient: bool) -> None:
+        attempt = op.job.attempts + 1
         retry_at = None
-        if transient and attempt < policy.max_attempts:
-            delay = min(policy.backoff_max, policy.backoff_initial * 2 ** (attempt - 1))
-            retry_at = time.time() + delay * random.uniform(0.5, 1.0)  # jitter: no herds
-        failed = self.store.fail_attempt(self.apply_id, job.id, attempt_id, error, retry_at)
+        if transient and attempt < self.manifest.retry.max_attempts:
+            retry_at = time.time() + self._backoff(attempt)
+        failed = self.store.fail_attempt(self.apply_id, op.job.id, op.attempt_id, error, retry_at)
         self.outcome.failed += len(failed)
         if failed:
             self.outcome.errors.append(error)
@@ -200,22 +428,37 @@ class Engine:
     # -- Ctrl-C
 
     def _stop_gracefully(self) -> None:
-        """Stop starting jobs; keep what running workers finish; put the rest back."""
+        """Stop starting jobs; keep what finishes; leave remote jobs to the next apply."""
         try:
-            for future, (job, attempt_id, _) in list(self._in_flight.items()):
-                if future.cancel():
+            for future, op in list(self._in_flight.items()):
+                if op.kind == "run" and future.cancel():
                     self._in_flight.pop(future)
-                    self.store.release_attempt(self.apply_id, job.id, attempt_id)
+                    self.store.release_attempt(self.apply_id, op.job.id, op.attempt_id)
+            self._following.clear()  # submitted jobs stay with the provider, re-attached later
             while self._in_flight:
                 done, _ = wait(list(self._in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
-                    self._settle(future)
+                    op = self._in_flight[future]
+                    if op.kind in ("poll", "fetch", "cancel"):
+                        self._in_flight.pop(future)  # its job stays submitted in the state
+                    else:
+                        self._settle(future)
+                self._following.clear()
         except KeyboardInterrupt:
             # A second Ctrl-C: leave at once. Jobs still marked running are recovered
-            # (run again) by the next apply.
-            if self._executor is not None:
-                for process in list(getattr(self._executor, "_processes", {}).values()):
+            # (run again) by the next apply; submitting ones are reconciled by their tag.
+            if self._processes is not None:
+                for process in list(getattr(self._processes, "_processes", {}).values()):
                     process.terminate()
+
+
+def _submit(adapter, tasks: list, seed, tag: str, reconcile: bool) -> str:
+    """Submit a job once: when a call may already have landed, find it by its tag first."""
+    if reconcile:
+        handle = adapter.find(tag)
+        if handle is not None:
+            return handle
+    return adapter.submit(tasks, seed, tag)
 
 
 def _describe(exc: Exception) -> str:

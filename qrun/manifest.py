@@ -49,6 +49,7 @@ class BackendSpec:
     limits: Limits  # the device's, overridden by the manifest's
     credentials: dict
     line: int
+    timeout: float | None = None  # seconds a remote job may take before it is cancelled
 
     @property
     def identity(self) -> dict:
@@ -60,7 +61,8 @@ class BackendSpec:
     @property
     def config(self) -> dict:
         """Everything an adapter needs to run this backend's jobs (stored with each job)."""
-        return {"provider": self.provider, "device": self.device, "options": self.options}
+        return {"provider": self.provider, "device": self.device, "options": self.options,
+                "credentials": self.credentials}
 
 
 @dataclass(frozen=True)
@@ -419,16 +421,12 @@ class _Checker:
                 self.report(where, f"{info.id} needs a device: name one with device:")
                 continue
             try:
-                devices = info.known_devices()
+                problem = info.device_problem(device)
             except BackendUnavailable as exc:
                 self.report(where + ("provider",), str(exc))
                 continue
-            if device not in devices:
-                shown = ", ".join(devices) if len(devices) <= 12 else \
-                    ", ".join(devices[:12]) + f" and {len(devices) - 12} more"
-                self.report(where + ("device",), f"{info.id} has no device {device!r}"
-                                                 f"{_suggest(device, devices)}; "
-                                                 f"choose one of: {shown}")
+            if problem:
+                self.report(where + ("device",), problem)
                 continue
             options = entry.get("options", {})
             for option in options:
@@ -453,7 +451,9 @@ class _Checker:
             backends[name] = BackendSpec(
                 name=name, provider=info.id, device=device, options=options,
                 limits=info.device_limits(device).overridden(manifest_limits),
-                credentials=dict(entry.get("credentials", {})), line=self.doc.line_of(where))
+                credentials=dict(entry.get("credentials", {})), line=self.doc.line_of(where),
+                timeout=self._duration(entry["timeout"], where + ("timeout",))
+                if "timeout" in entry else None)
         return backends
 
     # -- targets

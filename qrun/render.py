@@ -133,6 +133,14 @@ def status(report: dict) -> None:
         lock = report["lock"]
         state = "running" if lock["alive"] else "gone (stale lock)"
         out.print(f"locked by pid {lock['pid']} on {lock['host']}: {state}")
+    if report.get("remote_jobs"):
+        table = Table(title="remote jobs (unfinished first)", title_justify="left")
+        for column in ("job", "backend", "state", "provider state", "remote id"):
+            table.add_column(column, overflow="fold")
+        for job in report["remote_jobs"]:
+            table.add_row(str(job["job"]), job["backend"], job["state"],
+                          job["provider_state"] or "", job["remote_id"])
+        out.print(table)
     if report["failures"]:
         failures(report["failures"])
 

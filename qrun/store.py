@@ -105,6 +105,7 @@ class JobRow:
     backend_config: dict
     seed: int | None
     attempts: int
+    state: str = PENDING
 
 
 @dataclass(frozen=True)
@@ -419,16 +420,59 @@ class Store:
         self._event(apply_id, "job", job_id, PENDING, "interrupted; will run again")
 
     def ready_jobs(self, apply_id: int, limit: int) -> list[JobRow]:
-        """Pending jobs of the current plan whose backoff has passed, oldest first."""
+        """Jobs of the current plan to start now, oldest first: pending ones, and remote ones
+        whose submission failed in a way that leaves it unknown (still submitting), once
+        their backoff has passed."""
         rows = self.conn.execute(
-            "SELECT j.id, j.key, j.backend, j.provider, j.backend_config, j.seed, j.attempts "
-            "FROM jobs j WHERE j.state=? AND j.not_before<=? "
+            f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.state IN (?, ?) AND j.not_before<=? "
             "AND EXISTS (SELECT 1 FROM slices s JOIN experiments e ON e.key=s.experiment "
             "            WHERE s.job_id=j.id AND e.plan_apply=?) "
             "ORDER BY j.id LIMIT ?",
-            (PENDING, _now(), apply_id, limit)).fetchall()
-        return [JobRow(id=r[0], key=r[1], backend=r[2], provider=r[3],
-                       backend_config=json.loads(r[4]), seed=r[5], attempts=r[6]) for r in rows]
+            (PENDING, SUBMITTING, _now(), apply_id, limit)).fetchall()
+        return [_job_row(r) for r in rows]
+
+    def unfinished_remote_jobs(self, apply_id: int) -> list[tuple]:
+        """(job, attempt id, tag, handle, state) of remote jobs an earlier run left behind."""
+        remote = [p for p, info in _providers().items() if not info.local]
+        if not remote:
+            return []
+        rows = self.conn.execute(
+            f"SELECT {_JOB_COLUMNS}, a.id, a.tag, a.remote_id FROM jobs j "
+            "JOIN attempts a ON a.job_id=j.id AND a.finished_at IS NULL "
+            f"WHERE j.state IN (?, ?, ?) AND j.provider IN ({','.join('?' * len(remote))}) "
+            "ORDER BY j.id", (SUBMITTING, SUBMITTED, RUNNING, *remote)).fetchall()
+        return [(_job_row(r[:8]), r[8], r[9], r[10], r[7]) for r in rows]
+
+    def open_attempt(self, job_id: int) -> tuple:
+        """(id, idempotency tag) of the job's attempt in progress."""
+        return self.conn.execute("SELECT id, tag FROM attempts WHERE job_id=? AND finished_at IS "
+                                 "NULL ORDER BY id DESC LIMIT 1", (job_id,)).fetchone()
+
+    def record_submission(self, apply_id: int, job_id: int, attempt_id: int, handle: str) -> None:
+        """The provider accepted the job: keep its handle, so any later run can re-attach."""
+        with self.transaction():
+            now = _now()
+            self.conn.execute("UPDATE attempts SET remote_id=? WHERE id=?", (handle, attempt_id))
+            self.conn.execute("UPDATE jobs SET state=?, remote_id=?, error=NULL, updated_at=? "
+                              "WHERE id=?", (SUBMITTED, handle, now, job_id))
+            self._event(apply_id, "job", job_id, SUBMITTED, {"remote_id": handle})
+
+    def defer_submission(self, apply_id: int, job_id: int, retry_at: float, error: str) -> None:
+        """A submission whose outcome is unknown: stay submitting, look the tag up later."""
+        with self.transaction():
+            self.conn.execute("UPDATE jobs SET not_before=?, error=?, updated_at=? WHERE id=?",
+                              (retry_at, error, _now(), job_id))
+            self._event(apply_id, "job", job_id, SUBMITTING, {"retry_at": retry_at, "error": error})
+
+    def note_provider_state(self, apply_id: int, job_id: int, state: str, provider_state: str) -> None:
+        """Record the provider's word for a job, when it changed."""
+        row = self.conn.execute("SELECT state, provider_state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row == (state, provider_state):
+            return
+        with self.transaction():
+            self.conn.execute("UPDATE jobs SET state=?, provider_state=?, updated_at=? WHERE id=?",
+                              (state, provider_state, _now(), job_id))
+            self._event(apply_id, "job", job_id, state, {"provider_state": provider_state})
 
     def next_retry_time(self, apply_id: int) -> float | None:
         row = self.conn.execute(
@@ -454,7 +498,8 @@ class Store:
         return row
 
     def start_attempt(self, apply_id: int, job: JobRow, state: str = RUNNING) -> int:
-        """Record the intent to run a job (a new attempt) before any work starts."""
+        """Record the intent to run a job (a new attempt, with its idempotency tag) before any
+        work starts or any provider is called."""
         with self.transaction():
             number = job.attempts + 1
             tag = f"qrun-{job.key[:16]}-{number}"
@@ -561,7 +606,7 @@ class Store:
         with self.transaction():
             failed_jobs = self.conn.execute(
                 "SELECT j.id, count(s.counts) FROM jobs j JOIN slices s ON s.job_id=j.id "
-                "WHERE j.state=? GROUP BY j.id", (FAILED,)).fetchall()
+                "WHERE j.state IN (?, ?) GROUP BY j.id", (FAILED, CANCELLED)).fetchall()
             for job_id, finished_slices in failed_jobs:
                 if finished_slices:
                     self.conn.execute("DELETE FROM slices WHERE job_id=? AND counts IS NULL", (job_id,))
@@ -575,6 +620,45 @@ class Store:
             cur = self.conn.execute("UPDATE experiments SET state=?, error=NULL, updated_at=? "
                                     "WHERE state=?", (PENDING, now, FAILED))
             return cur.rowcount
+
+    def cancel_job(self, apply_id: int, job_id: int, attempt_id: int | None, reason: str) -> list[str]:
+        """Record a job as cancelled; its unfinished experiments fail with ``reason``."""
+        now = _now()
+        with self.transaction():
+            if attempt_id is not None:
+                self.conn.execute("UPDATE attempts SET state=?, finished_at=?, error=? WHERE id=?",
+                                  (CANCELLED, now, reason, attempt_id))
+            self.conn.execute("UPDATE jobs SET state=?, error=?, updated_at=? WHERE id=?",
+                              (CANCELLED, reason, now, job_id))
+            self._event(apply_id, "job", job_id, CANCELLED, reason)
+            keys = [k for (k,) in self.conn.execute(
+                "SELECT DISTINCT s.experiment FROM slices s JOIN experiments e ON e.key=s.experiment "
+                "WHERE s.job_id=? AND e.state!=?", (job_id, DONE))]
+            for key in keys:
+                self._fail_experiment(apply_id, key, reason, now)
+            return keys
+
+    def unfinished_jobs(self, apply_id: int) -> list[tuple]:
+        """(job, open attempt id or None, remote handle or None) of the plan's unfinished jobs."""
+        rows = self.conn.execute(
+            f"SELECT {_JOB_COLUMNS}, (SELECT a.id FROM attempts a WHERE a.job_id=j.id AND "
+            "a.finished_at IS NULL ORDER BY a.id DESC LIMIT 1), j.remote_id FROM jobs j "
+            f"WHERE j.state IN ({','.join('?' * len(UNFINISHED_JOB_STATES))}) AND EXISTS "
+            "(SELECT 1 FROM slices s JOIN experiments e ON e.key=s.experiment "
+            " WHERE s.job_id=j.id AND e.plan_apply=?) ORDER BY j.id",
+            (*UNFINISHED_JOB_STATES, apply_id)).fetchall()
+        return [(_job_row(r[:8]), r[8], r[9]) for r in rows]
+
+    def remote_jobs(self, apply_id: int, limit: int = 50) -> list[dict]:
+        """The plan's jobs known to a provider: remote id, provider state, qrun state."""
+        rows = self.conn.execute(
+            "SELECT j.id, j.backend, j.state, j.remote_id, j.provider_state, j.error FROM jobs j "
+            "WHERE j.remote_id IS NOT NULL AND EXISTS (SELECT 1 FROM slices s JOIN experiments e "
+            "ON e.key=s.experiment WHERE s.job_id=j.id AND e.plan_apply=?) "
+            "ORDER BY (j.state IN ('done', 'failed', 'cancelled')), j.id DESC LIMIT ?",
+            (apply_id, limit))
+        return [{"job": r[0], "backend": r[1], "state": r[2], "remote_id": r[3],
+                 "provider_state": r[4], "error": r[5]} for r in rows]
 
     # -- reading
 
@@ -655,6 +739,20 @@ class Store:
 
 
 # ---------------------------------------------------------------- helpers
+
+_JOB_COLUMNS = "j.id, j.key, j.backend, j.provider, j.backend_config, j.seed, j.attempts, j.state"
+
+
+def _job_row(r) -> JobRow:
+    return JobRow(id=r[0], key=r[1], backend=r[2], provider=r[3], backend_config=json.loads(r[4]),
+                  seed=r[5], attempts=r[6], state=r[7])
+
+
+def _providers() -> dict:
+    from .backends import PROVIDERS
+
+    return PROVIDERS
+
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
     batch = []

@@ -10,7 +10,9 @@ Otherwise an adapter module is imported only when a job runs, in the process run
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import re
 from dataclasses import dataclass, field, fields
 
 from ..errors import BackendUnavailable
@@ -51,8 +53,12 @@ class ProviderInfo:
     local: bool
     sdk_packages: tuple  # distributions whose versions are recorded with results
     option_names: frozenset = field(default_factory=frozenset)  # accepted `options:` keys
-    # Options that change how fast, not what, the backend computes: left out of keys.
+    # Options that change how fast or where, not what, the backend computes (threads, a
+    # service's address): left out of experiment keys.
     tuning_options: frozenset = field(default_factory=frozenset)
+    # Cloud devices are not listed (that would need the network at validation): their
+    # names are checked against this pattern instead.
+    device_pattern: str | None = None
 
     @property
     def family(self) -> str:
@@ -64,6 +70,25 @@ class ProviderInfo:
         if self.devices is not None:
             return list(self.devices)
         return list(adapter_module(self.id).known_devices())
+
+    def device_problem(self, device: str) -> str | None:
+        """Why ``device`` is not one of this provider's, or None."""
+        if self.device_pattern is not None:
+            if re.fullmatch(self.device_pattern, device):
+                return None
+            return f"{self.id} device {device!r} does not look like one ({self.device_hint})"
+        devices = self.known_devices()
+        if device in devices:
+            return None
+        close = difflib.get_close_matches(device, devices, n=1)
+        shown = ", ".join(devices) if len(devices) <= 12 else \
+            ", ".join(devices[:12]) + f" and {len(devices) - 12} more"
+        return (f"{self.id} has no device {device!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "") + f"; choose one of: {shown}")
+
+    @property
+    def device_hint(self) -> str:
+        return _DEVICE_HINTS.get(self.id, "")
 
     def device_limits(self, device: str) -> Limits:
         if self.devices is not None:
@@ -155,6 +180,67 @@ PROVIDERS: dict[str, ProviderInfo] = {
 }
 
 
+_CLOUD_OPTIONS = frozenset({"endpoint"})  # where the service is; a local fake in rehearsals
+
+PROVIDERS.update({
+    "qiskit.ibm": ProviderInfo(
+        id="qiskit.ibm",
+        module="qrun.backends.ibm_cloud",
+        formats=_GATE_FORMATS,
+        devices=None,
+        default_device=None,
+        local=False,
+        sdk_packages=("qiskit", "qiskit-ibm-runtime"),
+        option_names=frozenset({"optimization_level", "instance"}) | _CLOUD_OPTIONS,
+        tuning_options=_CLOUD_OPTIONS,
+        device_pattern=r"[a-z][a-z0-9_]*",
+    ),
+    "braket.aws": ProviderInfo(
+        id="braket.aws",
+        module="qrun.backends.braket_aws",
+        formats=_GATE_FORMATS + ("braket",),
+        devices=None,
+        default_device=None,
+        local=False,
+        sdk_packages=("amazon-braket-sdk", "boto3"),
+        option_names=frozenset({"region", "s3_bucket", "s3_prefix"}) | _CLOUD_OPTIONS,
+        tuning_options=_CLOUD_OPTIONS | {"s3_bucket", "s3_prefix"},
+        device_pattern=r"arn:aws:braket:[a-z0-9-]*:[0-9]*:device/.+",
+    ),
+    "pasqal.cloud": ProviderInfo(
+        id="pasqal.cloud",
+        module="qrun.backends.pasqal_cloud",
+        formats=("pulser",),
+        devices=None,
+        default_device=None,
+        local=False,
+        sdk_packages=("pasqal-cloud", "pulser-core"),
+        option_names=frozenset({"project_id"}) | _CLOUD_OPTIONS,
+        tuning_options=_CLOUD_OPTIONS,
+        device_pattern=r"[A-Z][A-Z0-9_]*",
+    ),
+    "quandela.cloud": ProviderInfo(
+        id="quandela.cloud",
+        module="qrun.backends.quandela_cloud",
+        formats=("perceval",),
+        devices=None,
+        default_device=None,
+        local=False,
+        sdk_packages=("perceval-quandela",),
+        option_names=_CLOUD_OPTIONS,
+        tuning_options=_CLOUD_OPTIONS,
+        device_pattern=r"(sim|qpu):[a-z0-9_.:-]+",
+    ),
+})
+
+_DEVICE_HINTS = {
+    "qiskit.ibm": "an IBM backend name such as ibm_brisbane",
+    "braket.aws": "a Braket device ARN such as arn:aws:braket:::device/quantum-simulator/amazon/sv1",
+    "pasqal.cloud": "a Pasqal device type such as FRESNEL or EMU_MPS",
+    "quandela.cloud": "a Quandela platform such as sim:slos or qpu:belenos",
+}
+
+
 def adapter_module(provider_id: str):
     info = PROVIDERS[provider_id]
     try:
@@ -169,11 +255,18 @@ def adapter_module(provider_id: str):
 _adapters: dict = {}
 
 
-def adapter_for(provider_id: str, device: str, options: dict):
-    """The adapter instance for a backend, created once per process (simulators are reused)."""
-    cache_key = (provider_id, device, repr(sorted(options.items())))
+def adapter_for(provider_id: str, device: str, options: dict, credentials: dict | None = None):
+    """The adapter instance for a backend, created once per process (simulators and cloud
+    clients are reused). ``credentials`` holds references (profile or variable names) only."""
+    cache_key = (provider_id, device, repr(sorted(options.items())),
+                 repr(sorted((credentials or {}).items())))
     if cache_key not in _adapters:
-        _adapters[cache_key] = adapter_module(provider_id).Adapter(device=device, options=options)
+        module = adapter_module(provider_id)
+        if PROVIDERS[provider_id].local:
+            _adapters[cache_key] = module.Adapter(device=device, options=options)
+        else:
+            _adapters[cache_key] = module.Adapter(device=device, options=options,
+                                                  credentials=credentials or {})
     return _adapters[cache_key]
 
 

@@ -46,6 +46,30 @@ class TransientBackendError(Exception):
     """A failure worth trying again as is (lost connection, busy service, crashed worker)."""
 
 
+@dataclass(frozen=True)
+class RemoteStatus:
+    """A remote job's state as qrun understands it, with the provider's own word for it."""
+
+    state: str  # queued | running | done | failed | cancelled
+    provider_state: str
+    error: str | None = None
+    transient: bool = False  # for a failed job: a new attempt may succeed (device fault)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+
+# A remote adapter (a provider's cloud) offers, besides metadata():
+#   submit(tasks, seed, tag) -> handle   sends one job, tagged with qrun's idempotency tag
+#   find(tag) -> handle | None           the job the provider holds under that tag, if any
+#   poll(handle) -> RemoteStatus
+#   fetch(handle, tasks) -> list         counts (or TaskFailed) per task, in qrun's bit order
+#   cancel(handle) -> None
+# Each raises TransientBackendError for what may pass (network, 429, 5xx) once its own
+# bounded retries are spent, and any other exception for what will not (bad circuit, auth).
+
+
 @lru_cache(maxsize=None)
 def sdk_versions(packages: tuple) -> dict:
     versions = {}

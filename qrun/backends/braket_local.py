@@ -72,41 +72,51 @@ class Adapter:
         return outcomes
 
     def _run_one(self, task: Task) -> dict:
-        source, clbit_of, num_clbits = self._prepare(task)
+        source, clbit_of, num_clbits = prepare_program(task, self._prepared)
         program = OpenQASMProgram(source=source, inputs=task.params or None)
         result = self.simulator.run(program, shots=task.shots).result()
-        if clbit_of is None:  # a Braket circuit: its outcomes are already in its own order
-            return dict(result.measurement_counts)
-        measured = list(result.measured_qubits)
-        counts: dict = {}
-        for outcome, count in result.measurement_counts.items():
-            bits = ["0"] * num_clbits
-            for position, qubit in enumerate(measured):
-                if qubit in clbit_of:
-                    bits[clbit_of[qubit]] = outcome[position]
-            key = "".join(bits)
-            counts[key] = counts.get(key, 0) + count
-        return counts
+        return measure_counts(result, clbit_of, num_clbits)
 
-    def _prepare(self, task: Task):
-        prepared = self._prepared.get(task.program_digest)
-        if prepared is None:
-            if task.program_format == "braket":  # Braket's own dialect: runs as written
-                text = task.program_content.decode("utf-8")
-                prepared = self._prepared[task.program_digest] = (text, None, None)
-                return prepared
+    def metadata(self) -> dict:
+        return {"provider": self.provider, "device": self.device,
+                "sdk": sdk_versions(("amazon-braket-sdk", "amazon-braket-default-simulator"))}
+
+
+def prepare_program(task: Task, cache: dict) -> tuple:
+    """(OpenQASM 3 for Braket, qubit -> classical bit, classical bits) of a task's program.
+
+    Braket circuits (from factories) run as written and keep Braket's outcome order: their
+    map is None. ``cache`` keeps the answer per program digest.
+    """
+    prepared = cache.get(task.program_digest)
+    if prepared is None:
+        if task.program_format == "braket":
+            prepared = (task.program_content.decode("utf-8"), None, None)
+        else:
             circuit = parse_circuit(task.program_format, task.program_content, index=task.program_item)
             if task.program_format == "qasm3" and len(circuit.cregs) <= 1:
                 text = task.program_content.decode("utf-8")  # as written, pragmas and all
             else:
                 text = _as_qasm3_one_register(circuit)
             prepared = (for_braket(text), _measure_map(circuit), circuit.num_clbits)
-            self._prepared[task.program_digest] = prepared
-        return prepared
+        cache[task.program_digest] = prepared
+    return prepared
 
-    def metadata(self) -> dict:
-        return {"provider": self.provider, "device": self.device,
-                "sdk": sdk_versions(("amazon-braket-sdk", "amazon-braket-default-simulator"))}
+
+def measure_counts(result, clbit_of: dict | None, num_clbits: int | None) -> dict:
+    """Braket's counts (by measured qubit) rewritten by classical bit, qrun's convention."""
+    if clbit_of is None:
+        return dict(result.measurement_counts)
+    measured = list(result.measured_qubits)
+    counts: dict = {}
+    for outcome, count in result.measurement_counts.items():
+        bits = ["0"] * num_clbits
+        for position, qubit in enumerate(measured):
+            if qubit in clbit_of:
+                bits[clbit_of[qubit]] = outcome[position]
+        key = "".join(bits)
+        counts[key] = counts.get(key, 0) + count
+    return counts
 
 
 def for_braket(qasm3: str) -> str:

@@ -1,0 +1,164 @@
+"""braket.aws: circuits on Amazon Braket devices, through the Braket SDK on boto3.
+
+A Braket quantum task holds one circuit, so a qrun job here is one experiment (or one shot
+slice): `device_limits` says so, and the planner cuts jobs accordingly. Each task carries
+qrun's idempotency tag as the task tag `qrun-tag`; `find` looks it up with
+SearchQuantumTasks, whose summaries list each task's tags. Results are read from S3, where
+Braket writes them, by the SDK (`AwsQuantumTask.result`).
+
+Credentials are boto3's own: a profile name (`credentials: {profile: NAME}`) or the standard
+environment variables; qrun never reads or stores the keys. `options.endpoint` sends every
+AWS call (Braket and S3) to one address: a local fake service in rehearsals and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+from braket.aws import AwsQuantumTask, AwsSession
+from braket.ir.openqasm import Program as OpenQASMProgram
+from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
+                      wait_random_exponential)
+
+from . import Limits
+from .base import RemoteStatus, Task, TransientBackendError, sdk_versions
+from .braket_local import measure_counts, prepare_program
+
+TAG_KEY = "qrun-tag"
+TRANSIENT_CODES = {"ThrottlingException", "InternalServiceException", "ServiceUnavailable",
+                   "ServiceQuotaExceededException", "RequestTimeout", "SlowDown", "InternalError"}
+RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
+RETRY_WAIT_MAX = 8.0
+
+# Braket's task states -> qrun's.
+STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLETED": "done",
+          "FAILED": "failed", "CANCELLING": "running", "CANCELLED": "cancelled"}
+
+logging.getLogger("braket").setLevel(logging.WARNING)
+
+
+def device_limits(device: str) -> Limits:
+    return Limits(max_experiments_per_job=1)  # one circuit per quantum task
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
+                        botocore.exceptions.ConnectTimeoutError)):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.get("Code") in TRANSIENT_CODES or status == 429 or status >= 500
+    return False
+
+
+class Adapter:
+    provider = "braket.aws"
+
+    def __init__(self, device: str, options: dict, credentials: dict):
+        self.device = device
+        self.bucket = options.get("s3_bucket", "amazon-braket-qrun")
+        self.prefix = options.get("s3_prefix", "qrun")
+        self.session = self._session(options, credentials)
+        self._prepared: dict = {}
+
+    @staticmethod
+    def _session(options: dict, credentials: dict) -> AwsSession:
+        endpoint = options.get("endpoint")
+        session_class = _session_at(endpoint) if endpoint else boto3.Session
+        boto_session = session_class(profile_name=credentials.get("profile"),
+                                     region_name=options.get("region", "us-east-1"))
+        config = Config(retries={"max_attempts": 1})  # qrun retries, with its own policy
+        client = boto_session.client("braket", config=config)
+        return AwsSession(boto_session=boto_session, braket_client=client, config=config)
+
+    def _call(self, function, *args, **kwargs):
+        """Call the SDK, retrying transient failures (throttling, 5xx, lost connections)."""
+        try:
+            for attempt in Retrying(retry=retry_if_exception(_transient),
+                                    stop=stop_after_attempt(RETRY_CALLS),
+                                    wait=wait_random_exponential(multiplier=0.2, max=RETRY_WAIT_MAX),
+                                    reraise=False):
+                with attempt:
+                    return function(*args, **kwargs)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise TransientBackendError(f"Braket did not answer after {RETRY_CALLS} tries: "
+                                        f"{_error_text(cause)}") from None
+        except botocore.exceptions.ClientError as exc:
+            raise RuntimeError(f"Braket refused: {_error_text(exc)}") from None
+
+    def submit(self, tasks: list[Task], seed, tag: str) -> str:
+        (task,) = tasks
+        source, _, _ = prepare_program(task, self._prepared)
+        program = OpenQASMProgram(source=source, inputs=task.params or None)
+        created = self._call(AwsQuantumTask.create, self.session, self.device, program,
+                             (self.bucket, self.prefix), task.shots, tags={TAG_KEY: tag},
+                             inputs=task.params or None, quiet=True)
+        return created.id
+
+    def find(self, tag: str) -> str | None:
+        token = None
+        while True:
+            request = {"filters": [{"name": "deviceArn", "operator": "EQUAL", "values": [self.device]}],
+                       "maxResults": 100}
+            if token:
+                request["nextToken"] = token
+            page = self._call(self.session.braket_client.search_quantum_tasks, **request)
+            for summary in page.get("quantumTasks", []):
+                if summary.get("tags", {}).get(TAG_KEY) == tag:
+                    return summary["quantumTaskArn"]
+            token = page.get("nextToken")
+            if not token:
+                return None
+
+    def poll(self, handle: str) -> RemoteStatus:
+        answer = self._call(self.session.braket_client.get_quantum_task, quantumTaskArn=handle)
+        state = answer["status"]
+        return RemoteStatus(state=STATES.get(state, "queued"), provider_state=state,
+                            error=answer.get("failureReason"))
+
+    def fetch(self, handle: str, tasks: list[Task]) -> list:
+        (task,) = tasks
+        _, clbit_of, num_clbits = prepare_program(task, self._prepared)
+        remote = AwsQuantumTask(handle, aws_session=self.session)
+        result = self._call(remote.result)
+        if result is None:
+            raise RuntimeError(f"Braket has no result for {handle} ({remote.state()})")
+        return [measure_counts(result, clbit_of, num_clbits)]
+
+    def cancel(self, handle: str) -> None:
+        self._call(self.session.cancel_quantum_task, handle)
+
+    def metadata(self) -> dict:
+        return {"provider": self.provider, "device": self.device,
+                "sdk": sdk_versions(("amazon-braket-sdk", "boto3"))}
+
+
+def _session_at(endpoint: str):
+    """A boto3 Session whose clients and resources (Braket, S3) all talk to ``endpoint``.
+
+    The seam for rehearsals: the Braket SDK creates its S3 resource from the session it is
+    given, so pointing the session is enough; the SDK's own code runs unchanged.
+    """
+    class EndpointSession(boto3.Session):
+        def client(self, *args, **kwargs):
+            kwargs.setdefault("endpoint_url", endpoint)
+            return super().client(*args, **kwargs)
+
+        def resource(self, *args, **kwargs):
+            kwargs.setdefault("endpoint_url", endpoint)
+            return super().resource(*args, **kwargs)
+
+    return EndpointSession
+
+
+def _error_text(exc: BaseException | None) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip()
+    return json.dumps(str(exc))[1:-1] if exc else "no answer"

@@ -1,0 +1,345 @@
+"""qiskit.ibm: circuits on IBM Quantum Platform devices, through qiskit-ibm-runtime.
+
+One qrun job is one runtime job: every task becomes one PUB of the current sampler,
+``qiskit_ibm_runtime.executor_sampler.Sampler`` (``SamplerV2`` is deprecated in 0.51; the
+executor sampler submits the ``executor`` program, whose results the SDK post-processes into
+the usual ``PrimitiveResult``, also for a job re-attached by id after a crash). The job runs
+in batch mode: a ``Batch`` is opened on the device, the job submitted in it, the batch closed.
+Circuits are transpiled for the device's Target exactly as ``qiskit.ibm-local`` does (its
+``_bound`` is reused: parse, transpile with the preset pass manager, bind parameters).
+
+Idempotency: qrun's tag is the job's tag (``options.environment.job_tags``), so the service
+keeps it with the job, and ``find(tag)`` asks the service (``service.jobs(job_tags=[tag])``).
+A re-attached job is ``service.job(handle)``.
+
+Credentials are references: ``{env: VAR}`` (an IBM Cloud API key read from ``$VAR`` when the
+service is first contacted), ``{profile: NAME}`` (an account saved with
+``QiskitRuntimeService.save_account(name=NAME)``), or nothing (the SDK's default account).
+``options.instance`` names the service instance (CRN or name); without it the SDK picks one.
+
+Rehearsal against a local fake (``options.endpoint``: ``python -m qrun.fakes.ibm_cloud``).
+The SDK talks to four IBM Cloud services, and every one of them can be moved by a setting the
+SDK itself reads, so no SDK object is patched or replaced:
+  * the Runtime API: the service's ``url`` argument with a ``url_resolver`` (the SDK's
+    documented pair for a custom URL) -> ``<endpoint>/api/v1``;
+  * the IAM token exchange (API key -> bearer token): the ``IAM_URL`` environment variable,
+    which ``CloudAuth`` and ``Account`` read (there is no argument for it) -> ``<endpoint>/iam``;
+  * Global Search and Global Catalog (listing the account's instances, done by every
+    ``QiskitRuntimeService()``): the IBM Cloud SDK's external configuration,
+    ``GLOBAL_SEARCH_URL`` and ``GLOBAL_CATALOG_URL`` -> ``<endpoint>/search``, ``/catalog``.
+The three variables are process-wide, so they are set for the life of the process once an
+adapter with an endpoint connects, and one process cannot drive a real account and a fake
+(or two fakes) at once: the adapter refuses that instead of sending a key to the wrong place.
+
+Retries: transient failures (connection errors, 429, 5xx) are retried inside each call with
+tenacity; the SDK also retries 5xx on its own. A job submission is retried in place only when
+the service refused it (429): any other doubtful end (lost connection, 5xx after the SDK's
+retries) raises TransientBackendError, and the engine looks the tag up before trying again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import requests
+from qiskit_ibm_runtime import Batch, QiskitRuntimeService
+from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+from qiskit_ibm_runtime.exceptions import IBMRuntimeError, RuntimeInvalidStateError
+from qiskit_ibm_runtime.executor_sampler import Sampler
+from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
+                      stop_after_delay, wait_random_exponential)
+
+from ..sources.gate import parse_circuit
+from . import Limits, ibm_local
+from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, qiskit_key_to_qrun, sdk_versions
+
+# tenacity: tries of one call, its time budget, and the backoff between tries (seconds).
+RETRY_ATTEMPTS = 6
+RETRY_SECONDS = 30.0
+RETRY_WAIT_INITIAL = 0.25
+RETRY_WAIT_MAX = 4.0
+
+# A job's second tag when some of its tasks could not be prepared: their indices.
+SKIPPED_TAG = "qrun-skipped:"
+
+# RuntimeJobV2.status() -> qrun's state
+STATES = {"INITIALIZING": "queued", "QUEUED": "queued", "RUNNING": "running", "DONE": "done",
+          "ERROR": "failed", "CANCELLED": "cancelled"}
+
+# The SDK warns on every construction with an explicit key ("A saved account will not be
+# used") and without an instance; qrun's users chose both on purpose.
+logging.getLogger("qiskit_ibm_runtime.qiskit_runtime_service").setLevel(logging.ERROR)
+
+_ENDPOINT_VARIABLES = ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL")
+_endpoint_lock = threading.Lock()
+_process_endpoint: list = []  # the endpoint this process's SDK settings point at, once set
+
+
+def device_limits(device: str) -> Limits:
+    """Limits known without the network: a fake backend's own (the fake service serves those
+    devices); a real device's limits are the service's to enforce."""
+    if device in ibm_local.known_devices():
+        return ibm_local.device_limits(device)
+    return Limits()
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _status_code(exc: BaseException) -> int | None:
+    for error in _chain(exc):
+        if isinstance(error, RequestsApiError) and error.status_code not in (None, -1):
+            return error.status_code
+        code = getattr(error, "code", None)  # ibm_cloud_sdk_core.ApiException (IAM, Search)
+        if type(error).__name__ == "ApiException" and isinstance(code, int) and code > 0:
+            return code
+        response = getattr(error, "response", None)
+        if isinstance(error, requests.HTTPError) and response is not None:
+            return response.status_code
+    return None
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try as is: the network, a busy or failing service."""
+    if isinstance(exc, TransientBackendError):
+        return True
+    for error in _chain(exc):
+        if isinstance(error, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                              requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)):
+            return True
+    code = _status_code(exc)
+    return code is not None and (code == 429 or code >= 500)
+
+
+def _safe_to_resubmit(exc: BaseException) -> bool:
+    """A failed submission that cannot have created a job: refused (429), or failed before
+    the job's POST (the SDK wraps a failed POST as "Failed to run program")."""
+    if not _transient(exc):
+        return False
+    posted = isinstance(exc, IBMRuntimeError) and str(exc).startswith("Failed to run program")
+    return not posted or _status_code(exc) == 429
+
+
+def _skipped(tags) -> set:
+    """Tasks left out of a job at submission (they failed to prepare), from its tags."""
+    for tag in tags or []:
+        if tag.startswith(SKIPPED_TAG):
+            return {int(i) for i in tag[len(SKIPPED_TAG):].split(",") if i}
+    return set()
+
+
+class Adapter:
+    provider = "qiskit.ibm"
+
+    # ibm_local's circuit preparation, reused as is: it reads self.backend (the device's
+    # IBMBackend here), self.optimization_level and self._isa (a transpilation cache).
+    _bound = ibm_local.Adapter._bound
+
+    def __init__(self, device: str, options: dict, credentials: dict):
+        self.device = device
+        self.endpoint = (options.get("endpoint") or "").rstrip("/") or None
+        self.instance = options.get("instance")
+        self.optimization_level = options.get("optimization_level", 1)
+        self._credentials = dict(credentials or {})
+        self._isa: dict = {}
+        self._jobs: dict = {}  # handle -> RuntimeJobV2 (re-attached once per process)
+        self._lock = threading.Lock()
+        self._service_object = None
+        self._backend_object = None
+        self._secret: str | None = None  # remembered only to scrub it from error texts
+
+    # -- connection
+
+    def _point_sdk_at_endpoint(self) -> None:
+        with _endpoint_lock:
+            if _process_endpoint and _process_endpoint[0] != self.endpoint:
+                raise RuntimeError(
+                    "qiskit.ibm: one qrun process cannot use several IBM endpoints (the SDK reads "
+                    f"IAM and catalog addresses from the environment): {_process_endpoint[0] or 'IBM Cloud'} "
+                    f"is in use, {self.endpoint or 'IBM Cloud'} was asked for; run them in separate applies")
+            if not _process_endpoint:
+                if self.endpoint:
+                    os.environ["IAM_URL"] = f"{self.endpoint}/iam"
+                    os.environ["GLOBAL_SEARCH_URL"] = f"{self.endpoint}/search"
+                    os.environ["GLOBAL_CATALOG_URL"] = f"{self.endpoint}/catalog"
+                _process_endpoint.append(self.endpoint)
+
+    def _connect(self) -> QiskitRuntimeService:
+        self._point_sdk_at_endpoint()
+        kwargs: dict = {"instance": self.instance or "auto"}
+        if self.endpoint:
+            runtime_api = f"{self.endpoint}/api/v1"
+            kwargs.update(url=self.endpoint, url_resolver=lambda *_: runtime_api)
+        if "env" in self._credentials:
+            variable = self._credentials["env"]
+            token = os.environ.get(variable)
+            if not token:
+                raise RuntimeError(f"qiskit.ibm: the environment variable {variable} (credentials.env) "
+                                   "is not set or empty; it must hold an IBM Cloud API key")
+            self._secret = token
+            return QiskitRuntimeService(channel="ibm_quantum_platform", token=token, **kwargs)
+        if "profile" in self._credentials:
+            return QiskitRuntimeService(name=self._credentials["profile"], **kwargs)
+        return QiskitRuntimeService(**kwargs)
+
+    @property
+    def service(self) -> QiskitRuntimeService:
+        with self._lock:
+            if self._service_object is None:
+                self._service_object = self._call(self._connect)
+            return self._service_object
+
+    @property
+    def backend(self):
+        """The device as an IBMBackend, its Target loaded (configuration and properties)."""
+        service = self.service
+        with self._lock:
+            if self._backend_object is None:
+                def load():
+                    backend = service.backend(self.device)
+                    backend.target  # noqa: B018 - fetches the properties the Target needs
+                    return backend
+                self._backend_object = self._call(load)
+            return self._backend_object
+
+    # -- retries and errors
+
+    def _call(self, function, *args, retry_on=_transient, **kwargs):
+        """Call the SDK, retrying what ``retry_on`` says may pass; scrub the key from errors."""
+        try:
+            for attempt in Retrying(retry=retry_if_exception(retry_on),
+                                    stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_SECONDS),
+                                    wait=wait_random_exponential(multiplier=RETRY_WAIT_INITIAL,
+                                                                 max=RETRY_WAIT_MAX),
+                                    reraise=True):
+                with attempt:
+                    return function(*args, **kwargs)
+        except RetryError as exc:  # pragma: no cover - reraise=True hands the last error back
+            raise self._as_error(exc.last_attempt.exception()) from None
+        except Exception as exc:
+            raise self._as_error(exc) from None
+
+    def _as_error(self, exc: BaseException) -> Exception:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        if _transient(exc):
+            return TransientBackendError(f"{type(exc).__name__}: {text}")
+        if self._secret and self._secret in str(exc):
+            return RuntimeError(f"{type(exc).__name__}: {text}")
+        return exc
+
+    def _job(self, handle: str):
+        """The job behind a handle, re-attached (``service.job``) once per process."""
+        job = self._jobs.get(handle)
+        if job is None:
+            job = self._jobs[handle] = self._call(self.service.job, handle)
+        return job
+
+    def _ask(self, handle: str, method: str):
+        """Call a job's method; a job object whose call failed half-way is dropped (it may
+        hold a final state without its error text), so the next try re-attaches afresh."""
+        def ask():
+            job = self._jobs.get(handle)
+            if job is None:
+                job = self._jobs[handle] = self.service.job(handle)
+            try:
+                return job, getattr(job, method)()
+            except Exception:
+                self._jobs.pop(handle, None)
+                raise
+        return self._call(ask)
+
+    # -- the remote adapter contract
+
+    def submit(self, tasks: list[Task], seed, tag: str) -> str:
+        backend = self.backend
+        pubs, skipped, first_error = [], [], None
+        for i, task in enumerate(tasks):
+            try:
+                pubs.append((self._bound(task, seed), None, task.shots))
+            except Exception as exc:  # this task fails on its own (at fetch); the others run
+                skipped.append(i)
+                first_error = first_error or exc
+        if not pubs:
+            raise first_error
+        tags = [tag] + ([SKIPPED_TAG + ",".join(map(str, skipped))] if skipped else [])
+        batch = self._call(Batch, backend=backend)
+        try:
+            sampler = Sampler(mode=batch)
+            sampler.options.environment.job_tags = tags
+            # Sent again only when nothing can have been created: the service refused it (429)
+            # or it failed before the job's POST. A doubt (lost connection, 5xx after the SDK's
+            # own retries) goes back to the engine, which looks the tag up before any new try.
+            job = self._call(sampler.run, pubs, retry_on=_safe_to_resubmit)
+        finally:
+            try:
+                self._call(batch.close)  # no more jobs in this batch; its job runs on
+            except Exception:
+                pass  # an open batch expires on its own; the job is what matters
+        self._jobs[job.job_id()] = job
+        return job.job_id()
+
+    def find(self, tag: str) -> str | None:
+        jobs = self._call(self.service.jobs, job_tags=[tag], limit=10, descending=False)
+        if not jobs:
+            return None
+        self._jobs.setdefault(jobs[0].job_id(), jobs[0])
+        return jobs[0].job_id()
+
+    def poll(self, handle: str) -> RemoteStatus:
+        job, status = self._ask(handle, "status")
+        state = STATES.get(status, "queued")
+        error = None
+        if state == "failed":  # status() read the error text along with the state
+            error = job.error_message() or f"job {handle} failed"
+            if self._secret:
+                error = error.replace(self._secret, "***")
+        return RemoteStatus(state=state, provider_state=status, error=error)
+
+    def fetch(self, handle: str, tasks: list[Task]) -> list:
+        job, result = self._ask(handle, "result")
+        skipped = _skipped(job.tags)
+        outcomes: list = [None] * len(tasks)
+        for i in skipped:
+            outcomes[i] = TaskFailed(self._local_error(tasks[i]))
+        positions = [i for i in range(len(tasks)) if i not in skipped]
+        if len(positions) != len(result):
+            raise RuntimeError(f"job {handle} holds {len(result)} results for {len(positions)} "
+                               "circuits: it is not the job qrun submitted for these experiments")
+        for i, pub_result in zip(positions, result):
+            counts = pub_result.join_data().get_counts()
+            outcomes[i] = {qiskit_key_to_qrun(k): v for k, v in counts.items()}
+        return outcomes
+
+    def _local_error(self, task: Task) -> str:
+        """Why a task could not be prepared at submission (parsed again: cheap, deterministic)."""
+        try:
+            circuit = parse_circuit(task.program_format, task.program_content, index=task.program_item)
+            names = {p.name for p in circuit.parameters}
+            missing = sorted(set(task.params) - names)
+            if missing:
+                raise KeyError(missing[0])
+        except Exception as exc:
+            return TaskFailed.of(exc).error
+        return f"the circuit could not be transpiled for {self.device} at submission"
+
+    def cancel(self, handle: str) -> None:
+        job = self._job(handle)
+        try:
+            self._call(job.cancel)
+        except RuntimeInvalidStateError:
+            pass  # already finished: nothing left to stop
+
+    def metadata(self) -> dict:
+        return {"provider": self.provider, "device": self.device,
+                "sampler": "qiskit_ibm_runtime.executor_sampler.Sampler (batch mode)",
+                **({"endpoint": self.endpoint} if self.endpoint else {}),
+                "sdk": sdk_versions(("qiskit", "qiskit-ibm-runtime"))}

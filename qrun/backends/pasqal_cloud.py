@@ -1,0 +1,434 @@
+"""pasqal.cloud: Pulser sequences on Pasqal Cloud (emulators and QPUs), through pasqal-cloud.
+
+One qrun job is one Pasqal *batch*: the batch carries the sequence (with its variables still
+free, and a measurement added when it has none, as pulser's own Pasqal connection does) and
+one Pasqal *job* per task, with that task's variables (integers for int variables, as
+`sources.pulser.build` binds them) and its shots as `runs`. A task whose program differs
+from the batch's most common one travels as its own job sequence, built with its values. A
+task whose values the sequence refuses is not sent: it fails on its own, the others run.
+
+Idempotency: the batch is created with qrun's tag as a batch tag (`tags=[tag]`), and `find`
+lists the project's batches filtered by that tag (`GET /batches?tag=...`), at Pasqal.
+
+Results: each job's counter maps bitstrings to counts, atom 0 of the register leftmost,
+which is qrun's convention already (see base.py). A batch that ends in ERROR is fetched like
+a done one: its jobs that finished keep their counts, the others fail with Pasqal's errors.
+
+Credentials (`credentials: {env: VAR}`; never stored): VAR holds either an access token
+(sent as a bearer token, read again at every request, so it may be rotated) or
+`email:password`, with which qrun logs in through Pasqal's token endpoint and renews the
+token itself (the better choice for campaigns that outlast a token). Without
+`options.project_id`, the account's only project is used (an error names them when several).
+
+`options.endpoint` points the SDK at another Pasqal deployment: a known one (preprod, dev,
+the Saudi region) takes its matching login service; any other address (a local fake service
+in rehearsals and tests) serves the core API under /core-fast, the account API under
+/account and the token endpoint at /oauth/token. These are the SDK's own `endpoints` and
+token-provider settings; the code path is otherwise the same as in real use.
+
+Retries: the SDK's own retry loop sleeps 2 to 32 s and re-sends a batch creation that was
+answered 500/502/504, which could create the batch twice. So the adapter gives the SDK
+(through its `client_class` hook) an HTTP session that turns connection errors, timeouts,
+429 and 5xx into an exception the SDK does not retry. Reads and cancellations are then
+retried by the session with tenacity (bounded, jittered); a batch creation is never simply
+re-sent: before each new try the adapter looks the tag up, and returns the batch it finds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import Counter
+from urllib.parse import urlsplit
+
+import requests
+from tenacity import (RetryError, Retrying, retry_if_exception_type, stop_after_attempt,
+                      stop_after_delay, wait_random_exponential)
+
+with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the whole process
+    from pasqal_cloud.authentication import PasswordGrantTokenProvider, TokenProvider, TokenProviderError
+    from pasqal_cloud.endpoints import (AUDIENCE, AUTH0_TOKEN_PROVIDER_GRANT_TYPE, AUTH_CONFIG,
+                                        PASQAL_ENDPOINTS, PUBLIC_CLIENT_ID, REALM, Endpoints,
+                                        TokenProviderConf)
+    from pasqal_cloud.http_client import HTTPClient
+    from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
+    from pasqal_cloud.utils.filters import BatchFilters, PaginationParams
+    from pulser.backend.remote import RemoteConnection
+
+from ..sources.pulser import build, load_sequence
+from . import Limits
+from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
+
+SDK_PACKAGES = ("pasqal-cloud", "pulser-core")
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+REQUEST_TIMEOUT = 30.0  # seconds for one HTTP request
+RETRY_CALLS = 6  # tries of one request before it counts as a transient failure
+RETRY_SECONDS = 30.0  # nor longer than this
+RETRY_WAIT = 0.25  # first backoff, doubling (with jitter) up to RETRY_WAIT_MAX
+RETRY_WAIT_MAX = 8.0
+
+# Pasqal's batch states -> qrun's. ERROR: some jobs failed; the others may have results.
+STATES = {"PENDING": "queued", "PAUSED": "queued", "RUNNING": "running", "DONE": "done",
+          "ERROR": "done", "CANCELED": "cancelled", "TIMED_OUT": "failed"}
+TERMINAL = frozenset({"DONE", "ERROR", "CANCELED", "TIMED_OUT"})
+
+
+class PasqalCloudError(RuntimeError):
+    """Pasqal Cloud refused or failed something in a way that trying again will not fix."""
+
+
+class _Transient(TransientBackendError):
+    """One request that may succeed if sent again (no answer, 429, 5xx)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def device_limits(device: str) -> Limits:
+    return Limits()  # Pasqal's limits live in its device specs, checked by Pulser and the API
+
+
+def check_program(program, device: str, options: dict) -> str | None:
+    """Pasqal runs measured sequences: one without a measurement must address one basis."""
+    try:
+        RemoteConnection._add_measurement_to_sequence(load_sequence(program.content, program.origin))
+    except ValueError as exc:
+        return f"{program.origin} cannot run on Pasqal Cloud: {' '.join(str(exc).split())}"
+    return None
+
+
+# -- HTTP: the session the SDK uses, with qrun's retry policy
+
+def _retrying(kind=_Transient) -> Retrying:
+    return Retrying(retry=retry_if_exception_type(kind),
+                    stop=stop_after_attempt(RETRY_CALLS) | stop_after_delay(RETRY_SECONDS),
+                    wait=_wait, reraise=False)
+
+
+def _wait(retry_state) -> float:
+    backoff = wait_random_exponential(multiplier=RETRY_WAIT, max=RETRY_WAIT_MAX)(retry_state)
+    asked = getattr(retry_state.outcome.exception(), "retry_after", None) or 0.0
+    return min(RETRY_WAIT_MAX, max(backoff, asked))
+
+
+def _retry_after(response) -> float | None:
+    try:
+        return float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
+class _Session(requests.Session):
+    """requests.Session with a timeout, transient failures raised as _Transient (which the
+    SDK's own retry loop lets through), and idempotent requests retried here."""
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("timeout", REQUEST_TIMEOUT)
+        if method.upper() not in ("GET", "PATCH"):  # a creation: the adapter decides
+            return self._once(method, url, *args, **kwargs)
+        try:
+            for attempt in _retrying():
+                with attempt:
+                    return self._once(method, url, *args, **kwargs)
+        except RetryError as exc:
+            raise TransientBackendError(
+                f"Pasqal Cloud did not answer {method} {urlsplit(url).path} after "
+                f"{exc.last_attempt.attempt_number} tries: {exc.last_attempt.exception()}") from None
+
+    def _once(self, method, url, *args, **kwargs):
+        where = f"{method} {urlsplit(url).path}"
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"{where}: no answer ({type(exc).__name__})") from None
+        except TokenProviderError as exc:  # the login, made while signing this request
+            cause = exc.args[0] if exc.args else None
+            status = getattr(getattr(cause, "response", None), "status_code", None)
+            if status in TRANSIENT_STATUS:
+                raise _Transient(f"login: HTTP {status}") from None
+            raise PasqalCloudError(f"Pasqal Cloud refused the login: {cause}") from None
+        status = response.status_code
+        if status in TRANSIENT_STATUS:
+            raise _Transient(f"{where}: HTTP {status}", _retry_after(response))
+        if status >= 400 and "json" not in response.headers.get("Content-Type", ""):
+            # The SDK's errors read a JSON body; say plainly what came instead.
+            text = " ".join(response.text.split())[:300]
+            raise PasqalCloudError(f"Pasqal Cloud answered {where} with HTTP {status}: {text}")
+        return response
+
+
+class _HTTPClient(HTTPClient):
+    """The SDK's HTTP client on qrun's session (the SDK's `client_class` hook)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        verify = self.session.verify
+        self.session = _Session()
+        self.session.verify = verify
+
+
+class _EnvToken(TokenProvider):
+    """A bearer token read from the environment at every request (never kept)."""
+
+    def __init__(self, variable: str):
+        self.variable = variable
+
+    def get_token(self) -> str:
+        return _secret(self.variable)
+
+
+def _secret(variable: str) -> str:
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise PasqalCloudError(f"credentials: environment variable {variable} is not set")
+    return value
+
+
+def _sdk(function, *args, **kwargs):
+    """Call the SDK; its errors derive from BaseException: make them ordinary exceptions."""
+    try:
+        return function(*args, **kwargs)
+    except Exception:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise PasqalCloudError(" ".join(str(exc).split()) or type(exc).__name__) from None
+
+
+def _services(endpoint: str | None) -> tuple:
+    """(Endpoints, login configuration) for options.endpoint; (None, None): the SDK's own."""
+    if not endpoint:
+        return None, None
+    base = endpoint.rstrip("/")
+    for name, known in PASQAL_ENDPOINTS.items():
+        if known.core.rsplit("/core-fast", 1)[0] == base:
+            return known, AUTH_CONFIG.get(name if name.startswith("sa-") else f"fr-{name}")
+    return (Endpoints(core=f"{base}/core-fast", account=f"{base}/account"),
+            TokenProviderConf(token_endpoint=f"{base}/oauth/token", public_client_id=PUBLIC_CLIENT_ID,
+                              audience=AUDIENCE, realm=REALM,
+                              grant_type=AUTH0_TOKEN_PROVIDER_GRANT_TYPE))
+
+
+# -- the adapter
+
+class Adapter:
+    provider = "pasqal.cloud"
+
+    def __init__(self, device: str, options: dict, credentials: dict):
+        self.device = device
+        self.endpoint = options.get("endpoint")
+        self.project_id = options.get("project_id")
+        self.credentials = dict(credentials)  # references only: {"env": NAME}
+        self._client: PasqalCloudClient | None = None
+        self._lock = threading.Lock()
+        self._sequences: dict = {}  # program digest -> measured, parametrized Sequence
+
+    # -- the SDK client, made at the first call (making it may log in)
+
+    def client(self) -> PasqalCloudClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> PasqalCloudClient:
+        if "env" not in self.credentials:
+            raise PasqalCloudError("pasqal.cloud needs credentials: {env: VARIABLE} naming an "
+                                   "environment variable that holds a token or email:password "
+                                   "(Pasqal has no saved profiles)")
+        variable = self.credentials["env"]
+        endpoints, login = _services(self.endpoint)
+        value = _secret(variable)
+        if ":" in value and "@" in value.split(":", 1)[0]:  # email:password (tokens hold no ':')
+            username, password = value.split(":", 1)
+            token_provider = self._call(PasswordGrantTokenProvider, username, password,
+                                        login or TokenProviderConf.from_region(None))
+        else:
+            token_provider = _EnvToken(variable)
+        client = PasqalCloudClient(token_provider=token_provider, endpoints=endpoints,
+                                   project_id=self.project_id, client_class=_HTTPClient)
+        if not client.project_id:
+            client.project_id = self._only_project(client)
+        return client
+
+    def _only_project(self, client) -> str:
+        projects = _sdk(client.get_all_projects)
+        if len(projects) == 1:
+            return projects[0].id
+        listed = ", ".join(f"{p.id} ({p.name})" for p in projects) or "none"
+        raise PasqalCloudError(f"set options.project_id: this Pasqal account has "
+                               f"{len(projects)} active projects: {listed}")
+
+    def _call(self, function, *args, **kwargs):
+        """A call whose requests are not retried by the session (a login): retry it here."""
+        try:
+            for attempt in _retrying():
+                with attempt:
+                    return self._translate(function, *args, **kwargs)
+        except RetryError as exc:
+            raise TransientBackendError(f"Pasqal Cloud did not answer after "
+                                        f"{exc.last_attempt.attempt_number} tries: "
+                                        f"{exc.last_attempt.exception()}") from None
+
+    @staticmethod
+    def _translate(function, *args, **kwargs):
+        try:
+            return _sdk(function, *args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"no answer ({type(exc).__name__})") from None
+        except (TokenProviderError, requests.HTTPError) as exc:
+            cause = exc.args[0] if isinstance(exc, TokenProviderError) and exc.args else exc
+            status = getattr(getattr(cause, "response", None), "status_code", None)
+            if status in TRANSIENT_STATUS:
+                raise _Transient(f"HTTP {status}") from None
+            raise PasqalCloudError(f"Pasqal Cloud refused the login: {cause}") from None
+
+    # -- what qrun sends
+
+    def _sequence(self, task: Task):
+        sequence = self._sequences.get(task.program_digest)
+        if sequence is None:
+            sequence = RemoteConnection._add_measurement_to_sequence(
+                load_sequence(task.program_content))
+            self._sequences[task.program_digest] = sequence
+        return sequence
+
+    def _batch(self, tasks: list[Task]) -> tuple:
+        """(batch sequence, Pasqal jobs, per task: its job's index or its TaskFailed).
+
+        Deterministic in the tasks, so fetch recomputes it to match jobs to tasks."""
+        loadable = Counter()
+        for task in tasks:
+            try:
+                self._sequence(task)
+                loadable[task.program_digest] += 1
+            except Exception:  # reported per task below
+                pass
+        main = loadable.most_common(1)[0][0] if loadable else None
+        jobs, slots = [], []
+        for task in tasks:
+            try:
+                sequence = self._sequence(task)
+                built = build(sequence, task.params)  # refuse bad values before paying for them
+                if task.program_digest == main:
+                    job = {"runs": task.shots}
+                    variables = _variables(sequence, task.params)
+                    if variables:
+                        job["variables"] = variables
+                else:
+                    job = {"runs": task.shots, "serialized_sequence": built.to_abstract_repr()}
+            except Exception as exc:  # this task only
+                slots.append(TaskFailed.of(exc))
+                continue
+            slots.append(len(jobs))
+            jobs.append(job)
+        if not jobs:
+            raise PasqalCloudError(f"no task of this job can be sent: {slots[0].error}")
+        sequence = self._sequences[main]
+        return sequence.to_abstract_repr(), jobs, slots
+
+    # -- the remote adapter contract (base.py)
+
+    def submit(self, tasks: list[Task], seed, tag: str) -> str:
+        """Create the batch; a try whose answer was lost is looked up by tag, never re-sent
+        blindly. (Pasqal has no seed: emulators and QPUs sample on their own.)"""
+        sequence, jobs, _ = self._batch(tasks)
+        client = self.client()
+
+        def create() -> str:
+            batch = _sdk(client.create_batch, serialized_sequence=sequence, jobs=jobs,
+                         open=False, device_type=self.device, tags=[tag])
+            client.batches.pop(batch.id, None)  # the SDK would keep every batch it saw
+            return batch.id
+
+        try:
+            for attempt in _retrying():
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        found = self.find(tag)
+                        if found is not None:
+                            return found
+                    return create()
+        except RetryError as exc:
+            raise TransientBackendError(f"Pasqal Cloud did not confirm the batch after "
+                                        f"{exc.last_attempt.attempt_number} tries: "
+                                        f"{exc.last_attempt.exception()}") from None
+
+    def find(self, tag: str) -> str | None:
+        client = self.client()
+        filters = BatchFilters(tag=tag, project_id=client.project_id)
+        offset, found = 0, []
+        while True:
+            page = _sdk(client.get_batches, filters=filters,
+                        pagination_params=PaginationParams(offset=offset))
+            found += [b for b in page.results if tag in (b.tags or [])]
+            offset += len(page.results)
+            if not page.results or offset >= page.total:
+                break
+        if not found:
+            return None
+        return min(found, key=lambda b: b.created_at).id  # the first, should there be two
+
+    def poll(self, handle: str) -> RemoteStatus:
+        client = self.client()
+        try:
+            state = _sdk(client.get_batch_status, handle).value
+        except KeyError:  # a state this SDK version does not name
+            state = self._get_batch(handle).status
+        return RemoteStatus(state=STATES.get(state, "queued"), provider_state=state,
+                            error="Pasqal Cloud timed the batch out" if state == "TIMED_OUT" else None,
+                            transient=state == "TIMED_OUT")
+
+    def fetch(self, handle: str, tasks: list[Task]) -> list:
+        _, _, slots = self._batch(tasks)
+        batch = self._get_batch(handle)
+        jobs = _sdk(lambda: batch.ordered_jobs)
+        sent = [slot for slot in slots if isinstance(slot, int)]
+        if len(jobs) != len(sent):
+            raise PasqalCloudError(f"batch {handle} holds {len(jobs)} jobs; qrun sent {len(sent)}")
+        outcomes = []
+        for task, slot in zip(tasks, slots):
+            if isinstance(slot, TaskFailed):
+                outcomes.append(slot)
+                continue
+            job = jobs[slot]
+            if job.runs is not None and job.runs != task.shots:
+                raise PasqalCloudError(f"batch {handle}: job {job.id} has {job.runs} runs where "
+                                       f"qrun sent {task.shots}")
+            if job.status == "DONE":
+                counter = _sdk(lambda: job.result)
+                if counter is None:
+                    raise TransientBackendError(f"job {job.id} is done but its result is not there yet")
+                outcomes.append({str(bits): int(count) for bits, count in counter.items()})
+            elif job.status in ("PENDING", "RUNNING") and batch.status not in TERMINAL:
+                raise TransientBackendError(f"job {job.id} is still {job.status}")
+            else:
+                errors = "; ".join(job.errors or []) or "no error given"
+                outcomes.append(TaskFailed(f"Pasqal Cloud job {job.id} {job.status}: {errors}"[:2000]))
+        return outcomes
+
+    def cancel(self, handle: str) -> None:
+        try:
+            _sdk(self.client().cancel_batch, handle)
+        except PasqalCloudError:
+            if self.poll(handle).finished:  # ended meanwhile: nothing left to cancel
+                return
+            raise
+
+    def metadata(self) -> dict:
+        return {"provider": self.provider, "device": self.device, "sdk": sdk_versions(SDK_PACKAGES)}
+
+    def _get_batch(self, handle: str):
+        client = self.client()
+        batch = _sdk(client.get_batch, handle)
+        client.batches.pop(handle, None)
+        return batch
+
+
+def _variables(sequence, params: dict) -> dict:
+    """The job's variables as `sources.pulser.build` binds them: int variables as ints."""
+    return {name: int(round(value)) if sequence.declared_variables[name].dtype is int else float(value)
+            for name, value in params.items()}

@@ -1,0 +1,349 @@
+"""quandela.cloud: Perceval circuits and experiments on Quandela's cloud platforms.
+
+The SDK path is Perceval 1.3's non-deprecated one: a `RemoteComputer` over a
+`QuandelaCommunicationLayer` (not the legacy `RemoteProcessor`/`RemoteJob`). A qrun job's
+tasks that share a program become one cloud job: a `sample_count` computation with one
+iteration per task (its circuit parameters and shot count), built with `ExecutionFactory`,
+validated by the computer and sent by the communication layer. A qrun job whose tasks span
+several programs becomes one cloud job per program, all in one job group; the handle is then
+the job ids joined by commas, in program order (a plain id when there is one).
+
+Idempotency: every cloud job carries qrun's tag as its job group name, and as its job name
+("<tag>", or "<tag>:<i>/<n>" for part i of n). `find(tag)` asks the service for the jobs of
+that group (GET /api/jobs?job_group_name=<tag>, through the SDK's own RPC handler, with its
+token, proxies and timeouts). Perceval itself never lists jobs, and Quandela's published API
+(v2.8) offers no such lookup to job tokens: where the service answers that route with
+404/405, `find` raises an error that names the tag instead of guessing, so qrun never submits
+a second paid job on its own; the user checks the cloud's job list for that group and runs
+`qrun retry` to submit again. qrun's fake (qrun.fakes.quandela_cloud) serves the lookup.
+
+Shots: a task's shots are both the cloud's `max_shots` (what is billed) and `max_samples`;
+on a lossy QPU a result may hold fewer samples than shots. An experiment with no
+`min_detected_photons_filter` is given one equal to its input's photon count (Perceval's
+remote computers require one), so results count the events where every photon is detected,
+as a local SLOS run does. Outcomes are Fock states as Perceval prints them: "|1,0,1,0>".
+
+Credentials: `{env: VAR}` (the token is read from the environment at each call) or
+`{profile: ...}` (Perceval's saved token: `RemoteConfig`, or PCVL_CLOUD_TOKEN). The token
+lives only in the SDK's request headers; it is never put in an error, a log or metadata.
+`options.endpoint` replaces the cloud's URL (a local fake in rehearsals and tests).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import urllib.parse
+
+import requests
+from perceval.providers.quandela import QuandelaCommunicationLayer, RemoteConfig
+from perceval.providers.quandela.rpc_handler import RPCHandler
+from perceval.runtime import ExecutionFactory, RemoteComputer, RunningStatus
+from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
+from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
+                      wait_random_exponential)
+
+from . import Limits
+from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
+from ..sources.perceval import load
+
+RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
+RETRY_DEADLINE = 30.0  # seconds one call may spend retrying
+RETRY_WAIT = 0.2  # first wait between tries; doubles, with jitter, up to RETRY_WAIT_MAX
+RETRY_WAIT_MAX = 8.0
+EXPERIMENTS_PER_JOB = 100  # default cap of a qrun job (iterations per cloud job); manifests may change it
+TRANSIENT_STATUS = {408, 423, 425, 429}  # and every 5xx
+LOOKUP_MISSING = {404, 405, 501}  # the service has no job lookup
+
+STATES = {RunningStatus.WAITING: "queued", RunningStatus.SUSPENDED: "queued",
+          RunningStatus.UNKNOWN: "queued", RunningStatus.RUNNING: "running",
+          RunningStatus.CANCEL_REQUESTED: "running", RunningStatus.SUCCESS: "done",
+          RunningStatus.ERROR: "failed", RunningStatus.CANCELED: "cancelled"}
+
+
+def known_devices() -> list:
+    """Platforms are the cloud's to list (that needs the network); these are examples."""
+    return ["sim:slos", "sim:belenos", "qpu:belenos", "qpu:ascella"]
+
+
+def device_limits(device: str) -> Limits:
+    return Limits(max_experiments_per_job=EXPERIMENTS_PER_JOB)
+
+
+class _Busy(Exception):
+    """The service could not answer now (no status refresh, a full queue): try again."""
+
+
+class LookupUnsupported(RuntimeError):
+    """The service cannot list a job group: a lost submission cannot be reconciled."""
+
+
+def _status_code(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if response is not None:
+        return response.status_code
+    # The SDK re-raises HTTP errors with the status only in their text.
+    match = re.search(r"status code (\d{3})|\b(\d{3}) (?:Client|Server) Error", str(exc))
+    return int(match.group(1) or match.group(2)) if match else None
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, _Busy):
+        return True
+    if isinstance(exc, requests.RequestException):  # includes the SDK's HTTPErrors
+        code = _status_code(exc)
+        return code is None or code in TRANSIENT_STATUS or code >= 500
+    return False
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """True when a failed create call certainly created nothing (safe to send again)."""
+    if isinstance(exc, (requests.ConnectTimeout, _Busy)):
+        return True
+    if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
+        return True
+    return _status_code(exc) == 429
+
+
+def _text(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:1000]
+
+
+def _part_name(tag: str, index: int, count: int) -> str:
+    return tag if count == 1 else f"{tag}:{index + 1}/{count}"
+
+
+def _ids(handle: str) -> list:
+    return handle.split(",")
+
+
+def _handle(ids: list) -> str:
+    return ",".join(ids)  # job ids are UUIDs
+
+
+def _parts(tasks: list[Task]) -> list:
+    """Task positions grouped by program, programs in order of first appearance."""
+    groups: dict = {}
+    for position, task in enumerate(tasks):
+        groups.setdefault(task.program_digest, []).append(position)
+    return list(groups.values())
+
+
+class Adapter:
+    provider = "quandela.cloud"
+
+    def __init__(self, device: str, options: dict, credentials: dict):
+        self.device = device
+        self.url = options.get("endpoint")
+        self.credentials = dict(credentials or {})
+        self._lock = threading.Lock()
+        self._payload_lock = threading.Lock()  # the computer's parameters are shared state
+        self._layer = None  # (token fingerprint, communication layer, RPC handler, computer)
+        self._found: dict = {}  # tag -> {job name: id} of a partial group find() just saw
+
+    # -- the SDK's objects, created on first use (the layer contacts the cloud on creation)
+
+    def _token(self) -> str:
+        if "env" in self.credentials:
+            name = self.credentials["env"]
+            token = os.environ.get(name)
+            if not token:
+                raise RuntimeError(f"quandela.cloud credentials: environment variable {name} is not set")
+            return token
+        token = RemoteConfig().get_token()  # PCVL_CLOUD_TOKEN or Perceval's saved token
+        if not token:
+            raise RuntimeError("quandela.cloud credentials: no token; set credentials: {env: VAR} "
+                               "or save one with perceval's RemoteConfig")
+        return token
+
+    def _connection(self):
+        """(communication layer, RPC handler, remote computer) for the current token."""
+        token = self._token()
+        fingerprint = hash(token)
+        with self._lock:
+            if self._layer is None or self._layer[0] != fingerprint:
+                layer = QuandelaCommunicationLayer(self.device, token=token, url=self.url)
+                rpc = RPCHandler(self.device, url=self.url, token=token)
+                self._layer = (fingerprint, layer, rpc, RemoteComputer(layer))
+            return self._layer[1:]
+
+    def _call(self, function, *args):
+        """Call the SDK, retrying what may pass (connection errors, 429, 5xx, busy queue)."""
+        try:
+            for attempt in Retrying(retry=retry_if_exception(_transient),
+                                    stop=stop_after_attempt(RETRY_CALLS) | stop_after_delay(RETRY_DEADLINE),
+                                    wait=wait_random_exponential(multiplier=RETRY_WAIT, max=RETRY_WAIT_MAX),
+                                    reraise=False):
+                with attempt:
+                    return function(*args)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise TransientBackendError(f"the Quandela cloud did not answer after "
+                                        f"{exc.last_attempt.attempt_number} tries: {_text(cause)}") from None
+        except (TransientBackendError, LookupUnsupported):
+            raise
+        except requests.RequestException as exc:  # refused: 4xx (bad token, unknown platform, ...)
+            raise RuntimeError(f"the Quandela cloud refused: {_text(exc)}") from None
+
+    # -- submission
+
+    def submit(self, tasks: list[Task], seed, tag: str) -> str:
+        parts = _parts(tasks)
+        known = self._found.pop(tag, {})
+        ids = []
+        for index, positions in enumerate(parts):
+            name = _part_name(tag, index, len(parts))
+            job_id = known.get(name)
+            if job_id is None:
+                part_seed = None if seed is None else seed + positions[0]
+                job_id = self._submit_part([tasks[p] for p in positions], part_seed, tag, name)
+            ids.append(job_id)
+        return _handle(ids)
+
+    def _submit_part(self, tasks: list[Task], seed, tag: str, name: str) -> str:
+        experiment, state = load(tasks[0].program_content)  # a bad program fails here, for good
+        experiment.with_input(state)
+        if experiment.min_photons_filter is None:
+            experiment.min_detected_photons_filter(state.n)
+        uncertain = False  # an earlier try may have created the job: look before sending again
+
+        def once():
+            nonlocal uncertain
+            if uncertain:
+                job_id = self._lookup(tag).get(name)
+                if job_id is not None:
+                    return job_id
+            layer, rpc, computer = self._connection()
+            computation = self._computation(computer, experiment, tasks, tag, name)
+            room = rpc.get_job_availability()
+            if room.get("max_jobs_in_queue", 1) - room.get("num_jobs_in_queue", 0) <= 0:
+                raise _Busy(f"the job queue of {self.device} is full")
+            with self._payload_lock:
+                seeded = seed is not None and "seed" in computer.available_parameters
+                computer.parameters = {"seed": int(seed)} if seeded else {}
+                payload = computer.prepare_payload(computation)
+            try:
+                return layer.send(payload)
+            except Exception as exc:
+                if _transient(exc) and not _not_sent(exc):
+                    uncertain = True
+                raise
+
+        return self._call(once)
+
+    @staticmethod
+    def _computation(computer, experiment, tasks: list[Task], tag: str, name: str):
+        shots = max(task.shots for task in tasks)
+        factory = ExecutionFactory(computer, experiment, max_shots_per_call=shots)
+        for task in tasks:
+            iteration = {"max_samples": int(task.shots), "max_shots": int(task.shots)}
+            if task.params:
+                iteration["circuit_params"] = dict(task.params)
+            factory.add_iteration(**iteration)
+        computation = factory.build_computation("sample_count")
+        computation.add_params(max_samples=shots)
+        computation.job_name = name
+        computation.job_group_name = tag
+        computation.validate()
+        computer.validate_single(computation)
+        return computation
+
+    # -- reconciliation
+
+    def _lookup(self, tag: str) -> dict:
+        """{job name: job id} of the jobs the service holds in the group ``tag``, oldest first."""
+        _, rpc, _ = self._connection()
+        query = urllib.parse.urlencode({"job_group_name": tag})
+        try:
+            answer = rpc.get_request(f"{rpc.build_endpoint('/api/jobs')}?{query}")
+        except requests.HTTPError as exc:
+            if _status_code(exc) in LOOKUP_MISSING:
+                raise LookupUnsupported(
+                    f"the Quandela cloud at {rpc.url} cannot look up job group {tag!r} (HTTP "
+                    f"{_status_code(exc)}): qrun cannot tell whether its earlier submission of this "
+                    f"job was accepted. Look for job group {tag!r} on {self.device} in the cloud's "
+                    f"job list; `qrun retry` submits the job again") from None
+            raise
+        jobs = {}
+        for job in answer.get("jobs", []):
+            if job.get("job_group_name") == tag and job.get("platform_name", self.device) == self.device:
+                jobs.setdefault(job["job_name"], job["job_id"])
+        return jobs
+
+    def find(self, tag: str) -> str | None:
+        jobs = self._call(self._lookup, tag)
+        if not jobs:
+            return None
+        if tag in jobs:
+            return jobs[tag]
+        totals = {int(name.rsplit("/", 1)[1]) for name in jobs
+                  if re.fullmatch(re.escape(tag) + r":\d+/\d+", name)}
+        if len(totals) == 1:
+            total = totals.pop()
+            names = [_part_name(tag, i, total) for i in range(total)]
+            if all(name in jobs for name in names):
+                return _handle([jobs[name] for name in names])
+        self._found[tag] = jobs  # some parts were accepted: submit() sends only the others
+        return None
+
+    # -- following a job
+
+    def _status(self, job_id: str):
+        layer, _, _ = self._connection()
+        status = layer.get_job_status(job_id)
+        if status is None:  # the SDK's word for a refresh that failed in a way that may pass
+            raise _Busy(f"no status for job {job_id} now")
+        return status
+
+    def poll(self, handle: str) -> RemoteStatus:
+        states, words, errors = [], [], []
+        for job_id in _ids(handle):
+            status = self._call(self._status, job_id)
+            state = STATES.get(status.status, "queued")
+            states.append(state)
+            words.append(RunningStatus.to_server_response(status.status))
+            if state in ("failed", "cancelled"):
+                message = status.stop_message or status.message or f"job {job_id} {words[-1]}"
+                errors.append(message if len(_ids(handle)) == 1 else f"job {job_id}: {message}")
+        for final in ("failed", "cancelled"):
+            if final in states:
+                return RemoteStatus(state=final, provider_state=",".join(words),
+                                    error=f"{self.device}: " + "; ".join(errors))
+        state = "done" if all(s == "done" for s in states) else \
+            "running" if any(s in ("running", "done") for s in states) else "queued"
+        return RemoteStatus(state=state, provider_state=",".join(words))
+
+    def fetch(self, handle: str, tasks: list[Task]) -> list:
+        parts = _parts(tasks)
+        ids = _ids(handle)
+        if len(ids) != len(parts):
+            raise RuntimeError(f"handle {handle} holds {len(ids)} jobs for {len(parts)} programs")
+        outcomes: list = [None] * len(tasks)
+        for job_id, positions in zip(ids, parts):
+            layer, _, _ = self._connection()
+            results = self._call(layer.get_results, job_id)
+            listed = results.get(KEY_RESULTS_LIST) if isinstance(results, dict) else None
+            if not isinstance(listed, list) or len(listed) != len(positions):
+                raise RuntimeError(f"job {job_id} returned {len(listed or [])} results for "
+                                   f"{len(positions)} iterations")
+            for position, result in zip(positions, listed):
+                counts = result.get(KEY_RESULTS)
+                if hasattr(counts, "items"):
+                    outcomes[position] = {str(state): int(count) for state, count in counts.items()}
+                else:
+                    outcomes[position] = TaskFailed(f"{self.device}: {counts}")
+        return outcomes
+
+    def cancel(self, handle: str) -> None:
+        for job_id in _ids(handle):
+            try:
+                layer, _, _ = self._connection()
+                self._call(layer.cancel, job_id)
+            except RuntimeError:  # refused: already finished? then there is nothing to cancel
+                if not self._call(self._status, job_id).completed:
+                    raise
+
+    def metadata(self) -> dict:
+        return {"provider": self.provider, "device": self.device,
+                "sdk": sdk_versions(("perceval-quandela",))}
