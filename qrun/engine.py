@@ -33,8 +33,9 @@ from .manifest import Manifest
 from .planner import job_limits
 from .store import RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
 
-POLL_FIRST = 0.5  # seconds before a new remote job's first poll
-POLL_MAX = 30.0  # polls of a long job slow down to this interval
+POLL_FIRST = 0.0  # poll a new remote job at once: a fast backend may be done already
+POLL_INTERVAL = 0.25  # then every 0.25 s, slowing down by half each time...
+POLL_MAX = 30.0  # ...to this interval
 CALL_THREADS = 64  # concurrent calls to cloud providers
 
 
@@ -85,7 +86,7 @@ class _Remote:
     slices: list
     handle: str | None = None
     next_poll: float = 0.0
-    interval: float = POLL_FIRST
+    interval: float = POLL_INTERVAL / 1.5
     submitted_at: float = 0.0
     reconcile: bool = False  # look the tag up before (re)submitting: a call may have landed
 
@@ -147,8 +148,9 @@ class Engine:
                 continue
             done, _ = wait(list(self._in_flight), timeout=self._quiet_time(),
                            return_when=FIRST_COMPLETED)
-            for future in done:
-                self._settle(future)
+            with self.store.transaction():  # one commit for all that finished meanwhile
+                for future in done:
+                    self._settle(future)
 
     def _quiet_time(self) -> float:
         """How long the loop may wait for results before a poll or a retry falls due."""
@@ -160,9 +162,26 @@ class Engine:
         return any(op.job.id == job_id for op in self._in_flight.values())
 
     def _start_ready_jobs(self) -> None:
-        """Start ready jobs while workers and per-backend limits have room."""
+        """Start ready jobs while workers and per-backend limits have room.
+
+        Their intents (attempts, tags) are committed together, before any of them starts.
+        """
+        starts = self._jobs_to_start()
+        if not starts:
+            return
+        with self.store.transaction():
+            begun = [begin(job) for begin, job in starts]
+        for dispatch in begun:
+            dispatch()
+
+    def _jobs_to_start(self) -> list:
+        """(how to begin, job) for the ready jobs there is room for."""
+        starts = []
         local_room = 2 * self.workers - sum(op.kind == "run" for op in self._in_flight.values())
         per_backend = self._jobs_per_backend()
+        has_local = any(PROVIDERS[b.provider].local for b in self.manifest.backends.values())
+        if (local_room <= 0 or not has_local) and self._remote_backends_full(per_backend):
+            return starts  # no room anywhere: spare the database a query
         busy = {op.job.id for op in self._in_flight.values()} | set(self._following)
         for job in self.store.ready_jobs(self.apply_id, 2 * self.workers + CALL_THREADS):
             if job.id in busy:
@@ -176,11 +195,21 @@ class Engine:
             if not local and not self._rate_allows(job.backend, limits.submit_rate):
                 continue
             if local:
-                self._start_local(job)
+                starts.append((self._begin_local, job))
                 local_room -= 1
             else:
-                self._start_remote(job)
+                starts.append((self._begin_remote, job))
             per_backend[job.backend] = per_backend.get(job.backend, 0) + 1
+        return starts
+
+    def _remote_backends_full(self, per_backend: dict) -> bool:
+        for name, spec in self.manifest.backends.items():
+            if PROVIDERS[spec.provider].local:
+                continue
+            cap = job_limits(self.manifest, name).max_parallel
+            if cap is None or per_backend.get(name, 0) < cap:
+                return False
+        return True
 
     def _jobs_per_backend(self) -> dict:
         counts: dict = {}
@@ -208,14 +237,19 @@ class Engine:
 
     # -- local jobs
 
-    def _start_local(self, job: JobRow) -> None:
+    def _begin_local(self, job: JobRow):
+        """Record the attempt; return what sends the job to a worker once that is committed."""
         slices = self.store.job_work(job.id)
-        tasks = [self._task(work) for work in slices]
         attempt_id = self.store.start_attempt(self.apply_id, job)
-        config = job.backend_config
-        future = self._process_pool().submit(run_local_job, config["provider"], config["device"],
-                                             config["options"], job.seed, tasks)
-        self._in_flight[future] = _Op("run", job, attempt_id, slices)
+
+        def dispatch():
+            tasks = [self._task(work) for work in slices]
+            config = job.backend_config
+            future = self._process_pool().submit(run_local_job, config["provider"],
+                                                 config["device"], config["options"], job.seed,
+                                                 tasks)
+            self._in_flight[future] = _Op("run", job, attempt_id, slices)
+        return dispatch
 
     def _task(self, work) -> Task:
         program = self._programs.get(work.program)
@@ -244,17 +278,15 @@ class Engine:
             else:
                 self._following[job.id] = remote  # re-attach by handle: poll at once
 
-    def _start_remote(self, job: JobRow) -> None:
-        if job.state == SUBMITTING:  # an earlier submission of this attempt failed: reconcile
-            attempt_id, tag = self.store.open_attempt(job.id)
-            remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
-                             slices=self.store.job_work(job.id), reconcile=True)
-        else:
+    def _begin_remote(self, job: JobRow):
+        """Record the intent to submit (attempt and tag); return what submits once committed."""
+        reconcile = job.state == SUBMITTING  # an earlier try of this attempt may have landed
+        if not reconcile:
             self.store.start_attempt(self.apply_id, job, state=SUBMITTING)
-            attempt_id, tag = self.store.open_attempt(job.id)
-            remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
-                             slices=self.store.job_work(job.id))
-        self._call("submit", remote)
+        attempt_id, tag = self.store.open_attempt(job.id)
+        remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
+                         slices=self.store.job_work(job.id), reconcile=reconcile)
+        return lambda: self._call("submit", remote)
 
     def _call(self, kind: str, remote: _Remote) -> None:
         config = remote.job.backend_config

@@ -134,6 +134,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.path = path
         self._lock_token: str | None = None
+        self._depth = 0  # nesting of transaction()
 
     # -- opening
 
@@ -200,19 +201,34 @@ class Store:
 
     @contextmanager
     def transaction(self):
-        """BEGIN IMMEDIATE ... COMMIT; rolled back whole on any error."""
+        """BEGIN IMMEDIATE ... COMMIT; rolled back whole on any error.
+
+        Transactions nest: an inner one joins the outer, which commits everything at once.
+        The engine groups the state changes of several jobs that way, since every commit
+        waits for the disk (synchronous=FULL) and one per change would pace the whole run.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StateError(f"cannot write {self.path}: {exc}") from None
+        self._depth = 1
         try:
             yield self.conn
         except BaseException as exc:
+            self._depth = 0
             self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise StateError(f"write to {self.path} failed and was rolled back: {exc}") from None
             raise
         else:
+            self._depth = 0
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:

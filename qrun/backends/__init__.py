@@ -59,6 +59,7 @@ class ProviderInfo:
     # Cloud devices are not listed (that would need the network at validation): their
     # names are checked against this pattern instead.
     device_pattern: str | None = None
+    cloud_limits: Limits = field(default_factory=Limits)  # every device of a cloud provider
 
     @property
     def family(self) -> str:
@@ -93,6 +94,8 @@ class ProviderInfo:
     def device_limits(self, device: str) -> Limits:
         if self.devices is not None:
             return self.devices.get(device, Limits())
+        if self.device_pattern is not None:  # a cloud: no network at validation
+            return self.cloud_limits
         return adapter_module(self.id).device_limits(device)
 
     def check_program(self, program, device: str, options: dict) -> str | None:
@@ -206,6 +209,7 @@ PROVIDERS.update({
         option_names=frozenset({"region", "s3_bucket", "s3_prefix"}) | _CLOUD_OPTIONS,
         tuning_options=_CLOUD_OPTIONS | {"s3_bucket", "s3_prefix"},
         device_pattern=r"arn:aws:braket:[a-z0-9-]*:[0-9]*:device/.+",
+        cloud_limits=Limits(max_experiments_per_job=1),  # a quantum task holds one circuit
     ),
     "pasqal.cloud": ProviderInfo(
         id="pasqal.cloud",

@@ -1,7 +1,7 @@
 """braket.aws: circuits on Amazon Braket devices, through the Braket SDK on boto3.
 
 A Braket quantum task holds one circuit, so a qrun job here is one experiment (or one shot
-slice): `device_limits` says so, and the planner cuts jobs accordingly. Each task carries
+slice): the registry's limits say so, and the planner cuts jobs accordingly. Each task carries
 qrun's idempotency tag as the task tag `qrun-tag`; `find` looks it up with
 SearchQuantumTasks, whose summaries list each task's tags. Results are read from S3, where
 Braket writes them, by the SDK (`AwsQuantumTask.result`).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import boto3
 import botocore.exceptions
@@ -24,7 +25,6 @@ from braket.ir.openqasm import Program as OpenQASMProgram
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
                       wait_random_exponential)
 
-from . import Limits
 from .base import RemoteStatus, Task, TransientBackendError, sdk_versions
 from .braket_local import measure_counts, prepare_program
 
@@ -39,10 +39,6 @@ STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLE
           "FAILED": "failed", "CANCELLING": "running", "CANCELLED": "cancelled"}
 
 logging.getLogger("braket").setLevel(logging.WARNING)
-
-
-def device_limits(device: str) -> Limits:
-    return Limits(max_experiments_per_job=1)  # one circuit per quantum task
 
 
 def _transient(exc: BaseException) -> bool:
@@ -68,11 +64,10 @@ class Adapter:
 
     @staticmethod
     def _session(options: dict, credentials: dict) -> AwsSession:
-        endpoint = options.get("endpoint")
-        session_class = _session_at(endpoint) if endpoint else boto3.Session
-        boto_session = session_class(profile_name=credentials.get("profile"),
-                                     region_name=options.get("region", "us-east-1"))
-        config = Config(retries={"max_attempts": 1})  # qrun retries, with its own policy
+        boto_session = _Session(options.get("endpoint"), profile_name=credentials.get("profile"),
+                                region_name=options.get("region", "us-east-1"))
+        # qrun retries with its own policy; its call threads each need a connection.
+        config = Config(retries={"max_attempts": 1}, max_pool_connections=64)
         client = boto_session.client("braket", config=config)
         return AwsSession(boto_session=boto_session, braket_client=client, config=config)
 
@@ -139,22 +134,34 @@ class Adapter:
                 "sdk": sdk_versions(("amazon-braket-sdk", "boto3"))}
 
 
-def _session_at(endpoint: str):
-    """A boto3 Session whose clients and resources (Braket, S3) all talk to ``endpoint``.
+class _Session(boto3.Session):
+    """A boto3 Session that keeps one client or resource per thread, optionally at an endpoint.
 
-    The seam for rehearsals: the Braket SDK creates its S3 resource from the session it is
-    given, so pointing the session is enough; the SDK's own code runs unchanged.
+    The Braket SDK makes a new S3 resource for every result it downloads; building one costs
+    more CPU than the download, so each call thread reuses its own (boto3 resources are not
+    shared between threads). With ``endpoint`` every service it serves (Braket, S3) is sent to
+    that address: the seam for rehearsals against a fake service; the SDK's code is unchanged.
     """
-    class EndpointSession(boto3.Session):
-        def client(self, *args, **kwargs):
-            kwargs.setdefault("endpoint_url", endpoint)
-            return super().client(*args, **kwargs)
 
-        def resource(self, *args, **kwargs):
-            kwargs.setdefault("endpoint_url", endpoint)
-            return super().resource(*args, **kwargs)
+    def __init__(self, endpoint: str | None, **kwargs):
+        super().__init__(**kwargs)
+        self._endpoint = endpoint
+        self._local = threading.local()
 
-    return EndpointSession
+    def client(self, *args, **kwargs):
+        return self._cached("client", super().client, args, kwargs)
+
+    def resource(self, *args, **kwargs):
+        return self._cached("resource", super().resource, args, kwargs)
+
+    def _cached(self, kind: str, make, args, kwargs):
+        if self._endpoint:
+            kwargs.setdefault("endpoint_url", self._endpoint)
+        cache = self._local.__dict__.setdefault("made", {})
+        key = (kind, args, repr(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = make(*args, **kwargs)
+        return cache[key]
 
 
 def _error_text(exc: BaseException | None) -> str:

@@ -19,9 +19,11 @@ a second paid job on its own; the user checks the cloud's job list for that grou
 
 Shots: a task's shots are both the cloud's `max_shots` (what is billed) and `max_samples`;
 on a lossy QPU a result may hold fewer samples than shots. An experiment with no
-`min_detected_photons_filter` is given one equal to its input's photon count (Perceval's
-remote computers require one), so results count the events where every photon is detected,
-as a local SLOS run does. Outcomes are Fock states as Perceval prints them: "|1,0,1,0>".
+`min_detected_photons_filter` is given one equal to its input's photon count, heralds aside
+(Perceval's remote computers require one), so results count the events where every photon is
+detected, as a local SLOS run does. Outcomes are Fock states as Perceval prints them:
+"|1,0,1,0>". Where `RemoteComputer` would wait, unbounded, for room in the job queue, the
+adapter asks once and lets qrun's backoff wait.
 
 Credentials: `{env: VAR}` (the token is read from the environment at each call) or
 `{profile: ...}` (Perceval's saved token: `RemoteConfig`, or PCVL_CLOUD_TOKEN). The token
@@ -91,6 +93,8 @@ def _status_code(exc: BaseException) -> int | None:
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, _Busy):
         return True
+    if isinstance(exc, ValueError):  # requests' invalid URL, schema or header: a bad endpoint
+        return False
     if isinstance(exc, requests.RequestException):  # includes the SDK's HTTPErrors
         code = _status_code(exc)
         return code is None or code in TRANSIENT_STATUS or code >= 500
@@ -204,8 +208,9 @@ class Adapter:
     def _submit_part(self, tasks: list[Task], seed, tag: str, name: str) -> str:
         experiment, state = load(tasks[0].program_content)  # a bad program fails here, for good
         experiment.with_input(state)
-        if experiment.min_photons_filter is None:
-            experiment.min_detected_photons_filter(state.n)
+        if experiment.min_photons_filter is None:  # every photon but the heralded ones
+            heralded = sum(experiment.in_heralds.values())
+            experiment.min_detected_photons_filter(experiment.input_state.n - heralded)
         uncertain = False  # an earlier try may have created the job: look before sending again
 
         def once():
@@ -216,8 +221,7 @@ class Adapter:
                     return job_id
             layer, rpc, computer = self._connection()
             computation = self._computation(computer, experiment, tasks, tag, name)
-            room = rpc.get_job_availability()
-            if room.get("max_jobs_in_queue", 1) - room.get("num_jobs_in_queue", 0) <= 0:
+            if self._queue_room(rpc) <= 0:
                 raise _Busy(f"the job queue of {self.device} is full")
             with self._payload_lock:
                 seeded = seed is not None and "seed" in computer.available_parameters
@@ -231,6 +235,19 @@ class Adapter:
                 raise
 
         return self._call(once)
+
+    @staticmethod
+    def _queue_room(rpc) -> int:
+        """Jobs the token may still queue (what RemoteComputer waits for, asked once)."""
+        try:
+            room = rpc.get_job_availability()
+        except requests.HTTPError as exc:
+            if _status_code(exc) in LOOKUP_MISSING:
+                return 1  # the service does not say: let it judge the submission
+            raise
+        if room.get("max_jobs_in_queue") is None:
+            return 1
+        return int(room["max_jobs_in_queue"]) - int(room.get("num_jobs_in_queue") or 0)
 
     @staticmethod
     def _computation(computer, experiment, tasks: list[Task], tag: str, name: str):

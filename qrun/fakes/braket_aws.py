@@ -48,8 +48,11 @@ class _Task:
 class FakeBraket(FakeServer):
     name = "braket"
 
-    def __init__(self, **kwargs):
+    def __init__(self, simulate: bool = True, **kwargs):
         super().__init__(**kwargs)
+        # simulate=False answers every task with all-zero outcomes at once: for benchmarks
+        # that measure the client, not the simulator.
+        self.simulate = simulate
         self.tasks: dict[str, _Task] = {}
         self.by_client_token: dict[str, str] = {}
         self.objects: dict[tuple, bytes] = {}  # (bucket, key) -> bytes
@@ -120,17 +123,34 @@ class FakeBraket(FakeServer):
             task.ended = time.time()
             return
         try:
-            from braket.default_simulator import StateVectorSimulator
-            from braket.ir.openqasm import Program
-
-            result = StateVectorSimulator().run(Program.parse_raw(task.action), shots=task.shots)
-            result.taskMetadata.id = task.arn
-            result.taskMetadata.deviceId = task.device
-            self.objects[(task.bucket, f"{task.directory}/results.json")] = result.json().encode()
+            result = self._simulated(task) if self.simulate else self._zeros(task)
+            self.objects[(task.bucket, f"{task.directory}/results.json")] = result.encode()
             task.status = "COMPLETED"
         except Exception as exc:  # the simulator refused the program: as Braket reports it
             task.status, task.failure = "FAILED", f"{type(exc).__name__}: {exc}"
         task.ended = time.time()
+
+    @staticmethod
+    def _simulated(task: _Task) -> str:
+        from braket.default_simulator import StateVectorSimulator
+        from braket.ir.openqasm import Program
+
+        result = StateVectorSimulator().run(Program.parse_raw(task.action), shots=task.shots)
+        result.taskMetadata.id = task.arn
+        result.taskMetadata.deviceId = task.device
+        return result.json()
+
+    @staticmethod
+    def _zeros(task: _Task) -> str:
+        """A result in Braket's schema in which every shot measured 0 on two qubits."""
+        return json.dumps({
+            "braketSchemaHeader": {"name": "braket.task_result.gate_model_task_result", "version": "1"},
+            "measurements": [[0, 0]] * task.shots, "measuredQubits": [0, 1],
+            "taskMetadata": {"braketSchemaHeader": {"name": "braket.task_result.task_metadata",
+                                                    "version": "1"},
+                             "id": task.arn, "shots": task.shots, "deviceId": task.device},
+            "additionalMetadata": {"action": json.loads(task.action)},
+        })
 
     def _describe(self, task: _Task) -> dict:
         described = {"quantumTaskArn": task.arn, "status": task.status, "deviceArn": task.device,

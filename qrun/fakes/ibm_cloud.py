@@ -57,6 +57,27 @@ FAILED_REASON = "Error code 1517; the qrun fake backend failed this job on purpo
 _JWT_KEY = "qrun-fake-ibm-cloud-signing-key-not-a-secret"
 
 
+_qiskit_thread: list = []  # one long-lived thread for every Qiskit call of every fake
+_qiskit_thread_lock = threading.Lock()
+
+
+def _in_qiskit_thread(function, *args):
+    """Run ``function`` in the process's single Qiskit thread and wait for it.
+
+    Qiskit's Rust QPY loader crashed (SIGSEGV) when circuits were decoded in the short-lived
+    threads of an HTTP server after an earlier fake's threads had ended; decoding and
+    simulating in one thread that lives as long as the process avoids that.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if threading.current_thread().name.startswith("fake-ibm-qiskit"):
+        return function(*args)
+    with _qiskit_thread_lock:
+        if not _qiskit_thread:
+            _qiskit_thread.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-ibm-qiskit"))
+    return _qiskit_thread[0].submit(function, *args).result()
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -184,20 +205,24 @@ class FakeIBMQuantum:
 
         return known_devices()
 
-    def fake_backend(self, name: str):
-        """The qiskit-ibm-runtime fake backend behind ``name`` (created once)."""
+    def backend_class(self, name: str):
+        """The qiskit-ibm-runtime fake backend class behind ``name``, or None."""
         if name not in self.backend_names():
             return None
+        from ..backends.ibm_local import _fake_backends
+
+        return _fake_backends().get(name)
+
+    def fake_backend(self, name: str):
+        """The fake backend behind ``name``, created once (call in the Qiskit thread)."""
         with self._lock:
             backend = self._backend_cache.get(name)
             if backend is None:
-                from ..backends.ibm_local import _fake_backends
-
-                backend = self._backend_cache[name] = _fake_backends()[name]()
+                backend = self._backend_cache[name] = self.backend_class(name)()
             return backend
 
     def _snapshot(self, name: str, kind: str) -> dict | None:
-        backend = self.fake_backend(name)
+        backend = self.backend_class(name)
         if backend is None:
             return None
         filename = backend.conf_filename if kind == "configuration" else backend.props_filename
@@ -237,7 +262,7 @@ class FakeIBMQuantum:
             try:
                 if job.fail:
                     raise _JobFailure(FAILED_REASON)
-                result = self._execute(job)
+                result = _in_qiskit_thread(self._execute, job)
             except _JobFailure as exc:
                 self._finish(job, "Failed", reason=str(exc), code=1517)
             except Exception as exc:  # a bug or an unsupported program: the job fails
@@ -281,6 +306,14 @@ def decode_program(params: dict):
     program, _options = QUANTUM_PROGRAM_PARAMS_CONVERTERS["v2.0"].decoder(
         ParamsModel.model_validate(params))
     return program
+
+
+def _validate(params: dict, fake: FakeIBMQuantum, name: str) -> None:
+    backend = fake.fake_backend(name)
+    program = decode_program(params)
+    width = max((item.circuit.num_qubits for item in program.items), default=0)
+    if width > backend.num_qubits:
+        raise ValueError(f"a circuit uses {width} qubits; {backend.name} has {backend.num_qubits}")
 
 
 def encode_result(result) -> str:
@@ -475,7 +508,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._error(404, f"backend {name} not found")
                 return self._send(200, data)
             if what == "status":
-                if fake.fake_backend(name) is None:
+                if fake.backend_class(name) is None:
                     return self._error(404, f"backend {name} not found")
                 pending = sum(j.status == "Queued" and j.backend == name for j in list(fake.jobs.values()))
                 return self._send(200, {"state": True, "status": "active",
@@ -554,7 +587,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         payload = json.loads(body or b"{}")
         backend = payload.get("backend")
-        if not backend or fake.fake_backend(backend) is None:
+        if not backend or fake.backend_class(backend) is None:
             return self._error(400, f"backend {backend!r} is not available to this instance", 1216)
         if payload.get("program_id") != "executor":
             return self._error(400, f"program {payload.get('program_id')!r} is not supported by "
@@ -565,11 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
             if session is None or not session["accepting_jobs"]:
                 return self._error(400, f"session {session_id} does not accept jobs", 1217)
         try:
-            program = decode_program(payload.get("params") or {})
-            width = max((item.circuit.num_qubits for item in program.items), default=0)
-            qubits = fake.fake_backend(backend).num_qubits
-            if width > qubits:
-                raise ValueError(f"a circuit uses {width} qubits; {backend} has {qubits}")
+            _in_qiskit_thread(_validate, payload.get("params") or {}, fake, backend)
         except Exception as exc:  # what the service refuses: invalid input
             return self._error(400, f"invalid executor input: {type(exc).__name__}: {exc}", 1305)
         tags = payload.get("tags") or []

@@ -106,7 +106,8 @@ class FakeQuandela:
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-quandela-run")
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fake-quandela", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         name="fake-quandela", daemon=True).start()
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
@@ -289,8 +290,9 @@ class FakeQuandela:
         iterations = list(getattr(computation, "iterations", None) or [{}])
         base = getattr(computation, "base_computation", computation)
         experiment = base.experiment
-        content = json.dumps({"serialized": serialize(experiment),
-                              "input": str(experiment.input_state)}).encode()
+        state = experiment.input_state  # over every mode; qrun's sources give it heralds aside
+        state = pcvl.BasicState([state[m] for m in range(state.m) if m not in experiment.in_heralds])
+        content = json.dumps({"serialized": serialize(experiment), "input": str(state)}).encode()
         digest = hashlib.sha256(content).hexdigest()
         tasks = []
         for iteration in iterations:
