@@ -9,6 +9,8 @@ request the service received, 50 ms each, 50 at a time. The ratio is qrun's wall
 `qrun apply` (the whole command) over that ideal. Target: <= 1.3.
 
     .venv/bin/python bench/remote_concurrency.py [--jobs 1000] [--latency 0.05] [--parallel 50]
+
+Peer, same run: the same tasks through the Braket SDK's own AwsQuantumTaskBatch.
 """
 
 from __future__ import annotations
@@ -69,29 +71,65 @@ spec:
            "XDG_DATA_HOME": str(scratch / "data"), "XDG_CACHE_HOME": str(scratch / "cache"),
            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    (scratch / "peer.py").write_text(PEER.format(url=url, jobs=args.jobs, parallel=args.parallel,
+                                                  circuit=CIRCUIT))
     import subprocess
 
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "qrun", "apply", str(scratch / "campaign.yaml"),
-                           "--no-progress", "--state-dir", str(scratch / "state")],
-                          env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    fake.stop()
-    if done.returncode != 0:
-        sys.exit(f"qrun apply failed:\n{done.stderr}")
-    requests = fake.requests
-    ideal = requests * args.latency / args.parallel
+    def timed(command) -> tuple:
+        fake.requests = 0
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{command[2]} failed:\n{done.stderr}")
+        return time.perf_counter() - started, fake.requests
+
+    wall, requests = timed([sys.executable, "-m", "qrun", "apply", str(scratch / "campaign.yaml"),
+                            "--no-progress", "--state-dir", str(scratch / "state")])
     duplicates = sum(n - 1 for n in fake.accepted.values())
-    print(f"{args.jobs} jobs, {requests} requests at {args.latency * 1000:.0f} ms, "
-          f"max_parallel {args.parallel}")
-    print(f"qrun apply {wall:.2f} s; ideal (latency alone) {ideal:.2f} s; "
+    peer_wall, peer_requests = timed([sys.executable, str(scratch / "peer.py")])
+    fake.stop()
+    ideal = requests * args.latency / args.parallel
+    print(f"{args.jobs} jobs at {args.latency * 1000:.0f} ms per request, max_parallel {args.parallel}")
+    print(f"qrun apply {wall:.2f} s for {requests} requests; ideal (latency alone) {ideal:.2f} s; "
           f"ratio {wall / ideal:.2f} (target <= 1.3); jobs accepted twice: {duplicates}")
+    print(f"peer: the Braket SDK's AwsQuantumTaskBatch (max_parallel {args.parallel}) "
+          f"{peer_wall:.2f} s for {peer_requests} requests; qrun / peer {wall / peer_wall:.2f}")
     print(json.dumps({"benchmark": "remote_concurrency", "jobs": args.jobs,
                       "latency_s": args.latency, "max_parallel": args.parallel,
                       "requests": requests, "requests_per_job": round(requests / args.jobs, 2),
                       "qrun_s": round(wall, 3), "ideal_s": round(ideal, 3),
                       "ratio": round(wall / ideal, 3), "target_ratio": 1.3,
+                      "peer_s": round(peer_wall, 3), "peer_requests": peer_requests,
+                      "ratio_to_peer": round(wall / peer_wall, 3),
                       "duplicates": duplicates, **machine()}))
+
+
+# The peer: the same tasks through the Braket SDK's own batch runner, as its docs show it
+# (a thread pool creating tasks, each polled until done, results read from S3).
+PEER = '''
+import boto3
+from braket.aws import AwsQuantumTaskBatch, AwsSession
+from braket.ir.openqasm import Program
+from qrun.backends.braket_local import for_braket
+
+session = boto3.Session(region_name="us-east-1")
+class AtFake(boto3.Session):
+    def client(self, *a, **k):
+        k.setdefault("endpoint_url", "{url}")
+        return super().client(*a, **k)
+    def resource(self, *a, **k):
+        k.setdefault("endpoint_url", "{url}")
+        return super().resource(*a, **k)
+boto_session = AtFake(region_name="us-east-1")
+aws = AwsSession(boto_session=boto_session, braket_client=boto_session.client("braket"))
+source = for_braket("""{circuit}""")
+programs = [Program(source=source, inputs={{"theta": 3.14159 * i / {jobs}}}) for i in range({jobs})]
+batch = AwsQuantumTaskBatch(aws, "arn:aws:braket:::device/quantum-simulator/amazon/sv1", programs,
+                            ("bench", "peer"), 100, max_parallel={parallel},
+                            max_workers={parallel}, poll_interval_seconds=0.25)
+results = batch.results()
+assert len(results) == {jobs} and all(r is not None for r in results)
+'''
 
 
 if __name__ == "__main__":
