@@ -383,6 +383,8 @@ class Engine:
             self._poll_later(remote)
             return
         if status.state == "done":
+            self.store.note_provider_state(self.apply_id, remote.job.id, RUNNING,
+                                           status.provider_state)
             self._call("fetch", remote)
             return
         if status.finished:

@@ -53,8 +53,8 @@ class ProviderInfo:
     local: bool
     sdk_packages: tuple  # distributions whose versions are recorded with results
     option_names: frozenset = field(default_factory=frozenset)  # accepted `options:` keys
-    # Options that change how fast or where, not what, the backend computes (threads, a
-    # service's address): left out of experiment keys.
+    # Options that change how fast, not what, the backend computes (threads, a results
+    # bucket): left out of experiment keys.
     tuning_options: frozenset = field(default_factory=frozenset)
     # Cloud devices are not listed (that would need the network at validation): their
     # names are checked against this pattern instead.
@@ -183,7 +183,9 @@ PROVIDERS: dict[str, ProviderInfo] = {
 }
 
 
-_CLOUD_OPTIONS = frozenset({"endpoint"})  # where the service is; a local fake in rehearsals
+# Where the service is (a local fake in rehearsals). Part of the keys on purpose: results
+# from a rehearsal must never count as results from the real service.
+_CLOUD_OPTIONS = frozenset({"endpoint"})
 
 PROVIDERS.update({
     "qiskit.ibm": ProviderInfo(
@@ -195,7 +197,6 @@ PROVIDERS.update({
         local=False,
         sdk_packages=("qiskit", "qiskit-ibm-runtime"),
         option_names=frozenset({"optimization_level", "instance"}) | _CLOUD_OPTIONS,
-        tuning_options=_CLOUD_OPTIONS,
         device_pattern=r"[a-z][a-z0-9_]*",
     ),
     "braket.aws": ProviderInfo(
@@ -207,7 +208,7 @@ PROVIDERS.update({
         local=False,
         sdk_packages=("amazon-braket-sdk", "boto3"),
         option_names=frozenset({"region", "s3_bucket", "s3_prefix"}) | _CLOUD_OPTIONS,
-        tuning_options=_CLOUD_OPTIONS | {"s3_bucket", "s3_prefix"},
+        tuning_options=frozenset({"s3_bucket", "s3_prefix"}),
         device_pattern=r"arn:aws:braket:[a-z0-9-]*:[0-9]*:device/.+",
         cloud_limits=Limits(max_experiments_per_job=1),  # a quantum task holds one circuit
     ),
@@ -220,7 +221,6 @@ PROVIDERS.update({
         local=False,
         sdk_packages=("pasqal-cloud", "pulser-core"),
         option_names=frozenset({"project_id"}) | _CLOUD_OPTIONS,
-        tuning_options=_CLOUD_OPTIONS,
         device_pattern=r"[A-Z][A-Z0-9_]*",
     ),
     "quandela.cloud": ProviderInfo(
@@ -232,7 +232,6 @@ PROVIDERS.update({
         local=False,
         sdk_packages=("perceval-quandela",),
         option_names=_CLOUD_OPTIONS,
-        tuning_options=_CLOUD_OPTIONS,
         device_pattern=r"(sim|qpu):[a-z0-9_.:-]+",
     ),
 })

@@ -71,18 +71,18 @@ class Adapter:
         client = boto_session.client("braket", config=config)
         return AwsSession(boto_session=boto_session, braket_client=client, config=config)
 
-    def _call(self, function, *args, **kwargs):
+    def _call(self, function, *args, tries: int = RETRY_CALLS, **kwargs):
         """Call the SDK, retrying transient failures (throttling, 5xx, lost connections)."""
         try:
             for attempt in Retrying(retry=retry_if_exception(_transient),
-                                    stop=stop_after_attempt(RETRY_CALLS),
+                                    stop=stop_after_attempt(tries),
                                     wait=wait_random_exponential(multiplier=0.2, max=RETRY_WAIT_MAX),
                                     reraise=False):
                 with attempt:
                     return function(*args, **kwargs)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            raise TransientBackendError(f"Braket did not answer after {RETRY_CALLS} tries: "
+            raise TransientBackendError(f"Braket did not answer after {tries} tries: "
                                         f"{_error_text(cause)}") from None
         except botocore.exceptions.ClientError as exc:
             raise RuntimeError(f"Braket refused: {_error_text(exc)}") from None
@@ -91,9 +91,12 @@ class Adapter:
         (task,) = tasks
         source, _, _ = prepare_program(task, self._prepared)
         program = OpenQASMProgram(source=source, inputs=task.params or None)
+        # One try only: a create whose answer was lost may have made the task, and a blind
+        # retry would make a second one (the SDK sends a fresh client token each call). The
+        # engine retries instead, after looking the tag up.
         created = self._call(AwsQuantumTask.create, self.session, self.device, program,
                              (self.bucket, self.prefix), task.shots, tags={TAG_KEY: tag},
-                             inputs=task.params or None, quiet=True)
+                             inputs=task.params or None, quiet=True, tries=1)
         return created.id
 
     def find(self, tag: str) -> str | None:

@@ -123,7 +123,8 @@ def _safe_to_resubmit(exc: BaseException) -> bool:
     the job's POST (the SDK wraps a failed POST as "Failed to run program")."""
     if not _transient(exc):
         return False
-    posted = isinstance(exc, IBMRuntimeError) and str(exc).startswith("Failed to run program")
+    text = getattr(exc, "message", None) or str(exc)  # QiskitError's str() quotes its message
+    posted = isinstance(exc, IBMRuntimeError) and str(text).startswith("Failed to run program")
     return not posted or _status_code(exc) == 429
 
 

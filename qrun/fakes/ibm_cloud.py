@@ -57,25 +57,46 @@ FAILED_REASON = "Error code 1517; the qrun fake backend failed this job on purpo
 _JWT_KEY = "qrun-fake-ibm-cloud-signing-key-not-a-secret"
 
 
-_qiskit_thread: list = []  # one long-lived thread for every Qiskit call of every fake
-_qiskit_thread_lock = threading.Lock()
+_worker_pool: list = []  # one worker process for the Qiskit work of every fake in this process
+_worker_lock = threading.Lock()
 
 
-def _in_qiskit_thread(function, *args):
-    """Run ``function`` in the process's single Qiskit thread and wait for it.
+def _in_worker(function, *args):
+    """Run ``function(*args)`` in a separate, single-threaded worker process and wait.
 
-    Qiskit's Rust QPY loader crashed (SIGSEGV) when circuits were decoded in the short-lived
-    threads of an HTTP server after an earlier fake's threads had ended; decoding and
-    simulating in one thread that lives as long as the process avoids that.
+    The fake's own process is all threads (HTTP handlers, job runner); decoding QPY and
+    simulating with Aer in there crashed it (SIGSEGV inside Qiskit) once several fakes had
+    come and gone in one test process. Qiskit work goes to a spawned process instead: it
+    takes JSON in and gives text out, and a crash there fails one job, not the service.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    if threading.current_thread().name.startswith("fake-ibm-qiskit"):
-        return function(*args)
-    with _qiskit_thread_lock:
-        if not _qiskit_thread:
-            _qiskit_thread.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-ibm-qiskit"))
-    return _qiskit_thread[0].submit(function, *args).result()
+    with _worker_lock:
+        if not _worker_pool:
+            _worker_pool.append(ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")))
+        pool = _worker_pool[0]
+    try:
+        return pool.submit(function, *args).result()
+    except BrokenProcessPool:
+        with _worker_lock:
+            if _worker_pool and _worker_pool[0] is pool:
+                _worker_pool.clear()
+        raise RuntimeError("the fake's simulator process died") from None
+
+
+_backends: dict = {}  # (in the worker) backend name -> its fake backend, created once
+
+
+def _fake_backend(name: str):
+    backend = _backends.get(name)
+    if backend is None:
+        from ..backends.ibm_local import _fake_backends
+
+        backend = _backends[name] = _fake_backends()[name]()
+    return backend
 
 
 def _now_iso() -> str:
@@ -133,7 +154,6 @@ class FakeIBMQuantum:
         self._random = random.Random(seed)
         self._numbers = itertools.count(1)
         self._queue: queue.Queue = queue.Queue()
-        self._backend_cache: dict = {}
         self._server: ThreadingHTTPServer | None = None
         self._threads: list = []
         self._stopping = threading.Event()
@@ -213,14 +233,6 @@ class FakeIBMQuantum:
 
         return _fake_backends().get(name)
 
-    def fake_backend(self, name: str):
-        """The fake backend behind ``name``, created once (call in the Qiskit thread)."""
-        with self._lock:
-            backend = self._backend_cache.get(name)
-            if backend is None:
-                backend = self._backend_cache[name] = self.backend_class(name)()
-            return backend
-
     def _snapshot(self, name: str, kind: str) -> dict | None:
         backend = self.backend_class(name)
         if backend is None:
@@ -262,7 +274,8 @@ class FakeIBMQuantum:
             try:
                 if job.fail:
                     raise _JobFailure(FAILED_REASON)
-                result = _in_qiskit_thread(self._execute, job)
+                seed = (self.seed * 1_000_003 + job.number) % 2**31
+                result = _in_worker(execute, job.params, job.backend, seed)
             except _JobFailure as exc:
                 self._finish(job, "Failed", reason=str(exc), code=1517)
             except Exception as exc:  # a bug or an unsupported program: the job fails
@@ -276,18 +289,6 @@ class FakeIBMQuantum:
             if job.status == "Cancelled":
                 return
             job.status, job.result, job.reason, job.reason_code = status, result, reason, code
-
-    def _execute(self, job: _Job) -> str:
-        from qiskit_ibm_runtime.fake_provider.executor.run_quantum_program import (
-            run_quantum_program,
-        )
-        from qiskit_ibm_runtime.options_models.simulator import SimulatorOptions
-
-        program = decode_program(job.params)
-        options = SimulatorOptions(seed_simulator=(self.seed * 1_000_003 + job.number) % 2**31)
-        result = run_quantum_program(self.fake_backend(job.backend), program, options)
-        return encode_result(result)
-
 
 class _JobFailure(Exception):
     pass
@@ -308,8 +309,22 @@ def decode_program(params: dict):
     return program
 
 
-def _validate(params: dict, fake: FakeIBMQuantum, name: str) -> None:
-    backend = fake.fake_backend(name)
+def execute(params: dict, backend: str, seed: int) -> str:
+    """Run an executor job on the fake backend (in the worker process): its result text."""
+    from qiskit_ibm_runtime.fake_provider.executor.run_quantum_program import (
+        run_quantum_program,
+    )
+    from qiskit_ibm_runtime.options_models.simulator import SimulatorOptions
+
+    program = decode_program(params)
+    result = run_quantum_program(_fake_backend(backend), program,
+                                 SimulatorOptions(seed_simulator=seed))
+    return encode_result(result)
+
+
+def validate(params: dict, name: str) -> None:
+    """Refuse what the service refuses (in the worker process): undecodable or too wide."""
+    backend = _fake_backend(name)
     program = decode_program(params)
     width = max((item.circuit.num_qubits for item in program.items), default=0)
     if width > backend.num_qubits:
@@ -598,7 +613,7 @@ class _Handler(BaseHTTPRequestHandler):
             if session is None or not session["accepting_jobs"]:
                 return self._error(400, f"session {session_id} does not accept jobs", 1217)
         try:
-            _in_qiskit_thread(_validate, payload.get("params") or {}, fake, backend)
+            _in_worker(validate, payload.get("params") or {}, backend)
         except Exception as exc:  # what the service refuses: invalid input
             return self._error(400, f"invalid executor input: {type(exc).__name__}: {exc}", 1305)
         tags = payload.get("tags") or []

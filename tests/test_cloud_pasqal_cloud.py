@@ -1,0 +1,375 @@
+"""pasqal.cloud: the real pasqal-cloud SDK driven by qrun against the local fake Pasqal Cloud.
+
+The fake runs in this test process; qrun runs as users run it, in a subprocess, pointed at
+the fake by `options.endpoint`, with a planted token in an environment variable."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qrun.backends.base import Task, TaskFailed, TransientBackendError
+from qrun.fakes.pasqal_cloud import INJECTED_ERROR, FakePasqal
+
+from .conftest import EXAMPLES, qrun, write
+
+TOKEN_VAR = "QRUN_TEST_PASQAL_TOKEN"
+WIDE = {"COLUMNS": "500"}  # rich wraps long errors in tables at 80 columns
+
+
+@pytest.fixture
+def secret():
+    return "pcs-" + secrets.token_hex(20)
+
+
+@pytest.fixture
+def fakes():
+    """Start fakes with given faults; all stopped at the end of the test."""
+    started = []
+
+    def start(**options) -> FakePasqal:
+        fake = FakePasqal(**options)
+        fake.start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+def _flip_first_atom() -> str:
+    """Two atoms far apart; a local pi pulse on atom q0 only: the outcome is '10'."""
+    import numpy as np
+    from pulser import Pulse, Register, Sequence
+    from pulser.devices import DigitalAnalogDevice
+
+    seq = Sequence(Register({"q0": (0, 0), "q1": (0, 30)}), DigitalAnalogDevice)
+    seq.declare_channel("local", "rydberg_local", initial_target="q0")
+    duration = seq.declare_variable("duration", dtype=int)
+    seq.add(Pulse.ConstantPulse(duration, 2 * np.pi, 0.0, 0.0), "local")
+    return seq.to_abstract_repr()
+
+
+@pytest.fixture(scope="module")
+def flip_first_atom() -> str:
+    return _flip_first_atom()
+
+
+@pytest.fixture
+def atoms(project, flip_first_atom):
+    shutil.copy(EXAMPLES / "circuits" / "rabi.json", project / "circuits" / "rabi.json")
+    (project / "circuits" / "flip0.json").write_text(flip_first_atom)
+    return project
+
+
+def _manifest(folder: Path, url: str, name: str = "pasqal", durations=(500, 1000),
+              per_job: int | None = None, flip: bool = True, attempts: int = 3) -> Path:
+    split = f"\n  split: {{max_experiments_per_job: {per_job}}}" if per_job else ""
+    flip_circuit = "\n    - {name: flip0, source: circuits/flip0.json, sweep: {duration: [500]}}" \
+        if flip else ""
+    text = f"""\
+apiVersion: qrun/v1
+kind: Campaign
+metadata: {{name: {name}}}
+spec:
+  shots: 200
+  seed: 5
+  circuits:
+    - {{name: rabi, source: circuits/rabi.json, sweep: {{duration: {list(durations)}}}}}{flip_circuit}
+  backends:
+    - name: pasqal
+      provider: pasqal.cloud
+      device: EMU_FREE
+      options: {{endpoint: "{url}"}}
+      credentials: {{env: {TOKEN_VAR}}}
+  retry: {{max_attempts: {attempts}, backoff: {{initial: 200ms, max: 1s}}}}{split}
+"""
+    return write(folder, f"{name}.yaml", text)
+
+
+def _rows(manifest, env) -> list[dict]:
+    exported = qrun("export", manifest, "-o", "-", "-f", "jsonl", env=env)
+    assert exported.returncode == 0, exported.stderr
+    return [json.loads(line) for line in exported.stdout.splitlines()]
+
+
+def _results_per_experiment(db: Path) -> dict:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return dict(conn.execute("SELECT experiment, count(*) FROM results GROUP BY experiment"))
+
+
+# -- 1 and 5: a campaign, its physics, its remote ids; the secret nowhere
+
+
+def test_campaign_runs_on_the_fake_and_the_token_stays_secret(atoms, fakes, secret, _state_dir, tmp_path):
+    fake = fakes(token=secret)  # the fake accepts the planted token and no other
+    manifest = _manifest(atoms, fake.url)
+    env = {TOKEN_VAR: secret}
+    outputs = []
+
+    applied = qrun("apply", manifest, env=env)
+    outputs.append(applied)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+
+    rows = {(r["circuit"], r["params"]["duration"]): r for r in _rows(manifest, env)}
+    assert len(rows) == 3 and all(r["state"] == "done" for r in rows.values())
+    # A resonant pi pulse (500 ns at 2 pi rad/us) flips the atom; 2 pi brings it back.
+    assert rows[("rabi", 500)]["counts"] == {"1": 200}
+    assert rows[("rabi", 1000)]["counts"] == {"0": 200}
+    # Bit order: atom 0 (q0), the only one driven, is the leftmost character.
+    assert rows[("flip0", 500)]["counts"] == {"10": 200}
+
+    # One qrun job, one Pasqal batch holding the three experiments, found in the export.
+    (batch_id,) = fake.batches
+    for row in rows.values():
+        assert row["remote_ids"] == [batch_id]
+        assert row["metadata"]["remote_id"] == batch_id
+        assert row["metadata"]["provider"] == "pasqal.cloud"
+        assert row["metadata"]["sdk"]["pasqal-cloud"]
+    batch = fake.batches[batch_id]
+    assert batch["device_type"] == "EMU_FREE" and len(batch["job_ids"]) == 3
+    assert len(batch["tags"]) == 1 and batch["tags"][0].startswith("qrun-")
+    assert dict(fake.accepted) == {batch["tags"][0]: 1}
+    # The int variable travels as an int; the other sequence as its own job sequence.
+    jobs = [fake.jobs[j] for j in batch["job_ids"]]
+    assert sorted((j["variables"] or {}).get("duration", 0) for j in jobs) == [0, 500, 1000]
+    assert sum(j["sequence"] is not None for j in jobs) == 1
+
+    status = qrun("status", manifest, "-o", "json", env=env)
+    outputs.append(status)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["experiments"]["done"] == 3
+    assert batch_id in status.stdout  # the remote id is shown
+
+    csv_path = tmp_path / "out" / "results.csv"
+    exported = qrun("export", manifest, "-o", csv_path, env=env)
+    outputs.append(exported)
+    assert exported.returncode == 0 and batch_id in csv_path.read_text()
+
+    # A wrong token: refused by the service, with its message, and never echoed either.
+    wrong = "pcs-" + secrets.token_hex(20)
+    refused_manifest = _manifest(atoms, fake.url, name="refused", flip=False, durations=(500,))
+    refused = qrun("apply", refused_manifest, env={TOKEN_VAR: wrong, **WIDE})
+    outputs.append(refused)
+    assert refused.returncode == 1
+    assert "401" in refused.stdout + refused.stderr and "invalid token" in refused.stdout + refused.stderr
+
+    # 5: the planted secret (and the wrong one) appear nowhere qrun writes.
+    places = [p for p in _state_dir.rglob("*") if p.is_file()] + [csv_path]
+    assert any(p.name == "pasqal.sqlite" for p in places)
+    for path in places:
+        data = path.read_bytes()
+        assert secret.encode() not in data and wrong.encode() not in data, path
+    for output in outputs:
+        assert secret not in output.stdout + output.stderr
+        assert wrong not in output.stdout + output.stderr
+    with sqlite3.connect(_state_dir / "pasqal.sqlite") as conn:
+        events = " ".join(map(str, conn.execute("SELECT * FROM events").fetchall()))
+    assert events and secret not in events
+
+
+# -- 2: transient faults
+
+
+def test_transient_faults_are_retried_and_nothing_is_accepted_twice(atoms, fakes, secret):
+    fake = fakes(token=secret, error_rate=0.3, seed=3)
+    manifest = _manifest(atoms, fake.url, durations=(500, 1000, 1500), per_job=1)
+    applied = qrun("apply", manifest, env={TOKEN_VAR: secret})
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    rows = _rows(manifest, {TOKEN_VAR: secret})
+    assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
+    assert sum(fake.requests.values()) > 0
+    assert len(fake.batches) == 4 and set(fake.accepted.values()) == {1}
+
+
+# -- 3: failing jobs, lost answers
+
+
+def test_failed_jobs_fail_their_experiments_with_the_providers_error(atoms, fakes, secret):
+    fake = fakes(token=secret, fail_jobs=1.0)
+    manifest = _manifest(atoms, fake.url, flip=False)
+    applied = qrun("apply", manifest, env={TOKEN_VAR: secret, **WIDE})
+    assert applied.returncode == 1
+    assert INJECTED_ERROR in applied.stdout + applied.stderr
+    rows = _rows(manifest, {TOKEN_VAR: secret})
+    assert all(r["state"] == "failed" and INJECTED_ERROR in r["error"] for r in rows)
+    assert set(fake.accepted.values()) == {1}  # a failed job is not resubmitted blindly
+
+
+def test_answers_lost_after_accept_are_reconciled_by_tag(atoms, fakes, secret):
+    fake = fakes(token=secret, lose_after_accept=1.0)  # every creation's answer is lost
+    manifest = _manifest(atoms, fake.url, durations=(500, 1000), per_job=1)
+    applied = qrun("apply", manifest, env={TOKEN_VAR: secret})
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    rows = _rows(manifest, {TOKEN_VAR: secret})
+    assert all(r["state"] == "done" for r in rows)
+    assert len(fake.batches) == 3 and set(fake.accepted.values()) == {1}
+    assert fake.requests["GET list_batches"] >= 3  # each one found by its tag
+
+
+# -- 4: crash safety
+
+
+def _start_apply(manifest, env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env}, start_new_session=True)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the group this test started
+    except ProcessLookupError:
+        pass
+    process.communicate(timeout=30)
+
+
+def _handles(db: Path) -> set:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return {tag for tag, in conn.execute("SELECT tag FROM attempts WHERE remote_id IS NOT NULL")}
+    except sqlite3.OperationalError:
+        return set()
+
+
+def test_sigkill_at_any_moment_then_resume_accepts_each_batch_once(atoms, fakes, secret, _state_dir):
+    # Every answer takes 0.4 s, so a batch is accepted well before qrun hears of it.
+    fake = fakes(token=secret, latency=0.4)
+    durations = (300, 500, 700, 900, 1000)
+    manifest = _manifest(atoms, fake.url, name="crash", durations=durations, per_job=1)
+    db = _state_dir / "crash.sqlite"
+    env = {TOKEN_VAR: secret}
+    rng = random.Random(7)
+
+    # First kill: right after the fake accepted a batch, before its answer reached qrun.
+    process = _start_apply(manifest, env)
+    deadline = time.time() + 60
+    while not fake.accepted:
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "no batch was ever accepted"
+        time.sleep(0.01)
+    _kill(process)
+    accepted_tags = set(fake.accepted)
+    in_window = len(accepted_tags - _handles(db))
+    assert in_window >= 1  # the accepted batch has no handle in qrun's state
+
+    # Then kills at random moments.
+    for _ in range(2):
+        process = _start_apply(manifest, env)
+        time.sleep(rng.uniform(0.5, 2.5))
+        if process.poll() is not None:
+            process.communicate()
+            break
+        _kill(process)
+
+    for _ in range(5):  # re-apply until the campaign is complete
+        finished = qrun("apply", manifest, env=env)
+        if finished.returncode == 0:
+            break
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    counts = _results_per_experiment(db)
+    assert len(counts) == len(durations) + 1 and set(counts.values()) == {1}
+    rows = {(r["circuit"], r["params"]["duration"]): r for r in _rows(manifest, env)}
+    assert all(r["state"] == "done" and sum(r["counts"].values()) == 200 for r in rows.values())
+    assert rows[("rabi", 500)]["counts"] == {"1": 200}
+    assert rows[("flip0", 500)]["counts"] == {"10": 200}
+    assert set(fake.accepted.values()) == {1}, fake.accepted  # no tag accepted twice
+    # Each experiment's result came from a batch the fake holds, one batch per job.
+    assert {r["remote_ids"][-1] for r in rows.values()} <= set(fake.batches)
+
+
+# -- the adapter itself: logins, projects, refusals
+
+
+def _task(content: str, duration, shots=100) -> Task:
+    return Task(program_format="pulser", program_content=content.encode(), program_item=0,
+                program_digest=str(hash(content)), params={"duration": duration}, shots=shots)
+
+
+def _wait_done(adapter, handle, timeout=30):
+    deadline = time.time() + timeout
+    while not (status := adapter.poll(handle)).finished:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    return status
+
+
+def test_email_password_login_and_a_refused_value(fakes, flip_first_atom, monkeypatch):
+    from qrun.backends.pasqal_cloud import Adapter, PasqalCloudError
+
+    fake = fakes(users={"ada@example.org": "correct horse"})
+    monkeypatch.setenv("PASQAL_LOGIN", "ada@example.org:correct horse")
+    adapter = Adapter("EMU_MPS", {"endpoint": fake.url}, {"env": "PASQAL_LOGIN"})
+    tasks = [_task(flip_first_atom, 500), _task(flip_first_atom, 3)]  # 3 ns: too short
+    handle = adapter.submit(tasks, None, "qrun-login-1")
+    assert fake.requests["POST login"] == 1
+    assert adapter.find("qrun-login-1") == handle and adapter.find("qrun-other") is None
+    assert _wait_done(adapter, handle).state == "done"
+    counts, refused = adapter.fetch(handle, tasks)
+    assert counts == {"10": 100}
+    assert isinstance(refused, TaskFailed) and "16 ns" in refused.error
+    assert len(fake.batches[handle]["job_ids"]) == 1  # the refused task was never sent
+
+    monkeypatch.setenv("PASQAL_LOGIN", "ada@example.org:wrong")
+    with pytest.raises(PasqalCloudError, match="Wrong email or password") as failure:
+        Adapter("EMU_MPS", {"endpoint": fake.url}, {"env": "PASQAL_LOGIN"}).submit(tasks, None, "x")
+    assert "wrong" not in str(failure.value).replace("Wrong", "")
+
+
+def test_project_choice_cancel_and_unreachable_service(fakes, flip_first_atom, monkeypatch):
+    from qrun.backends import pasqal_cloud
+    from qrun.backends.pasqal_cloud import Adapter, PasqalCloudError
+
+    monkeypatch.setenv("PASQAL_TOKEN", "any")
+    two = [{"id": "11111111-1111-4111-8111-111111111111", "name": "a"},
+           {"id": "22222222-2222-4222-8222-222222222222", "name": "b"}]
+    fake = fakes(projects=two, stall=True)
+    with pytest.raises(PasqalCloudError, match="set options.project_id.*2 active projects"):
+        Adapter("EMU_FREE", {"endpoint": fake.url}, {"env": "PASQAL_TOKEN"}).find("t")
+    adapter = Adapter("EMU_FREE", {"endpoint": fake.url, "project_id": two[1]["id"]},
+                      {"env": "PASQAL_TOKEN"})
+    handle = adapter.submit([_task(flip_first_atom, 500)], None, "qrun-stall-1")
+    assert fake.batches[handle]["project_id"] == two[1]["id"]
+    assert adapter.poll(handle).state == "queued"  # a stalled queue
+    adapter.cancel(handle)
+    assert adapter.poll(handle).state == "cancelled"
+    adapter.cancel(handle)  # cancelling a finished batch again is harmless
+    with pytest.raises(PasqalCloudError, match="Invalid device_type"):
+        Adapter("EMU_NOPE", {"endpoint": fake.url, "project_id": two[0]["id"]},
+                {"env": "PASQAL_TOKEN"}).submit([_task(flip_first_atom, 500)], None, "t2")
+    assert "t2" not in fake.accepted
+
+    monkeypatch.setattr(pasqal_cloud, "RETRY_CALLS", 2)
+    monkeypatch.setattr(pasqal_cloud, "RETRY_WAIT", 0.01)
+    port = fake.url.rsplit(":", 1)[1]
+    fake.stop()
+    gone = Adapter("EMU_FREE", {"endpoint": f"http://127.0.0.1:{port}", "project_id": two[0]["id"]},
+                   {"env": "PASQAL_TOKEN"})
+    with pytest.raises(TransientBackendError):
+        gone.poll(handle)
+    with pytest.raises(TransientBackendError):
+        gone.submit([_task(flip_first_atom, 500)], None, "qrun-gone-1")
+
+
+def test_faults_come_from_the_environment_unless_given(monkeypatch):
+    monkeypatch.setenv("QRUN_FAKE_LATENCY", "0.05")
+    monkeypatch.setenv("QRUN_FAKE_ERROR_RATE", "0.2")
+    monkeypatch.setenv("QRUN_FAKE_STALL", "1")
+    monkeypatch.setenv("QRUN_FAKE_LOSE_AFTER_ACCEPT", "0.5")
+    with FakePasqal(fail_jobs=0.25, error_rate=0.0) as fake:
+        assert (fake.latency, fake.error_rate, fake.fail_jobs, fake.stall, fake.lose_after_accept) \
+            == (0.05, 0.0, 0.25, True, 0.5)

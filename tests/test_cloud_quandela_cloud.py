@@ -1,0 +1,348 @@
+"""quandela.cloud: the real Perceval SDK (RemoteComputer over QuandelaCommunicationLayer)
+against qrun's fake Quandela cloud on 127.0.0.1, through the CLI as a user runs it.
+
+The fake runs in this test process; the qrun processes the tests start talk to it over HTTP.
+A planted token travels in an environment variable named by the manifest; the fake accepts
+only that token, so every run proves the token reached the SDK, and the tests prove it went
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qrun.backends.base import Task
+from qrun.fakes.quandela_cloud import FAILURE_TEXT, FakeQuandela
+
+from .conftest import EXAMPLES, qrun, write
+
+SECRET = "qrun-planted-quandela-token-7f3a9c"
+TOKEN_VAR = "QRUN_TEST_QUANDELA_TOKEN"
+ENV = {TOKEN_VAR: SECRET, "COLUMNS": "400"}  # wide tables: errors are shown whole
+
+
+@pytest.fixture
+def services():
+    started = []
+
+    def start(**faults) -> tuple[FakeQuandela, str]:
+        fake = FakeQuandela(token=SECRET, **faults)
+        started.append(fake)
+        return fake, fake.start()
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    folder = tmp_path / "lab"
+    for name in ("hom.pcvl", "mach-zehnder.pcvl"):
+        (folder / "circuits").mkdir(parents=True, exist_ok=True)
+        shutil.copy(EXAMPLES / "circuits" / name, folder / "circuits" / name)
+    return folder
+
+
+def _manifest(folder: Path, url: str, name: str = "photons", shots: int = 2000, split: int | None = None,
+              mzi_points: int = 2, extra: str = "") -> Path:
+    split_line = f"  split: {{max_experiments_per_job: {split}}}\n" if split else ""
+    return write(folder, f"{name}.yaml", f"""
+apiVersion: qrun/v1
+kind: Campaign
+metadata: {{name: {name}}}
+spec:
+  shots: {shots}
+  seed: 5
+  circuits:
+    - {{name: hom, source: circuits/hom.pcvl, input: "|1,1>"}}
+    - name: mzi
+      source: circuits/mach-zehnder.pcvl
+      input: "|1,0>"
+      sweep: {{phi: {{linspace: [0, 3.14159, {mzi_points}]}}}}
+  backends:
+    - name: cloud
+      provider: quandela.cloud
+      device: "sim:slos"
+      options: {{endpoint: "{url}"}}
+      credentials: {{env: {TOKEN_VAR}}}
+{extra}{split_line}""")
+
+
+def _apply(manifest, command: str = "apply") -> subprocess.CompletedProcess:
+    return qrun(command, manifest, "--no-progress", env=ENV, timeout=120)
+
+
+def _export(manifest, folder: Path) -> list[dict]:
+    path = folder / "results.jsonl"
+    result = qrun("export", manifest, "-o", path, "-f", "jsonl", env=ENV)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _experiments(state_dir: Path, campaign: str) -> list[dict]:
+    """Each experiment's state, error and counts, read from the state database."""
+    with sqlite3.connect(f"file:{state_dir / campaign}.sqlite?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT e.circuit, e.params, e.state, e.error, r.counts FROM experiments e "
+                            "LEFT JOIN results r ON r.experiment = e.key").fetchall()
+    return [{"circuit": c, "params": json.loads(p), "state": s, "error": e,
+             "counts": json.loads(n) if n else None} for c, p, s, e, n in rows]
+
+
+def _state_files(state_dir: Path) -> list[Path]:
+    return [p for p in state_dir.rglob("*") if p.is_file()]
+
+
+def _assert_secret_nowhere(state_dir: Path, *texts: str, folders=()) -> None:
+    """Not in the database files (WAL included), events, exports, CLI output, nor $HOME."""
+    needle = SECRET.encode()
+    for path in [*_state_files(state_dir), *(p for f in folders for p in Path(f).rglob("*") if p.is_file())]:
+        assert needle not in path.read_bytes(), f"the token leaked into {path}"
+    for database in state_dir.glob("*.sqlite"):
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            for table, in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+                for row in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - our own tables
+                    assert SECRET not in repr(row), f"the token leaked into table {table}"
+    for text in texts:
+        assert SECRET not in text
+    for path in Path(os.environ["HOME"]).rglob("*"):
+        if path.is_file() and path.stat().st_size < 10_000_000:
+            assert needle not in path.read_bytes(), f"the token leaked into {path}"
+
+
+def _hom_ok(counts: dict, shots: int) -> None:
+    assert "|1,1>" not in counts and set(counts) == {"|2,0>", "|0,2>"}, counts
+    assert sum(counts.values()) == shots
+    assert 0.42 * shots <= counts["|2,0>"] <= 0.58 * shots
+
+
+# -- 1. a campaign through the CLI
+
+
+def test_campaign_runs_on_the_cloud_with_physics_and_remote_ids(services, lab, _state_dir):
+    fake, url = services()
+    manifest = _manifest(lab, url)
+    applied = _apply(manifest)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    rows = {(r["circuit"], json.dumps(r["params"])): r for r in _export(manifest, lab)}
+    _hom_ok(rows[("hom", "{}")]["counts"], 2000)
+    # Mach-Zehnder: phi = 0 sends the photon to mode 1, phi = pi to mode 0 (as perceval.local).
+    assert rows[("mzi", '{"phi": 0.0}')]["counts"] == {"|0,1>": 2000}
+    assert rows[("mzi", '{"phi": 3.14159}')]["counts"] == {"|1,0>": 2000}
+    # One qrun job, two programs: one cloud job per program, in one job group (the tag).
+    (tag,) = {name.split(":")[0] for name in fake.accepted}
+    assert dict(fake.accepted) == {f"{tag}:1/2": 1, f"{tag}:2/2": 1}
+    job_ids = {job.id for job in fake.jobs.values()}
+    for row in rows.values():
+        assert row["state"] == "done" and row["metadata"]["provider"] == "quandela.cloud"
+        assert row["metadata"]["device"] == "sim:slos"
+        assert set(row["remote_ids"][0].split(",")) == job_ids
+    status = qrun("status", manifest, "-o", "json", env=ENV)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["experiments"]["done"] == 3
+    assert all(job_id in status.stdout for job_id in job_ids)
+    _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr, status.stdout, folders=[lab])
+
+
+# -- 2. transient faults
+
+
+def test_busy_service_still_completes_without_duplicates(services, lab, _state_dir):
+    fake, url = services(error_rate=0.3, seed=3)
+    manifest = _manifest(lab, url, name="busy", shots=500, split=1, mzi_points=5)
+    applied = _apply(manifest)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    rows = _experiments(_state_dir, "busy")
+    assert len(rows) == 6 and all(r["state"] == "done" for r in rows)
+    _hom_ok(next(r["counts"] for r in rows if r["circuit"] == "hom"), 500)
+    assert sum(fake.injected.values()) >= 5, "the fake injected no faults"
+    assert len(fake.accepted) == 6 and set(fake.accepted.values()) == {1}
+    _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr)
+
+
+# -- 3. jobs that fail, answers that are lost
+
+
+def test_failed_jobs_report_the_providers_error(services, lab, _state_dir):
+    fake, url = services(fail_jobs=1.0)
+    manifest = _manifest(lab, url, name="failing", shots=200, split=1, mzi_points=1)
+    applied = _apply(manifest)
+    assert applied.returncode == 1, applied.stdout + applied.stderr
+    assert FAILURE_TEXT in applied.stdout + applied.stderr
+    rows = _experiments(_state_dir, "failing")
+    assert len(rows) == 2 and all(r["state"] == "failed" and FAILURE_TEXT in r["error"] for r in rows)
+    assert set(fake.accepted.values()) == {1}
+    _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr)
+
+
+def test_lost_answers_are_reconciled_by_tag(services, lab, _state_dir):
+    fake, url = services(lose_after_accept=1.0)  # every created job's answer is lost
+    manifest = _manifest(lab, url, name="lossy", shots=300, split=1, mzi_points=3)
+    applied = _apply(manifest)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    rows = _experiments(_state_dir, "lossy")
+    assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
+    assert fake.lookups >= 4 and sum(fake.injected.values()) == 4
+    assert len(fake.accepted) == 4 and set(fake.accepted.values()) == {1}
+    with sqlite3.connect(_state_dir / "lossy.sqlite") as conn:
+        remote = {r for r, in conn.execute("SELECT remote_id FROM jobs")}
+    assert remote == {job.id for job in fake.jobs.values()}
+
+
+def test_a_service_without_lookup_fails_the_job_instead_of_paying_twice(services, lab, _state_dir):
+    fake, url = services(lose_after_accept=1.0, lookup=False)  # Quandela's published API
+    manifest = _manifest(lab, url, name="nolookup", shots=100, split=1, mzi_points=1)
+    applied = _apply(manifest)
+    assert applied.returncode == 1
+    assert "cannot look up job group" in applied.stdout + applied.stderr
+    assert len(fake.accepted) == 2 and set(fake.accepted.values()) == {1}
+
+
+# -- 4. crash safety
+
+
+def _start(manifest) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, **ENV})
+
+
+def _kill(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+def test_kill_anywhere_then_reapply_finishes_without_duplicates(services, lab, _state_dir):
+    fake, url = services(latency=0.25, seed=11)  # every answer comes 0.25 s after the work
+    manifest = _manifest(lab, url, name="crashy", shots=300, split=1, mzi_points=4)
+    chance = random.Random(20240607)
+    outputs = []
+    # First kill: right after the service accepted a job, while its answer is still on the way
+    # (the handle is not committed): the next apply must find the job by its tag.
+    process = _start(manifest)
+    deadline = time.time() + 60
+    while not fake.accepted:
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "no job was ever accepted"
+        time.sleep(0.01)
+    _kill(process)
+    in_flight = set(fake.accepted)
+    for _ in range(2):  # then at random moments
+        process = _start(manifest)
+        time.sleep(chance.uniform(1.5, 4.5))
+        if process.poll() is None:
+            _kill(process)
+        else:
+            outputs.extend(process.communicate())
+    for _ in range(4):
+        finished = _apply(manifest)
+        outputs += [finished.stdout, finished.stderr]
+        if finished.returncode == 0:
+            break
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    rows = _experiments(_state_dir, "crashy")
+    assert len(rows) == 5 and all(r["state"] == "done" and r["counts"] for r in rows)
+    _hom_ok(next(r["counts"] for r in rows if r["circuit"] == "hom"), 300)
+    with sqlite3.connect(_state_dir / "crashy.sqlite") as conn:
+        per_experiment = conn.execute("SELECT experiment, count(*) FROM slices WHERE counts IS NOT NULL "
+                                      "GROUP BY experiment").fetchall()
+        tags = {tag for tag, in conn.execute("SELECT tag FROM attempts WHERE remote_id IS NOT NULL")}
+    assert len(per_experiment) == 5 and {n for _, n in per_experiment} == {1}
+    assert set(fake.accepted.values()) == {1}, fake.accepted  # nothing was accepted twice
+    assert set(fake.accepted) == tags  # every job the service took is the one qrun followed
+    assert in_flight <= tags and fake.lookups >= 1
+    _assert_secret_nowhere(_state_dir, *outputs)
+
+
+# -- the adapter itself, in this process
+
+
+def _task(folder: Path, name: str, state: str, params: dict, shots: int) -> Task:
+    content = json.dumps({"serialized": (folder / "circuits" / name).read_text(), "input": state}).encode()
+    return Task(program_format="perceval", program_content=content, program_item=0,
+                program_digest=hashlib.sha256(content).hexdigest(), params=params, shots=shots)
+
+
+def _wait(adapter, handle: str, timeout: float = 30.0):
+    deadline = time.time() + timeout
+    while not (status := adapter.poll(handle)).finished:
+        assert time.time() < deadline, status
+        time.sleep(0.05)
+    return status
+
+
+def test_adapter_finds_a_half_submitted_group_and_sends_only_the_rest(services, lab, monkeypatch):
+    from qrun.backends.quandela_cloud import Adapter
+
+    monkeypatch.setenv(TOKEN_VAR, SECRET)
+    fake, url = services()
+    adapter = Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR})
+    tasks = [_task(lab, "mach-zehnder.pcvl", "|1,0>", {"phi": 0.0}, 100),
+             _task(lab, "hom.pcvl", "|1,1>", {}, 400),
+             _task(lab, "mach-zehnder.pcvl", "|1,0>", {"phi": 3.14159}, 100)]
+    assert adapter.find("qrun-half-1") is None
+    # A crash after the first of two programs was accepted:
+    adapter._submit_part([tasks[0], tasks[2]], 1, "qrun-half-1", "qrun-half-1:1/2")
+    assert adapter.find("qrun-half-1") is None  # incomplete: not a handle
+    handle = adapter.submit(tasks, 1, "qrun-half-1")
+    assert dict(fake.accepted) == {"qrun-half-1:1/2": 1, "qrun-half-1:2/2": 1}
+    assert adapter.find("qrun-half-1") == handle
+    assert _wait(adapter, handle).state == "done"
+    mzi0, hom, mzi1 = adapter.fetch(handle, tasks)
+    assert mzi0 == {"|0,1>": 100} and mzi1 == {"|1,0>": 100}
+    _hom_ok(hom, 400)
+    assert adapter.metadata() == {"provider": "quandela.cloud", "device": "sim:slos",
+                                  "sdk": {"perceval-quandela": adapter.metadata()["sdk"]["perceval-quandela"]}}
+
+
+def test_adapter_cancels_a_stalled_job(services, lab, monkeypatch):
+    from qrun.backends.quandela_cloud import Adapter
+
+    monkeypatch.setenv(TOKEN_VAR, SECRET)
+    monkeypatch.setenv("QRUN_FAKE_STALL", "1")  # faults can come from the environment, read at start
+    fake, url = services()
+    assert fake.stall
+    adapter = Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR})
+    tasks = [_task(lab, "hom.pcvl", "|1,1>", {}, 10)]
+    handle = adapter.submit(tasks, None, "qrun-stall-1")
+    time.sleep(0.2)
+    status = adapter.poll(handle)
+    assert (status.state, status.provider_state) == ("queued", "waiting")
+    adapter.cancel(handle)
+    assert adapter.poll(handle).state == "cancelled"
+    adapter.cancel(handle)  # cancelling a finished job is not an error
+
+
+def test_adapter_refusals_are_deterministic_and_keep_the_secret(services, lab, monkeypatch):
+    from qrun.backends.base import TransientBackendError
+    from qrun.backends.quandela_cloud import Adapter
+
+    fake, url = services()
+    tasks = [_task(lab, "hom.pcvl", "|1,1>", {}, 10)]
+    monkeypatch.delenv(TOKEN_VAR, raising=False)
+    with pytest.raises(RuntimeError, match=f"environment variable {TOKEN_VAR} is not set"):
+        Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR}).submit(tasks, None, "t")
+    monkeypatch.setenv(TOKEN_VAR, SECRET + "-wrong")
+    with pytest.raises(RuntimeError, match="401") as refused:
+        Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR}).submit(tasks, None, "t")
+    assert SECRET not in str(refused.value)
+    monkeypatch.setenv(TOKEN_VAR, SECRET)
+    with pytest.raises(RuntimeError, match="404"):
+        Adapter("sim:nowhere", {"endpoint": url}, {"env": TOKEN_VAR}).submit(tasks, None, "t")
+    bad = [_task(lab, "hom.pcvl", "|1,1>", {"nope": 1.0}, 10)]
+    with pytest.raises(Exception, match="nope") as invalid:
+        Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR}).submit(bad, None, "t")
+    assert not isinstance(invalid.value, TransientBackendError)
+    assert not fake.accepted
