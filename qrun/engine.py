@@ -31,12 +31,15 @@ from .backends.base import RemoteStatus, Task, TaskFailed, TransientBackendError
 from .errors import BackendUnavailable
 from .manifest import Manifest
 from .planner import job_limits
-from .store import RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
+from .store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
 
 POLL_FIRST = 0.0  # poll a new remote job at once: a fast backend may be done already
 POLL_INTERVAL = 0.25  # then every 0.25 s, slowing down by half each time...
 POLL_MAX = 30.0  # ...to this interval
 CALL_THREADS = 64  # concurrent calls to cloud providers
+# Polls left unanswered in a row (each already retried inside the adapter) before this run
+# stops following a job; with the polls' backoff that is about ten minutes.
+POLLS_UNANSWERED = 25
 
 
 @dataclass
@@ -89,6 +92,7 @@ class _Remote:
     interval: float = POLL_INTERVAL / 1.5
     submitted_at: float = 0.0
     reconcile: bool = False  # look the tag up before (re)submitting: a call may have landed
+    unanswered_polls: int = 0
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Engine:
         self._processes: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._last_submit: dict = {}  # backend -> time of its last submission (rate limits)
+        self._unanswered: dict = {}  # job id -> submissions of it left unanswered in this run
 
     def run(self) -> RunOutcome:
         local = [p for p, info in PROVIDERS.items() if info.local]
@@ -362,10 +367,15 @@ class Engine:
             remote.handle = future.result()
         except TransientBackendError as exc:
             # Unknown whether the provider took it: the attempt stays "submitting" and its
-            # next try looks the tag up first.
-            delay = self._backoff(remote.job.attempts + 1)
-            self.store.defer_submission(self.apply_id, remote.job.id, time.time() + delay,
-                                        _describe(exc))
+            # next try looks the tag up first. A service that stays unreachable is left for
+            # the next apply, rather than tried forever.
+            tries = self._unanswered[remote.job.id] = self._unanswered.get(remote.job.id, 0) + 1
+            retry_at = time.time() + self._backoff(tries) \
+                if tries < self.manifest.retry.max_attempts else NEXT_APPLY
+            error = _describe(exc)
+            if retry_at == NEXT_APPLY:
+                error += " (left for the next apply, which looks the job up first)"
+            self.store.defer_submission(self.apply_id, remote.job.id, retry_at, error)
             return
         except Exception as exc:  # refused (invalid circuit, over a limit, credentials)
             self._failed(op, _describe(exc), transient=False)
@@ -379,9 +389,18 @@ class Engine:
         remote = op.remote
         try:
             status: RemoteStatus = future.result()
-        except Exception:  # polling again later is always safe; only a timeout ends a job
+        except Exception as exc:  # polling again later is always safe
+            remote.unanswered_polls += 1
+            if remote.unanswered_polls >= POLLS_UNANSWERED:
+                # The service is gone for now: the job stays submitted, the next apply
+                # re-attaches it by its handle.
+                self._following.pop(remote.job.id, None)
+                self.outcome.errors.append(f"job {remote.job.id}: no answer to "
+                                           f"{POLLS_UNANSWERED} polls ({_describe(exc)})")
+                return
             self._poll_later(remote)
             return
+        remote.unanswered_polls = 0
         if status.state == "done":
             self.store.note_provider_state(self.apply_id, remote.job.id, RUNNING,
                                            status.provider_state)

@@ -35,6 +35,7 @@ BATCH = 2000  # rows per executemany when streaming a plan in
 PENDING, SUBMITTING, SUBMITTED, RUNNING = "pending", "submitting", "submitted", "running"
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 UNFINISHED_JOB_STATES = (PENDING, SUBMITTING, SUBMITTED, RUNNING)
+NEXT_APPLY = 1e18  # a job's not_before meaning "not in this run: when apply runs again"
 
 
 def _now() -> float:
@@ -474,7 +475,8 @@ class Store:
             self._event(apply_id, "job", job_id, SUBMITTED, {"remote_id": handle})
 
     def defer_submission(self, apply_id: int, job_id: int, retry_at: float, error: str) -> None:
-        """A submission whose outcome is unknown: stay submitting, look the tag up later."""
+        """A submission whose outcome is unknown: stay submitting, look the tag up later
+        (at ``retry_at``, or with ``NEXT_APPLY`` only when apply runs again)."""
         with self.transaction():
             self.conn.execute("UPDATE jobs SET not_before=?, error=?, updated_at=? WHERE id=?",
                               (retry_at, error, _now(), job_id))
@@ -491,10 +493,12 @@ class Store:
             self._event(apply_id, "job", job_id, state, {"provider_state": provider_state})
 
     def next_retry_time(self, apply_id: int) -> float | None:
+        """When the next waiting job (pending, or a deferred submission) may start, if any."""
         row = self.conn.execute(
-            "SELECT min(j.not_before) FROM jobs j WHERE j.state=? AND EXISTS (SELECT 1 FROM slices s "
-            "JOIN experiments e ON e.key=s.experiment WHERE s.job_id=j.id AND e.plan_apply=?)",
-            (PENDING, apply_id)).fetchone()
+            "SELECT min(j.not_before) FROM jobs j WHERE j.state IN (?, ?) AND j.not_before < ? "
+            "AND EXISTS (SELECT 1 FROM slices s JOIN experiments e ON e.key=s.experiment "
+            "WHERE s.job_id=j.id AND e.plan_apply=?)",
+            (PENDING, SUBMITTING, NEXT_APPLY, apply_id)).fetchone()
         return row[0]
 
     def job_work(self, job_id: int) -> list[SliceWork]:

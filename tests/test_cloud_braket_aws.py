@@ -188,3 +188,25 @@ def test_secrets_never_leave_the_environment(project, fake, aws_env, _state_dir)
     for path in [_state_dir / "cloud.sqlite", project / "out/cloud.jsonl",
                  *_state_dir.glob("cloud.sqlite-*")]:
         assert SECRET.encode() not in path.read_bytes()
+
+
+def test_unreachable_service_is_left_for_the_next_apply(project, aws_env, _state_dir):
+    down = FakeBraket()
+    url = down.start()
+    down.stop()  # nothing listens there now: every call fails to connect
+    manifest = _campaign(project, url, thetas=1)
+    started = time.time()
+    result = qrun("apply", manifest)
+    assert result.returncode == 1 and time.time() - started < 120
+    with sqlite3.connect(_state_dir / "cloud.sqlite") as conn:
+        states = {s for (s,) in conn.execute("SELECT state FROM jobs")}
+        errors = [e for (e,) in conn.execute("SELECT error FROM jobs")]
+    assert states == {"submitting"}, "outcome unknown: kept for reconciliation"
+    assert all("left for the next apply" in e for e in errors)
+    back = FakeBraket()
+    back.start(int(url.rsplit(":", 1)[1]))  # the service returns at the same address
+    try:
+        assert qrun("apply", manifest).returncode == 0
+        assert len(back.accepted) == 2 and set(back.accepted.values()) == {1}
+    finally:
+        back.stop()

@@ -13,9 +13,9 @@ It speaks, on 127.0.0.1, the HTTP calls that ``QiskitRuntimeService`` and the ex
 Backends are qiskit-ibm-runtime's fake backends (``fake_manila``, ``fake_kyiv``, ... the
 names ``qrun.backends.ibm_local`` knows): their configuration and properties snapshots are
 served as the service serves a real device's, so the SDK builds the same Target from them.
-Jobs run, one at a time in a worker thread, on that fake backend with the SDK's own local
-executor runner (``fake_provider.executor.run_quantum_program``, what local testing mode
-uses: Aer with the device's noise model). Results go back in the executor's v2.0 result
+Jobs run one at a time, on that fake backend, with the SDK's own local executor runner
+(``fake_provider.executor.run_quantum_program``, what local testing mode uses: Aer with the
+device's noise model), in a spawned worker process (Qiskit crashed inside the threaded server). Results go back in the executor's v2.0 result
 schema, which the SDK decodes and post-processes into a sampler ``PrimitiveResult``.
 
 Faults, on request: ``latency`` (seconds added to every answer, after the work is done), ``error_rate`` (share of
@@ -147,6 +147,7 @@ class FakeIBMQuantum:
         self.backends = tuple(backends) if backends else None  # None: every fake backend
         self.accepted: Counter = Counter()  # tag -> jobs created with it
         self.requests: Counter = Counter()  # "METHOD /route" -> requests answered (or faulted)
+        self.faults: Counter = Counter()  # injected: HTTP status or "lost" -> how many
         self.jobs: dict[str, _Job] = {}
         self.sessions: dict[str, dict] = {}
         self._tokens: set = set()
@@ -436,6 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests[route] += 1
         status = fake.injected_error()
         if status is not None:
+            with fake._lock:
+                fake.faults[status] += 1
             return self._error(status, "Too many requests" if status == 429 else
                                "Internal error (injected by the qrun fake)")
         try:
@@ -619,6 +622,8 @@ class _Handler(BaseHTTPRequestHandler):
         tags = payload.get("tags") or []
         job = fake.create_job(backend, "executor", payload["params"], tags, session_id)
         if fake.chance(fake.lose_after_accept):
+            with fake._lock:
+                fake.faults["lost"] += 1
             return self._drop()
         self._send(200, {"id": job.id, "backend": backend})
 
