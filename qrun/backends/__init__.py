@@ -233,6 +233,8 @@ PROVIDERS.update({
         sdk_packages=("perceval-quandela",),
         option_names=_CLOUD_OPTIONS,
         device_pattern=r"(sim|qpu):[a-z0-9_.:-]+",
+        # Iterations of one cloud job; a manifest's limits may raise or lower it.
+        cloud_limits=Limits(max_experiments_per_job=100),
     ),
 })
 

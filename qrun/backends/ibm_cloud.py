@@ -10,7 +10,10 @@ Circuits are transpiled for the device's Target exactly as ``qiskit.ibm-local`` 
 
 Idempotency: qrun's tag is the job's tag (``options.environment.job_tags``), so the service
 keeps it with the job, and ``find(tag)`` asks the service (``service.jobs(job_tags=[tag])``).
-A re-attached job is ``service.job(handle)``.
+A re-attached job is ``service.job(handle)``. A task whose circuit cannot be prepared (a
+parse error) fails on its own: the others are submitted, and a second tag,
+``qrun-skipped:<indices>``, keeps with the job which tasks it lacks, so ``fetch`` lines the
+results up even for a job found again after a crash.
 
 Credentials are references: ``{env: VAR}`` (an IBM Cloud API key read from ``$VAR`` when the
 service is first contacted), ``{profile: NAME}`` (an account saved with
@@ -48,11 +51,11 @@ from qiskit_ibm_runtime import Batch, QiskitRuntimeService
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
 from qiskit_ibm_runtime.exceptions import IBMRuntimeError, RuntimeInvalidStateError
 from qiskit_ibm_runtime.executor_sampler import Sampler
-from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
-                      stop_after_delay, wait_random_exponential)
+from tenacity import (Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
+                      wait_random_exponential)
 
 from ..sources.gate import parse_circuit
-from . import Limits, ibm_local
+from . import ibm_local
 from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, qiskit_key_to_qrun, sdk_versions
 
 # tenacity: tries of one call, its time budget, and the backoff between tries (seconds).
@@ -72,17 +75,8 @@ STATES = {"INITIALIZING": "queued", "QUEUED": "queued", "RUNNING": "running", "D
 # used") and without an instance; qrun's users chose both on purpose.
 logging.getLogger("qiskit_ibm_runtime.qiskit_runtime_service").setLevel(logging.ERROR)
 
-_ENDPOINT_VARIABLES = ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL")
 _endpoint_lock = threading.Lock()
 _process_endpoint: list = []  # the endpoint this process's SDK settings point at, once set
-
-
-def device_limits(device: str) -> Limits:
-    """Limits known without the network: a fake backend's own (the fake service serves those
-    devices); a real device's limits are the service's to enforce."""
-    if device in ibm_local.known_devices():
-        return ibm_local.device_limits(device)
-    return Limits()
 
 
 def _chain(exc: BaseException):
@@ -97,9 +91,10 @@ def _status_code(exc: BaseException) -> int | None:
     for error in _chain(exc):
         if isinstance(error, RequestsApiError) and error.status_code not in (None, -1):
             return error.status_code
-        code = getattr(error, "code", None)  # ibm_cloud_sdk_core.ApiException (IAM, Search)
-        if type(error).__name__ == "ApiException" and isinstance(code, int) and code > 0:
-            return code
+        if type(error).__name__ == "ApiException":  # ibm_cloud_sdk_core: IAM, Search, Catalog
+            code = getattr(error, "status_code", None)
+            if isinstance(code, int) and code > 0:
+                return code
         response = getattr(error, "response", None)
         if isinstance(error, requests.HTTPError) and response is not None:
             return response.status_code
@@ -222,9 +217,7 @@ class Adapter:
                                     reraise=True):
                 with attempt:
                     return function(*args, **kwargs)
-        except RetryError as exc:  # pragma: no cover - reraise=True hands the last error back
-            raise self._as_error(exc.last_attempt.exception()) from None
-        except Exception as exc:
+        except Exception as exc:  # the last try's error (reraise=True)
             raise self._as_error(exc) from None
 
     def _as_error(self, exc: BaseException) -> Exception:

@@ -57,7 +57,6 @@ with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the 
     from pulser.backend.remote import RemoteConnection
 
 from ..sources.pulser import build, load_sequence
-from . import Limits
 from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
 
 SDK_PACKAGES = ("pasqal-cloud", "pulser-core")
@@ -84,10 +83,6 @@ class _Transient(TransientBackendError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def device_limits(device: str) -> Limits:
-    return Limits()  # Pasqal's limits live in its device specs, checked by Pulser and the API
 
 
 def check_program(program, device: str, options: dict) -> str | None:

@@ -46,7 +46,6 @@ from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
                       wait_random_exponential)
 
-from . import Limits
 from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
 from ..sources.perceval import load
 
@@ -54,7 +53,6 @@ RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of 
 RETRY_DEADLINE = 30.0  # seconds one call may spend retrying
 RETRY_WAIT = 0.2  # first wait between tries; doubles, with jitter, up to RETRY_WAIT_MAX
 RETRY_WAIT_MAX = 8.0
-EXPERIMENTS_PER_JOB = 100  # default cap of a qrun job (iterations per cloud job); manifests may change it
 TRANSIENT_STATUS = {408, 423, 425, 429}  # and every 5xx
 LOOKUP_MISSING = {404, 405, 501}  # the service has no job lookup
 
@@ -67,10 +65,6 @@ STATES = {RunningStatus.WAITING: "queued", RunningStatus.SUSPENDED: "queued",
 def known_devices() -> list:
     """Platforms are the cloud's to list (that needs the network); these are examples."""
     return ["sim:slos", "sim:belenos", "qpu:belenos", "qpu:ascella"]
-
-
-def device_limits(device: str) -> Limits:
-    return Limits(max_experiments_per_job=EXPERIMENTS_PER_JOB)
 
 
 class _Busy(Exception):

@@ -15,17 +15,22 @@ names ``qrun.backends.ibm_local`` knows): their configuration and properties sna
 served as the service serves a real device's, so the SDK builds the same Target from them.
 Jobs run one at a time, on that fake backend, with the SDK's own local executor runner
 (``fake_provider.executor.run_quantum_program``, what local testing mode uses: Aer with the
-device's noise model), in a spawned worker process (Qiskit crashed inside the threaded server). Results go back in the executor's v2.0 result
-schema, which the SDK decodes and post-processes into a sampler ``PrimitiveResult``.
+device's noise model), in a spawned worker process (Qiskit crashed inside the threaded
+server). Results go back in the executor's v2.0 result schema, which the SDK decodes and
+post-processes into a sampler ``PrimitiveResult``.
 
-Faults, on request: ``latency`` (seconds added to every answer, after the work is done), ``error_rate`` (share of
-requests answered 429 or 5xx before any work is done: the SDK's own retry policy absorbs
-some 5xx, qrun's adapter the rest), ``fail_jobs`` (share of accepted jobs that end Failed with
-an error text), ``stall`` (accepted jobs stay Queued), ``lose_after_accept`` (share of job
-submissions whose connection is dropped after the job was created: the client never learns
-its id). A lost response is a dropped connection, not a 5xx: the SDK retries a POST on 5xx by
-design (IBM's API guarantees that a 5xx leaves no job behind), so a 5xx after a created job
-would break IBM's own contract rather than rehearse a real failure.
+Faults, on request: ``latency`` (seconds added to every answer, after the work is done, so
+a job can exist before its submitter hears of it), ``error_rate`` (share of requests answered
+429 or 5xx before any work is done: the SDK's own retry policy absorbs some 5xx, qrun's
+adapter the rest), ``fail_jobs`` (share of accepted jobs that end Failed with an error
+text), ``stall`` (accepted jobs stay Queued), ``lose_after_accept`` (share of job submissions
+whose connection is dropped after the job was created: the client never learns its id),
+``run_time`` (seconds each job waits Queued before it runs). A lost response is a dropped
+connection, not a 5xx: the SDK retries a POST on 5xx by design (IBM's API guarantees that a
+5xx leaves no job behind), so a 5xx after a created job would break IBM's own contract
+rather than rehearse a real failure. The environment variables QRUN_FAKE_LATENCY,
+QRUN_FAKE_ERROR_RATE, QRUN_FAKE_FAIL_JOBS, QRUN_FAKE_STALL, QRUN_FAKE_LOSE_AFTER_ACCEPT and
+QRUN_FAKE_RUN_TIME, read by ``start()``, override the constructor's values.
 
 ``accepted`` counts the jobs created per tag, so a test can prove nothing ran twice.
 
@@ -41,6 +46,7 @@ import json
 import os
 import queue
 import random
+import signal
 import socket
 import threading
 import time
@@ -76,7 +82,8 @@ def _in_worker(function, *args):
     with _worker_lock:
         if not _worker_pool:
             _worker_pool.append(ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")))
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent, initargs=(os.getpid(),)))
         pool = _worker_pool[0]
     try:
         return pool.submit(function, *args).result()
@@ -85,6 +92,25 @@ def _in_worker(function, *args):
             if _worker_pool and _worker_pool[0] is pool:
                 _worker_pool.clear()
         raise RuntimeError("the fake's simulator process died") from None
+
+
+def _watch_parent(parent: int) -> None:
+    """In the worker: leave when the fake's process is gone (killed, not shut down)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def shutdown_worker() -> None:
+    """Stop the worker process (it is shared by every fake of this process)."""
+    with _worker_lock:
+        pools = list(_worker_pool)
+        _worker_pool.clear()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 _backends: dict = {}  # (in the worker) backend name -> its fake backend, created once
@@ -528,7 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
             if what == "status":
                 if fake.backend_class(name) is None:
                     return self._error(404, f"backend {name} not found")
-                pending = sum(j.status == "Queued" and j.backend == name for j in list(fake.jobs.values()))
+                with fake._lock:
+                    pending = sum(j.status == "Queued" and j.backend == name for j in fake.jobs.values())
                 return self._send(200, {"state": True, "status": "active",
                                         "length_queue": pending, "backend_version": "1.0.0"})
         if parts == ["instances", "usage"] and method == "GET":
@@ -661,6 +688,10 @@ def _route_name(method: str, path: str) -> str:
 FakeService = FakeIBMQuantum
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m qrun.fakes.ibm_cloud",
                                      description="A local fake of IBM Quantum Platform for "
@@ -683,6 +714,7 @@ def main(argv=None) -> None:
                           run_time=args.run_time,
                           api_key=args.api_key or os.environ.get("QRUN_FAKE_API_KEY"))
     url = fake.start(args.port)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does
     print(f"fake IBM Quantum Platform at {url} (backends: fake_manila, fake_kyiv, ...); "
           f"Ctrl-C stops it", flush=True)
     try:
@@ -692,6 +724,7 @@ def main(argv=None) -> None:
         pass
     finally:
         fake.stop()
+        shutdown_worker()
         print(f"accepted jobs per tag: {dict(fake.accepted)}", flush=True)
 
 
