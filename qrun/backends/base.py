@@ -42,6 +42,20 @@ class TaskFailed:
         return cls(f"{type(exc).__name__}: {text}"[:2000] if text else type(exc).__name__)
 
 
+def run_each(tasks: list, seed: int | None, run_one) -> list:
+    """Counts (or TaskFailed) per task, running them one by one with ``run_one(task, seed)``.
+
+    A failing task fails alone; each task gets its own seed derived from the job's.
+    """
+    outcomes = []
+    for position, task in enumerate(tasks):
+        try:
+            outcomes.append(run_one(task, None if seed is None else seed + position))
+        except Exception as exc:  # this task only: the others still run
+            outcomes.append(TaskFailed.of(exc))
+    return outcomes
+
+
 class TransientBackendError(Exception):
     """A failure worth trying again as is (lost connection, busy service, crashed worker)."""
 

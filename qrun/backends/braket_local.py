@@ -18,7 +18,7 @@ from braket.devices import LocalSimulator
 from braket.ir.openqasm import Program as OpenQASMProgram
 
 from ..sources.gate import parse_circuit
-from .base import Task, TaskFailed, sdk_versions
+from .base import Task, run_each, sdk_versions
 
 # Gates of OpenQASM 3's stdgates.inc that Braket does not define, in terms of ones it does.
 # (Gates both define, such as x, h, rx, cz or swap, mean the same in both.)
@@ -63,13 +63,7 @@ class Adapter:
     def run(self, tasks: list[Task], seed: int | None) -> list:
         """Counts (or TaskFailed) for every task, in order, in qrun's bit order."""
         # Braket's local simulators take no seed: their sampling cannot be made repeatable.
-        outcomes = []
-        for task in tasks:
-            try:
-                outcomes.append(self._run_one(task))
-            except Exception as exc:  # this circuit only: the others still run
-                outcomes.append(TaskFailed.of(exc))
-        return outcomes
+        return run_each(tasks, None, lambda task, _seed: self._run_one(task))
 
     def _run_one(self, task: Task) -> dict:
         source, clbit_of, num_clbits = prepare_program(task, self._prepared)

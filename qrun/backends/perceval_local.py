@@ -11,7 +11,7 @@ from __future__ import annotations
 import perceval as pcvl
 
 from ..sources.perceval import load
-from .base import Task, TaskFailed, sdk_versions
+from .base import Task, run_each, sdk_versions
 
 
 class Adapter:
@@ -23,13 +23,7 @@ class Adapter:
         self._programs: dict = {}  # program digest -> (experiment, input state)
 
     def run(self, tasks: list[Task], seed: int | None) -> list:
-        outcomes = []
-        for position, task in enumerate(tasks):
-            try:
-                outcomes.append(self._run_one(task, None if seed is None else seed + position))
-            except Exception as exc:  # this circuit only: the others still run
-                outcomes.append(TaskFailed.of(exc))
-        return outcomes
+        return run_each(tasks, seed, self._run_one)
 
     def _run_one(self, task: Task, seed: int | None) -> dict:
         loaded = self._programs.get(task.program_digest)

@@ -12,7 +12,7 @@ from pulser.backend.abc import Backend
 from pulser_simulation import QutipBackendV2, QutipConfig
 
 from ..sources.pulser import build, load_sequence
-from .base import Task, TaskFailed, sdk_versions
+from .base import Task, run_each, sdk_versions
 
 
 def check_program(program, device: str, options: dict) -> str | None:
@@ -36,13 +36,7 @@ class Adapter:
         self._sequences: dict = {}  # program digest -> parametrized Sequence
 
     def run(self, tasks: list[Task], seed: int | None) -> list:
-        outcomes = []
-        for position, task in enumerate(tasks):
-            try:
-                outcomes.append(self._run_one(task, None if seed is None else seed + position))
-            except Exception as exc:  # this sequence only: the others still run
-                outcomes.append(TaskFailed.of(exc))
-        return outcomes
+        return run_each(tasks, seed, self._run_one)
 
     def _run_one(self, task: Task, seed: int | None) -> dict:
         sequence = self._sequences.get(task.program_digest)
