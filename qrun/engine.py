@@ -438,8 +438,13 @@ class Engine:
         remote = op.remote
         try:
             future.result()
-        except Exception:
+        except TransientBackendError:
             self._poll_later(remote)  # try to cancel again at the next due time
+            return
+        except Exception as exc:  # the provider refuses: report it, do not ask forever
+            self._following.pop(remote.job.id, None)
+            self._failed(op, f"timed out, and the provider refused to cancel it: {_describe(exc)}",
+                         transient=False)
             return
         self._following.pop(remote.job.id, None)
         timeout = self._timeout(remote.job)

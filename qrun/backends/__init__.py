@@ -60,6 +60,7 @@ class ProviderInfo:
     # names are checked against this pattern instead.
     device_pattern: str | None = None
     cloud_limits: Limits = field(default_factory=Limits)  # every device of a cloud provider
+    checks_programs: bool = False  # its adapter module has check_program (imported to ask)
 
     @property
     def family(self) -> str:
@@ -100,9 +101,9 @@ class ProviderInfo:
 
     def check_program(self, program, device: str, options: dict) -> str | None:
         """Why this backend cannot run ``program`` beyond family and size, or None."""
-        module = adapter_module(self.id)
-        check = getattr(module, "check_program", None)
-        return check(program, device, options) if check else None
+        if not self.checks_programs:  # spare validation the SDK's import
+            return None
+        return adapter_module(self.id).check_program(program, device, options)
 
 
 _GATE_FORMATS = ("qasm2", "qasm3", "qpy")
@@ -166,6 +167,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         local=True,
         sdk_packages=("pulser-core", "pulser-simulation"),
         option_names=frozenset({"mimic_qpu", "with_modulation"}),
+        checks_programs=True,
     ),
     "perceval.local": ProviderInfo(
         id="perceval.local",
@@ -221,6 +223,7 @@ PROVIDERS.update({
         local=False,
         sdk_packages=("pasqal-cloud", "pulser-core"),
         option_names=frozenset({"project_id"}) | _CLOUD_OPTIONS,
+        checks_programs=True,
         device_pattern=r"[A-Z][A-Z0-9_]*",
     ),
     "quandela.cloud": ProviderInfo(

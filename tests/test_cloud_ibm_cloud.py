@@ -1,0 +1,339 @@
+"""qiskit.ibm: the real qiskit-ibm-runtime SDK against qrun's local fake of IBM Quantum
+Platform (qrun.fakes.ibm_cloud), driven through the CLI as a user would.
+
+Nothing here leaves 127.0.0.1: the adapter points the SDK's Runtime API, IAM, Global Search
+and Global Catalog addresses at the fake (see qrun/backends/ibm_cloud.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qrun.fakes.ibm_cloud import FAILED_REASON, FakeIBMQuantum
+
+from .conftest import qrun, write
+
+KEY_VARIABLE = "QRUN_TEST_IBM_API_KEY"
+SECRET = "planted-ibm-key-" + "".join(random.choice("abcdefghjkmnpqrstuvwxyz23456789")
+                                      for _ in range(24))
+
+CAMPAIGN = """
+    apiVersion: qrun/v1
+    kind: Campaign
+    metadata: {name: NAME}
+    spec:
+      shots: 1000
+      seed: 5
+      circuits:
+        - {name: ghz, source: circuits/ghz.qasm}
+        - {name: flip, source: circuits/flip.qasm}
+        - name: rot
+          source: circuits/rot.qasm
+          sweep: {theta: THETAS}
+      backends:
+        - name: manila
+          provider: qiskit.ibm
+          device: fake_manila
+          options: {endpoint: URL}
+          credentials: {env: QRUN_TEST_IBM_API_KEY}
+          EXTRA
+      split: {max_experiments_per_job: PER_JOB}
+      retry: {max_attempts: 2, backoff: {initial: 200ms, max: 1s}}
+      export: [{path: out/NAME.jsonl}]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _planted_key(monkeypatch):
+    """The API key lives in an environment variable (subprocesses inherit it); the manifest
+    names only the variable."""
+    monkeypatch.setenv(KEY_VARIABLE, SECRET)
+
+
+@pytest.fixture
+def fake():
+    """Start fakes on free ports; each is stopped at the end of the test."""
+    started = []
+
+    def start(**faults) -> FakeIBMQuantum:
+        service = FakeIBMQuantum(api_key=SECRET, backends=("fake_manila",), **faults)
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def _manifest(project, service, name="ibm", thetas="[0.0, 3.14159]", per_job=2, extra=""):
+    text = (CAMPAIGN.replace("NAME", name).replace("URL", service.url)
+            .replace("THETAS", thetas).replace("PER_JOB", str(per_job))
+            .replace("EXTRA", extra))
+    return write(project, f"{name}.yaml", text)
+
+
+def _rows(project, name) -> dict:
+    lines = (project / f"out/{name}.jsonl").read_text().splitlines()
+    return {(r["circuit"], json.dumps(r["params"])): r for r in map(json.loads, lines)}
+
+
+def _check_physics(rows) -> None:
+    """fake_manila's noise: mostly right, never perfect; qrun's bit order (bit 0 leftmost)."""
+    ghz = rows[("ghz", "{}")]["counts"]
+    assert sum(ghz.values()) == 1000
+    assert ghz.get("000", 0) + ghz.get("111", 0) >= 800 and min(ghz["000"], ghz["111"]) >= 300
+    flip = rows[("flip", "{}")]["counts"]  # x q[0]: classical bit 0 is 1
+    assert flip.get("100", 0) >= 700 and max(flip, key=flip.get) == "100", flip
+    assert rows[("rot", '{"theta": 0.0}')]["counts"].get("0", 0) >= 800
+    assert rows[("rot", '{"theta": 3.14159}')]["counts"].get("1", 0) >= 800
+
+
+def _outputs(*results) -> str:
+    return "".join(r.stdout + r.stderr for r in results)
+
+
+def test_campaign_runs_on_the_fake_with_remote_ids_and_no_secret(project, fake, _state_dir):
+    service = fake()
+    manifest = _manifest(project, service)
+    applied = qrun("apply", manifest)
+    assert applied.returncode == 0, applied.stderr
+    assert "4 experiments run" in applied.stdout
+    rows = _rows(project, "ibm")
+    _check_physics(rows)
+    # Two jobs (two experiments each), each accepted once, under qrun's tag.
+    assert len(service.accepted) == 2 and set(service.accepted.values()) == {1}
+    assert all(tag.startswith("qrun-") for tag in service.accepted)
+    remote_ids = {r["remote_ids"][0] if isinstance(r["remote_ids"], list) else r["remote_ids"]
+                  for r in rows.values()}
+    assert remote_ids == set(service.jobs), "the export names the provider's job ids"
+    assert all(r["metadata"]["device"] == "fake_manila" and r["metadata"]["provider"] == "qiskit.ibm"
+               for r in rows.values())
+    # Batch mode: every job ran in a batch session that qrun closed behind it.
+    assert all(service.sessions[j.session_id]["mode"] == "batch" for j in service.jobs.values())
+    assert not any(s["accepting_jobs"] for s in service.sessions.values())
+
+    status = qrun("status", manifest, "-o", "json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["experiments"]["done"] == 4
+    assert {j["remote_id"] for j in report["remote_jobs"]} == set(service.jobs)
+    assert {j["provider_state"] for j in report["remote_jobs"]} <= {"DONE", "QUEUED", "RUNNING", None}
+    exported = qrun("export", manifest, "-o", "-", "-f", "csv")
+    assert exported.returncode == 0 and all(job_id in exported.stdout for job_id in service.jobs)
+
+    again = qrun("apply", manifest)  # nothing left to do: the provider is not asked again
+    assert again.returncode == 0 and "0 experiments run, 4 cached" in again.stdout
+    assert sum(service.accepted.values()) == 2
+
+    # The planted key: sent to the fake's IAM, written nowhere.
+    _assert_secret_absent(_state_dir, project, applied, status, exported, again)
+
+
+def _assert_secret_absent(state_dir, project, *results) -> None:
+    needle = SECRET.encode()
+    files = [p for p in state_dir.rglob("*") if p.is_file()] + \
+            [p for p in (project / "out").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite" for p in files)
+    for path in files:  # database, WAL and shared-memory files, exports
+        assert needle not in path.read_bytes(), f"the secret leaked into {path}"
+    for db in state_dir.glob("*.sqlite"):
+        with sqlite3.connect(db) as conn:
+            events = conn.execute("SELECT * FROM events").fetchall()
+            dump = "\n".join(conn.iterdump())
+        assert events and SECRET not in repr(events) and SECRET not in dump
+    assert SECRET not in _outputs(*results)
+
+
+def test_transient_faults_are_absorbed_without_duplicates(project, fake, _state_dir):
+    service = fake(error_rate=0.3, seed=3)
+    manifest = _manifest(project, service, name="flaky", per_job=1)
+    applied = qrun("apply", manifest)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    _check_physics(_rows(project, "flaky"))
+    assert sum(service.faults.values()) >= 5, service.faults  # 429s and 5xx were answered
+    assert service.faults[429] >= 1
+    assert len(service.accepted) == 4 and set(service.accepted.values()) == {1}, service.accepted
+    _assert_secret_absent(_state_dir, project, applied)
+
+
+def test_failed_jobs_report_the_providers_error(project, fake):
+    service = fake(fail_jobs=1.0)
+    manifest = _manifest(project, service, name="failing", per_job=4)
+    applied = qrun("apply", manifest, env={"COLUMNS": "500"})  # no wrapping in the table
+    assert applied.returncode == 1, applied.stdout + applied.stderr
+    assert FAILED_REASON in applied.stdout + applied.stderr
+    assert set(service.accepted.values()) == {1}  # a failed job is not retried blindly
+    status = json.loads(qrun("status", manifest, "-o", "json").stdout)
+    assert status["experiments"]["failed"] == 4
+    assert any(FAILED_REASON in (f.get("error") or "") for f in status["failures"])
+
+
+def test_lost_answers_are_reconciled_by_tag(project, fake):
+    service = fake(lose_after_accept=1.0)  # every submission is created, its answer lost
+    manifest = _manifest(project, service, name="lossy", per_job=2)
+    applied = qrun("apply", manifest)  # each lost answer is reconciled by tag in the same run
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    _check_physics(_rows(project, "lossy"))
+    assert len(service.accepted) == 2 and set(service.accepted.values()) == {1}, service.accepted
+    assert service.faults["lost"] == 2
+    assert service.requests["GET /api/v1/jobs"] >= 2, "each job was found by its tag"
+
+
+def test_stalled_job_times_out_and_is_cancelled(project, fake):
+    service = fake(stall=True)
+    manifest = _manifest(project, service, name="stalled", thetas="[0.0]", per_job=3,
+                         extra="timeout: 2s")
+    applied = qrun("apply", manifest)
+    assert applied.returncode == 1
+    assert "timed out" in applied.stdout + applied.stderr
+    assert [j.status for j in service.jobs.values()] == ["Cancelled"]
+
+
+def test_adapter_contract_in_process(fake, monkeypatch):
+    """The adapter's calls one by one: submit, find, poll, fetch, cancel, a bad circuit."""
+    from qrun.backends import ibm_cloud
+    from qrun.backends.base import Task, TaskFailed
+
+    from .conftest import FLIP_FIRST, ROT3
+
+    for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
+        monkeypatch.delenv(variable, raising=False)  # restored after the test
+    monkeypatch.setattr(ibm_cloud, "_process_endpoint", [])
+    service = fake(run_time=0.5)
+    adapter = ibm_cloud.Adapter("fake_manila", {"endpoint": service.url}, {"env": KEY_VARIABLE})
+    tasks = [Task("qasm3", FLIP_FIRST.encode(), 0, "flip", {}, 500),
+             Task("qasm2", b"OPENQASM 2.0; this is not a circuit", 0, "bad", {}, 500),
+             Task("qasm3", ROT3.encode(), 0, "rot", {"theta": 3.14159}, 500)]
+    handle = adapter.submit(tasks, 1, "qrun-direct-1")
+    assert adapter.find("qrun-direct-1") == handle and adapter.find("qrun-unknown-1") is None
+    first = adapter.poll(handle)
+    assert first.state in ("queued", "running") and not first.finished
+    deadline = time.time() + 30
+    while not (status := adapter.poll(handle)).finished:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert (status.state, status.provider_state) == ("done", "DONE")
+    flip, bad, rot = adapter.fetch(handle, tasks)
+    assert max(flip, key=flip.get) == "100" and sum(flip.values()) == 500
+    assert isinstance(bad, TaskFailed) and "QASM" in bad.error.upper()
+    assert rot.get("1", 0) >= 400
+    # Re-attached by a fresh adapter (as after a crash): same counts from the service.
+    again = ibm_cloud.Adapter("fake_manila", {"endpoint": service.url}, {"env": KEY_VARIABLE})
+    assert again.fetch(handle, tasks)[0] == flip
+    # Cancel: a queued job is cancelled; a finished one is left alone.
+    stalled = adapter.submit(tasks[:1], 1, "qrun-direct-2")
+    adapter.cancel(stalled)
+    assert adapter.poll(stalled).state == "cancelled"
+    adapter.cancel(handle)
+    assert adapter.poll(handle).state == "done"
+    assert adapter.metadata()["sdk"]["qiskit-ibm-runtime"].startswith("0.51")
+    assert SECRET not in json.dumps(adapter.metadata())
+    # The real service and a fake cannot share one process (the SDK reads IAM's address from
+    # the environment): refused, before any key is sent anywhere.
+    real = ibm_cloud.Adapter("ibm_brisbane", {}, {"env": KEY_VARIABLE})
+    with pytest.raises(RuntimeError, match="several IBM endpoints"):
+        real.find("qrun-direct-1")
+    assert os.environ["IAM_URL"] == f"{service.url}/iam"
+
+
+def test_wrong_key_is_a_deterministic_error(fake, monkeypatch):
+    from qrun.backends import ibm_cloud
+    from qrun.backends.base import TransientBackendError
+
+    for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(ibm_cloud, "_process_endpoint", [])
+    service = fake()
+    monkeypatch.setenv("QRUN_TEST_WRONG_KEY", "not-the-key")
+    adapter = ibm_cloud.Adapter("fake_manila", {"endpoint": service.url}, {"env": "QRUN_TEST_WRONG_KEY"})
+    with pytest.raises(Exception) as caught:
+        adapter.find("qrun-x-1")
+    assert not isinstance(caught.value, TransientBackendError)
+    assert "not-the-key" not in str(caught.value)
+    missing = ibm_cloud.Adapter("fake_manila", {"endpoint": service.url}, {"env": "QRUN_TEST_UNSET"})
+    with pytest.raises(RuntimeError, match="QRUN_TEST_UNSET"):
+        missing.find("qrun-x-1")
+
+
+def _start_apply(manifest) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _kill(process) -> subprocess.CompletedProcess:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    out, err = process.communicate(timeout=30)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def _wait(condition, process, timeout=60.0) -> bool:
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None or time.time() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_sigkill_at_any_moment_never_submits_twice(project, fake, _state_dir):
+    """Kill qrun while it talks to the provider, including after the provider accepted a job
+    and before qrun committed its handle; re-apply until done: one job per tag, one result
+    per experiment."""
+    service = fake(latency=0.25, seed=11)
+    manifest = _manifest(project, service, name="crash", per_job=1,
+                         thetas="[0.0, 1.0, 2.0, 3.14159]")
+    db = _state_dir / "crash.sqlite"
+    outputs = []
+    rng = random.Random(7)
+
+    # 1. In the window: the fake created the job and sleeps before answering; kill now.
+    process = _start_apply(manifest)
+    assert _wait(lambda: sum(service.accepted.values()) >= 1, process), "no job was submitted"
+    outputs.append(_kill(process))
+    with sqlite3.connect(db) as conn:
+        states = [s for (s,) in conn.execute("SELECT state FROM jobs")]
+    assert "submitting" in states, "the kill must land between accept and commit"
+
+    # 2. At random moments, some after more jobs were accepted.
+    for round_ in range(2):
+        process = _start_apply(manifest)
+        accepted = sum(service.accepted.values())
+        if round_ == 0:
+            _wait(lambda: sum(service.accepted.values()) > accepted, process)
+        else:
+            time.sleep(rng.uniform(1.0, 3.5))
+        outputs.append(_kill(process))
+
+    # 3. Re-apply until the campaign is done.
+    for _ in range(4):
+        process = _start_apply(manifest)
+        out, err = process.communicate(timeout=180)
+        outputs.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+        if process.returncode == 0:
+            break
+    assert outputs[-1].returncode == 0, outputs[-1].stdout + outputs[-1].stderr
+
+    with sqlite3.connect(db) as conn:
+        per_experiment = conn.execute("SELECT experiment, count(*) FROM results GROUP BY experiment").fetchall()
+        experiments = conn.execute("SELECT count(*) FROM experiments").fetchone()[0]
+        tags = [t for (t,) in conn.execute("SELECT tag FROM attempts")]
+    assert experiments == 6 and len(per_experiment) == 6 and {n for _, n in per_experiment} == {1}
+    # Every job the provider holds was asked for once, and each is one of qrun's attempts.
+    assert set(service.accepted.values()) == {1}, service.accepted
+    assert set(service.accepted) <= set(tags)
+    assert len(service.accepted) == 6
+    _check_physics(_rows(project, "crash"))
+    _assert_secret_absent(_state_dir, project, *outputs)
