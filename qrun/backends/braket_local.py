@@ -28,15 +28,15 @@ gate phase(l) a { phaseshift(l) a; }
 gate sdg a { inv @ s a; }
 gate tdg a { inv @ t a; }
 gate sx a { h a; s a; h a; }
-gate cx a, b { ctrl @ x a, b; }
-gate CX a, b { ctrl @ x a, b; }
-gate cp(l) a, b { ctrl @ phaseshift(l) a, b; }
-gate cphase(l) a, b { ctrl @ phaseshift(l) a, b; }
+gate cx a, b { cnot a, b; }
+gate CX a, b { cnot a, b; }
+gate cp(l) a, b { cphaseshift(l) a, b; }
+gate cphase(l) a, b { cphaseshift(l) a, b; }
 gate crx(t) a, b { ctrl @ rx(t) a, b; }
 gate cry(t) a, b { ctrl @ ry(t) a, b; }
 gate crz(t) a, b { ctrl @ rz(t) a, b; }
 gate ch a, b { ctrl @ h a, b; }
-gate ccx a, b, c { ctrl @ ctrl @ x a, b, c; }
+gate ccx a, b, c { ccnot a, b, c; }
 gate cu(t, f, l, g) a, b { phaseshift(g) a; ctrl @ U(t, f, l) a, b; }
 gate id a { U(0, 0, 0) a; }
 gate u1(l) a { U(0, 0, l) a; }
