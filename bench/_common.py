@@ -151,3 +151,27 @@ def finish(root: Path, figures: dict, keep: bool) -> None:
         shutil.rmtree(root, ignore_errors=True)
     sys.stdout.flush()
     print(json.dumps(figures, sort_keys=False))
+
+
+def qrun_origin(env: dict, cwd: Path) -> dict:
+    """Which qrun the subprocesses import, and the repository's commit.
+
+    Run with PYTHONPATH=<a copy of qrun> to measure a fixed snapshot while qrun/ is being
+    edited; ``qrun_from_repo`` then is false and the repository fields describe the checkout
+    only, not the code measured.
+    """
+    found = subprocess.run([sys.executable, "-c", "import qrun; print(qrun.__file__)"], env=env,
+                           cwd=cwd, capture_output=True, text=True)
+    module = found.stdout.strip() or None
+    origin = {"qrun_module": module,
+              "qrun_from_repo": bool(module) and Path(module).resolve().is_relative_to(REPO),
+              "repo_commit": None, "repo_qrun_edited": None}
+    try:
+        origin["repo_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                               capture_output=True, text=True).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--", "qrun"], cwd=REPO,
+                                capture_output=True, text=True).stdout
+        origin["repo_qrun_edited"] = bool(status.strip())
+    except OSError:
+        pass
+    return origin

@@ -137,6 +137,10 @@ def main() -> None:
 
     root = _common.scratch("peer-braket")
     env = _common.clean_env(root)
+    origin = _common.qrun_origin(env, root)
+    print(f"qrun: {origin['qrun_module']}" + (
+        f" (repository at {origin['repo_commit']}{', qrun/ edited' if origin['repo_qrun_edited'] else ''})"
+        if origin["qrun_from_repo"] else " (not the repository's: PYTHONPATH)"))
     ops_list = _circuits.circuits(args.circuits, args.qubits, args.depth, args.seed)
     campaign = root / "campaign"
     manifest = write_inputs(campaign, ops_list, args)
@@ -240,6 +244,7 @@ def main() -> None:
         "workers": args.workers,
         "split": args.split,
         "max_parallel": args.max_parallel or None,
+        **origin,
         "loadavg_start": load_start,
         "loadavg_end": _common.load_average(),
         **_common.machine(),

@@ -337,7 +337,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100,
                         help="experiments per SDK call in the gate-model plain scripts (0: all at once)")
     parser.add_argument("--repeats", type=int, default=3, help="at most this many rounds per provider")
-    parser.add_argument("--budget", type=float, default=45.0,
+    parser.add_argument("--budget", type=float, default=50.0,
                         help="seconds per provider: start another round only if it should end within this")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
@@ -348,6 +348,10 @@ def main() -> None:
 
     root = _common.scratch("provider-overhead")
     env = _common.clean_env(root)
+    origin = _common.qrun_origin(env, root)
+    print(f"qrun: {origin['qrun_module']}" + (
+        f" (repository at {origin['repo_commit']}{', qrun/ edited' if origin['repo_qrun_edited'] else ''})"
+        if origin["qrun_from_repo"] else " (not the repository's: PYTHONPATH)"))
     script = root / "plain_sdk.py"
     script.write_text(PLAIN_SCRIPT)
     counts = {"pulser.local": args.pulser, "perceval.local": args.perceval}
@@ -389,6 +393,7 @@ def main() -> None:
         "depth": args.depth,
         "batch": args.batch,
         "total_s": round(total, 1),
+        **origin,
         "loadavg_start": load_start,
         "loadavg_end": _common.load_average(),
         **_common.machine(),
