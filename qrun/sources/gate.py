@@ -51,8 +51,19 @@ def _parse_qasm2(text: str, origin: str, include_dir: Path | None):
 
 
 def _parse_qasm3(text: str, origin: str):
+    """Qiskit's native importer when it can (30x faster: 0.7 ms against 21 ms a circuit in
+    bench/peer_braket.py's circuits), else its complete one (inputs, and whatever the native
+    one does not handle yet), whose verdict and messages count."""
+    import warnings
+
     import qiskit.qasm3
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental native version of the importer"
+            return qiskit.qasm3.loads_experimental(text)
+    except Exception:
+        pass
     try:
         return qiskit.qasm3.loads(text)
     except Exception as exc:
