@@ -151,6 +151,9 @@ class Engine:
                     return  # nothing pending: every job of the plan is done or failed
                 time.sleep(min(max(0.0, wake_at - time.time()), 5.0))
                 continue
+            if not self._in_flight:  # only jobs waiting for their next poll (wait([]) would spin)
+                time.sleep(self._quiet_time())
+                continue
             done, _ = wait(list(self._in_flight), timeout=self._quiet_time(),
                            return_when=FIRST_COMPLETED)
             with self.store.transaction():  # one commit for all that finished meanwhile
