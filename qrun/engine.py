@@ -505,6 +505,8 @@ class Engine:
                     else:
                         self._settle(future)
                 self._following.clear()
+            # Jobs recorded as started whose dispatch the interrupt cut short: back to pending.
+            self.store.recover_interrupted(self.apply_id, [p for p, i in PROVIDERS.items() if i.local])
         except KeyboardInterrupt:
             # A second Ctrl-C: leave at once. Jobs still marked running are recovered
             # (run again) by the next apply; submitting ones are reconciled by their tag.
