@@ -12,8 +12,9 @@ For each provider, N small experiments, written once into a scratch folder:
                     executor_sampler.Sampler(mode=backend).run(pubs, shots) (seed_simulator set).
   braket.local      the same circuits on braket_sv. qrun reads the standard OpenQASM 3 files;
                     the plain script reads the same circuits written in Braket's dialect (no
-                    stdgates.inc, `cnot`), as braket.ir.openqasm.Program, then ONE
-                    LocalSimulator("braket_sv").run_batch(programs, shots).results().
+                    stdgates.inc, `cnot`), as braket.ir.openqasm.Program, then batches of
+                    --batch through LocalSimulator("braket_sv").run_batch(programs, shots)
+                    .results() (each run_batch runs its tasks in a pool of cpu_count() processes).
   pulser.local      examples' Rabi sequence (abstract repr, `duration` int variable) swept over
                     N durations. Plain: Sequence.from_abstract_repr once, then per duration
                     seq.build(duration=d) and QutipBackendV2(built, config=QutipConfig(
@@ -335,7 +336,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--batch", type=int, default=100,
-                        help="experiments per SDK call in the gate-model plain scripts (0: all at once)")
+                        help="experiments per transpile/run, Sampler.run or run_batch call in the "
+                             "gate-model plain scripts (0: all at once)")
     parser.add_argument("--repeats", type=int, default=3, help="at most this many rounds per provider")
     parser.add_argument("--budget", type=float, default=50.0,
                         help="seconds per provider: start another round only if it should end within this")
