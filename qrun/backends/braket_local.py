@@ -113,9 +113,23 @@ def measure_counts(result, clbit_of: dict | None, num_clbits: int | None) -> dic
     return counts
 
 
+_DEFINITIONS = {line.split()[1].split("(")[0]: line
+                for line in STDGATES_FOR_BRAKET.strip().splitlines()}
+
+
 def for_braket(qasm3: str) -> str:
-    """OpenQASM 3 text that Braket's simulator accepts: stdgates.inc spelled out."""
-    return _STDGATES_INCLUDE.sub(lambda _: STDGATES_FOR_BRAKET, qasm3, count=1)
+    """OpenQASM 3 text that Braket's simulator accepts: stdgates.inc spelled out.
+
+    Only the gates the program uses are defined: Braket parses every definition on every
+    run, and all of them cost more than a small circuit itself (bench/peer_braket.py).
+    """
+    match = _STDGATES_INCLUDE.search(qasm3)
+    if not match:
+        return qasm3
+    body = qasm3[match.end():]
+    used = "\n".join(line for name, line in _DEFINITIONS.items()
+                      if re.search(rf"\b{name}\b", body))
+    return qasm3[:match.start()] + used + qasm3[match.end():]
 
 
 def _as_qasm3_one_register(circuit) -> str:
