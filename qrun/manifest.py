@@ -50,6 +50,7 @@ class BackendSpec:
     credentials: dict
     line: int
     timeout: float | None = None  # seconds a remote job may take before it is cancelled
+    chosen_limits: Limits = Limits()  # the limits the manifest itself gives this backend
 
     @property
     def identity(self) -> dict:
@@ -451,6 +452,7 @@ class _Checker:
             backends[name] = BackendSpec(
                 name=name, provider=info.id, device=device, options=options,
                 limits=info.device_limits(device).overridden(manifest_limits),
+                chosen_limits=manifest_limits,
                 credentials=dict(entry.get("credentials", {})), line=self.doc.line_of(where),
                 timeout=self._duration(entry["timeout"], where + ("timeout",))
                 if "timeout" in entry else None)

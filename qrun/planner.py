@@ -106,8 +106,11 @@ def job_limits(manifest: Manifest, backend: str) -> Limits:
     """The backend's limits tightened by the manifest's `split:` rules."""
     spec = manifest.backends[backend]
     limits = spec.limits.tightened(manifest.split)
-    if limits.max_experiments_per_job is None and PROVIDERS[spec.provider].local:
-        limits = replace(limits, max_experiments_per_job=LOCAL_EXPERIMENTS_PER_JOB)
+    chosen = spec.chosen_limits.max_experiments_per_job or manifest.split.max_experiments_per_job
+    if PROVIDERS[spec.provider].local and chosen is None:
+        # A device's own cap (an IBM fake backend's 300 circuits) bounds the default, not it.
+        default = min(filter(None, (limits.max_experiments_per_job, LOCAL_EXPERIMENTS_PER_JOB)))
+        limits = replace(limits, max_experiments_per_job=default)
     return limits
 
 

@@ -162,3 +162,27 @@ def test_derived_seeds_are_fixed_and_distinct():
     assert planner.derived_seed(7, "job-a") == planner.derived_seed(7, "job-a")
     assert planner.derived_seed(7, "job-a") != planner.derived_seed(7, "job-b")
     assert planner.derived_seed(7, "job-a") != planner.derived_seed(8, "job-a")
+
+
+def test_local_job_size_defaults_under_device_caps_unless_the_manifest_chooses(project):
+    body = """
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {name: t}
+        spec:
+          circuits: [{name: ghz, source: circuits/ghz.qasm}]
+          backends:
+            - {name: manila, provider: qiskit.ibm-local, device: fake_manila LIMITS}
+            - {name: aer, provider: qiskit.aer}
+          SPLIT
+    """
+    plain = _manifest(project, body.replace("LIMITS", "").replace("SPLIT", ""))
+    assert planner.job_limits(plain, "manila").max_experiments_per_job == planner.LOCAL_EXPERIMENTS_PER_JOB
+    assert planner.job_limits(plain, "aer").max_experiments_per_job == planner.LOCAL_EXPERIMENTS_PER_JOB
+    chosen = _manifest(project, body.replace("LIMITS", ", limits: {max_experiments_per_job: 200}")
+                       .replace("SPLIT", ""))
+    assert planner.job_limits(chosen, "manila").max_experiments_per_job == 200
+    split = _manifest(project, body.replace("LIMITS", "").replace(
+        "SPLIT", "split: {max_experiments_per_job: 60}"))
+    assert planner.job_limits(split, "manila").max_experiments_per_job == 60
+    assert planner.job_limits(split, "aer").max_experiments_per_job == 60
