@@ -61,7 +61,7 @@ STORE_SCRIPT = textwrap.dedent('''
     manifest_path, state_dir = sys.argv[1], sys.argv[2]
     t0 = time.perf_counter()
     from qrun import __version__, manifest as manifests, planner
-    from qrun.api import state_path
+    from qrun.api import state_path, store_plan
     from qrun.store import Store
     t1 = time.perf_counter()
     after_import_mb = peak_mb()
@@ -78,15 +78,7 @@ STORE_SCRIPT = textwrap.dedent('''
     store.set_meta("campaign", manifest.name)
     apply_id = store.begin_apply("apply", str(manifest.path), manifest.sha256, None, None,
                                  __version__)
-    planned = store.save_plan(
-        apply_id,
-        programs=[c.program for c in manifest.circuits.values()],
-        experiments=planner.experiments(manifest),
-        backend_configs={name: b.config for name, b in manifest.backends.items()},
-        cut_jobs=lambda rows: planner.cut_jobs(
-            rows, lambda backend: planner.job_limits(manifest, backend)),
-        seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
-    )
+    planned = store_plan(store, manifest, apply_id)
     store.finish_apply(apply_id, "interrupted")  # what apply records when stopped right here
     store.release_lock(manifest.name)
     store.close()

@@ -133,6 +133,19 @@ def apply(path: str | Path, state_dir=None, workers: int | None = None, progress
         store.close()
 
 
+def store_plan(store: Store, manifest: Manifest, apply_id: int):
+    """Stream the manifest's experiments into the store and cut jobs for what must run."""
+    return store.save_plan(
+        apply_id,
+        programs=[c.program for c in manifest.circuits.values()],
+        experiments=planner.experiments(manifest),
+        backend_configs={name: b.config for name, b in manifest.backends.items()},
+        cut_jobs=lambda rows: planner.cut_jobs(
+            rows, lambda backend: planner.job_limits(manifest, backend)),
+        seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
+    )
+
+
 def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progress,
                   retry_failed, on_planned) -> ApplyReport:
     store.set_meta("campaign", manifest.name)
@@ -143,15 +156,7 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progr
     try:
         if retry_failed:  # before the plan is stored, so that it cuts jobs for split-off slices
             store.reset_failed(apply_id)
-        planned = store.save_plan(
-            apply_id,
-            programs=[c.program for c in manifest.circuits.values()],
-            experiments=planner.experiments(manifest),
-            backend_configs={name: b.config for name, b in manifest.backends.items()},
-            cut_jobs=lambda rows: planner.cut_jobs(
-                rows, lambda backend: planner.job_limits(manifest, backend)),
-            seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
-        )
+        planned = store_plan(store, manifest, apply_id)
         if on_planned:
             counts = store.state_counts(apply_id)
             on_planned(planned, sum(counts.values()), counts[DONE])
