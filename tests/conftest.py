@@ -4,9 +4,11 @@ folder (several SDKs write there) and with its state databases in a temporary fo
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,48 @@ def project(tmp_path):
     write(folder, "circuits/rot.qasm", ROT3)
     write(folder, "circuits/flip.qasm", FLIP_FIRST)
     return folder
+
+
+# -- killing an apply at chosen moments (crash-safety tests)
+#
+# Kills are triggered by progress the test can see (jobs the fake provider accepted), not by
+# wall-clock time: a sleep that lands mid-campaign on one machine lands after the end on a
+# faster one, and then the test proves nothing.
+
+def start_apply(manifest, env=None) -> subprocess.Popen:
+    """`qrun apply` in its own process group, so a kill takes its workers too."""
+    return subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, **(env or {})})
+
+
+def kill(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    """SIGKILL the apply and its workers; what it printed until then."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    out, err = process.communicate(timeout=30)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def wait_until(condition, process: subprocess.Popen, timeout: float = 60.0) -> bool:
+    """True once `condition()` holds; False if the process ended or time ran out first."""
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None or time.time() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def kill_after_more_accepted(manifest, accepted, rng, env=None, most: int = 3):
+    """Start an apply and SIGKILL it once the provider accepted 1 to `most` more jobs, plus a
+    random instant up to 0.3 s. Returns (output, whether the kill caught it running)."""
+    process = start_apply(manifest, env)
+    target = accepted() + rng.randint(1, most)
+    running = wait_until(lambda: accepted() >= target, process, timeout=120)
+    if running:
+        time.sleep(rng.uniform(0.0, 0.3))
+        running = process.poll() is None
+    return kill(process), running

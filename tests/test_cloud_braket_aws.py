@@ -15,7 +15,7 @@ import pytest
 
 from qrun.fakes.braket_aws import FakeBraket
 
-from .conftest import qrun, write
+from .conftest import kill_after_more_accepted, qrun, write
 
 SECRET = "s3cr3t-AKIA-planted-9f8e7d"
 DEVICE = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
@@ -157,20 +157,13 @@ def test_sigkill_at_random_moments_never_pays_twice(project, aws_env, _state_dir
     try:
         manifest = _campaign(project, fake.start(), thetas=15)
         db = _state_dir / "cloud.sqlite"
-        progress = []
-        for _ in range(5):  # kill at random moments; each run resumes the previous one's work
-            process = subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                       start_new_session=True)
-            time.sleep(rng.uniform(1.5, 4.0))
-            if process.poll() is not None:
-                break
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            progress.append(_done(db))
+        caught = []
+        for _ in range(4):  # each run resumes the previous one's work and is killed in turn
+            _, running = kill_after_more_accepted(manifest, lambda: len(fake.accepted), rng, most=4)
+            caught.append(running and _done(db) < 16)
+        assert any(caught), "the kills must land during the campaign"
         final = qrun("apply", manifest)
         assert final.returncode == 0, final.stderr
-        assert any(0 <= n < 16 for n in progress), "the kills must land during the campaign"
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 16
             assert conn.execute("SELECT count(*) FROM experiments WHERE state!='done'").fetchone()[0] == 0

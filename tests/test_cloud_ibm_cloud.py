@@ -9,17 +9,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
 
 from qrun.fakes.ibm_cloud import FAILED_REASON, FakeIBMQuantum
 
-from .conftest import qrun, write
+from .conftest import kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
 
 KEY_VARIABLE = "QRUN_TEST_IBM_API_KEY"
 SECRET = "planted-ibm-key-" + "".join(random.choice("abcdefghjkmnpqrstuvwxyz23456789")
@@ -264,30 +262,6 @@ def test_wrong_key_is_a_deterministic_error(fake, monkeypatch):
         missing.find("qrun-x-1")
 
 
-def _start_apply(manifest) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def _kill(process) -> subprocess.CompletedProcess:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    out, err = process.communicate(timeout=30)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def _wait(condition, process, timeout=60.0) -> bool:
-    deadline = time.time() + timeout
-    while not condition():
-        if process.poll() is not None or time.time() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_sigkill_at_any_moment_never_submits_twice(project, fake, _state_dir):
     """Kill qrun while it talks to the provider, including after the provider accepted a job
     and before qrun committed its handle; re-apply until done: one job per tag, one result
@@ -300,26 +274,21 @@ def test_sigkill_at_any_moment_never_submits_twice(project, fake, _state_dir):
     rng = random.Random(7)
 
     # 1. In the window: the fake created the job and sleeps before answering; kill now.
-    process = _start_apply(manifest)
-    assert _wait(lambda: sum(service.accepted.values()) >= 1, process), "no job was submitted"
-    outputs.append(_kill(process))
+    process = start_apply(manifest)
+    assert wait_until(lambda: sum(service.accepted.values()) >= 1, process), "no job was submitted"
+    outputs.append(kill(process))
     with sqlite3.connect(db) as conn:
         states = [s for (s,) in conn.execute("SELECT state FROM jobs")]
     assert "submitting" in states, "the kill must land between accept and commit"
 
-    # 2. At random moments, some after more jobs were accepted.
-    for round_ in range(2):
-        process = _start_apply(manifest)
-        accepted = sum(service.accepted.values())
-        if round_ == 0:
-            _wait(lambda: sum(service.accepted.values()) > accepted, process)
-        else:
-            time.sleep(rng.uniform(1.0, 3.5))
-        outputs.append(_kill(process))
+    # 2. At random moments: after one to three more jobs were accepted, and a little later.
+    for _ in range(2):
+        output, _ = kill_after_more_accepted(manifest, lambda: sum(service.accepted.values()), rng, most=2)
+        outputs.append(output)
 
     # 3. Re-apply until the campaign is done.
     for _ in range(4):
-        process = _start_apply(manifest)
+        process = start_apply(manifest)
         out, err = process.communicate(timeout=180)
         outputs.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
         if process.returncode == 0:

@@ -6,14 +6,10 @@ the fake by `options.endpoint`, with a planted token in an environment variable.
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +18,7 @@ import pytest
 from qrun.backends.base import Task, TaskFailed, TransientBackendError
 from qrun.fakes.pasqal_cloud import INJECTED_ERROR, FakePasqal
 
-from .conftest import EXAMPLES, qrun, write
+from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, write
 
 TOKEN_VAR = "QRUN_TEST_PASQAL_TOKEN"
 WIDE = {"COLUMNS": "500"}  # rich wraps long errors in tables at 80 columns
@@ -223,20 +219,6 @@ def test_answers_lost_after_accept_are_reconciled_by_tag(atoms, fakes, secret):
 # -- 4: crash safety
 
 
-def _start_apply(manifest, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env}, start_new_session=True)
-
-
-def _kill(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the group this test started
-    except ProcessLookupError:
-        pass
-    process.communicate(timeout=30)
-
-
 def _handles(db: Path) -> set:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
@@ -255,25 +237,20 @@ def test_sigkill_at_any_moment_then_resume_accepts_each_batch_once(atoms, fakes,
     rng = random.Random(7)
 
     # First kill: right after the fake accepted a batch, before its answer reached qrun.
-    process = _start_apply(manifest, env)
+    process = start_apply(manifest, env)
     deadline = time.time() + 60
     while not fake.accepted:
         assert process.poll() is None, process.communicate()
         assert time.time() < deadline, "no batch was ever accepted"
         time.sleep(0.01)
-    _kill(process)
+    kill(process)
     accepted_tags = set(fake.accepted)
     in_window = len(accepted_tags - _handles(db))
     assert in_window >= 1  # the accepted batch has no handle in qrun's state
 
-    # Then kills at random moments.
+    # Then kills at random moments: after one or two more batches were accepted, and a little later.
     for _ in range(2):
-        process = _start_apply(manifest, env)
-        time.sleep(rng.uniform(0.5, 2.5))
-        if process.poll() is not None:
-            process.communicate()
-            break
-        _kill(process)
+        kill_after_more_accepted(manifest, lambda: len(fake.accepted), rng, env=env, most=2)
 
     for _ in range(5):  # re-apply until the campaign is complete
         finished = qrun("apply", manifest, env=env)

@@ -14,10 +14,8 @@ import json
 import os
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pytest
 from qrun.backends.base import Task
 from qrun.fakes.quandela_cloud import FAILURE_TEXT, FakeQuandela
 
-from .conftest import EXAMPLES, qrun, write
+from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, write
 
 SECRET = "qrun-planted-quandela-token-7f3a9c"
 TOKEN_VAR = "QRUN_TEST_QUANDELA_TOKEN"
@@ -213,17 +211,6 @@ def test_a_service_without_lookup_fails_the_job_instead_of_paying_twice(services
 # -- 4. crash safety
 
 
-def _start(manifest) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "qrun", "apply", str(manifest), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, **ENV})
-
-
-def _kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate(timeout=30)
-
-
 def test_kill_anywhere_then_reapply_finishes_without_duplicates(services, lab, _state_dir):
     fake, url = services(latency=0.25, seed=11)  # every answer comes 0.25 s after the work
     manifest = _manifest(lab, url, name="crashy", shots=300, split=1, mzi_points=4)
@@ -231,21 +218,17 @@ def test_kill_anywhere_then_reapply_finishes_without_duplicates(services, lab, _
     outputs = []
     # First kill: right after the service accepted a job, while its answer is still on the way
     # (the handle is not committed): the next apply must find the job by its tag.
-    process = _start(manifest)
+    process = start_apply(manifest, ENV)
     deadline = time.time() + 60
     while not fake.accepted:
         assert process.poll() is None, process.communicate()
         assert time.time() < deadline, "no job was ever accepted"
         time.sleep(0.01)
-    _kill(process)
+    kill(process)
     in_flight = set(fake.accepted)
-    for _ in range(2):  # then at random moments
-        process = _start(manifest)
-        time.sleep(chance.uniform(1.5, 4.5))
-        if process.poll() is None:
-            _kill(process)
-        else:
-            outputs.extend(process.communicate())
+    for _ in range(2):  # then at random moments: after one or two more jobs were accepted
+        output, _ = kill_after_more_accepted(manifest, lambda: len(fake.accepted), chance, env=ENV, most=2)
+        outputs += [output.stdout, output.stderr]
     for _ in range(4):
         finished = _apply(manifest)
         outputs += [finished.stdout, finished.stderr]
