@@ -7,7 +7,7 @@ qrun (and running ``qrun --help``) stays fast.
 
 __version__ = "0.1.0"
 
-_API = ("validate", "plan", "apply", "status", "export", "unlock", "state_path")
+_API = ("validate", "plan", "apply", "status", "export", "unlock", "state_path", "ExecutorChoice")
 
 
 def __getattr__(name):

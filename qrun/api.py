@@ -19,13 +19,16 @@ from . import __version__
 from . import exporter
 from . import manifest as manifests
 from . import planner
+from .backends import faults
 from .engine import Engine, RunOutcome
+from .executors import ExecutorChoice
 from .errors import StateError
 from .manifest import Manifest
 from .provenance import git_state
 from .store import DONE, FAILED, PENDING, Store
 
 DEFAULT_STATE_DIR = "runs"
+FAILURES_SHOWN = 20  # failed experiments listed by apply and status; export lists them all
 
 
 def state_path(manifest: Manifest, state_dir: str | Path | None = None) -> Path:
@@ -61,7 +64,7 @@ def plan(path: str | Path, state_dir=None) -> PlanReport:
     """What `apply` would do, and why, without writing anything."""
     manifest = validate(path)
     db_path = state_path(manifest, state_dir)
-    store = Store.open(db_path, create=False) if db_path.exists() else None
+    store = Store.open(db_path, readonly=True) if db_path.exists() else None
     try:
         states = store.experiment_states() if store else {}
     finally:
@@ -96,9 +99,11 @@ class ApplyReport:
     planned: object  # store.PlanCounts
     run: RunOutcome
     state: dict  # experiments of the plan by state: pending, done, failed
-    failures: list = field(default_factory=list)
+    failures: list = field(default_factory=list)  # the first failed experiments
+    failure_causes: list = field(default_factory=list)  # failed experiments per backend and error
     exports: list = field(default_factory=list)
     backends: list = field(default_factory=list)
+    injected_faults: str | None = None  # QRUN_FAULTS was set: this run was a rehearsal
 
     @property
     def interrupted(self) -> bool:
@@ -109,15 +114,18 @@ class ApplyReport:
         return self.state[PENDING] == 0 and self.state[FAILED] == 0
 
 
-def apply(path: str | Path, state_dir=None, workers: int | None = None, progress=None,
-          retry_failed: bool = False, on_planned=None) -> ApplyReport:
+def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorChoice(),
+          progress=None, retry_failed: bool = False, on_planned=None) -> ApplyReport:
     """Store the manifest's plan and run every experiment not done yet.
 
     Resumes whatever an earlier, interrupted apply left. With ``retry_failed``, experiments
-    that failed for good get new attempts. ``on_planned(counts, total)`` is called once the
-    plan is stored, before anything runs (the CLI starts its progress bar there).
+    that failed for good get new attempts. ``executor`` says where local simulation runs
+    (worker processes here, or Ray). ``on_planned(counts, total)`` is called once the plan
+    is stored, before anything runs (the CLI starts its progress bar there). Faults asked
+    for by QRUN_FAULTS are injected into local runs (a rehearsal; see backends/faults.py).
     """
     manifest = validate(path)
+    run_options = RunOptions(executor=executor, faults=faults.from_env())
     git = git_state(manifest.path, [manifest.folder / c.program.origin
                                     for c in manifest.circuits.values()])
     store = Store.open(state_path(manifest, state_dir))
@@ -125,12 +133,25 @@ def apply(path: str | Path, state_dir=None, workers: int | None = None, progress
     try:
         store.acquire_lock(manifest.name, command)
         try:
-            return _apply_locked(store, manifest, git, command, workers, progress, retry_failed,
-                                 on_planned)
-        finally:
-            store.release_lock(manifest.name)
+            report = _apply_locked(store, manifest, git, command, run_options, progress,
+                                   retry_failed, on_planned)
+        except BaseException:
+            _quietly(store.release_lock, manifest.name)
+            raise
+        store.release_lock(manifest.name)
+        return report
     finally:
         store.close()
+
+
+def _quietly(closing_write, *args) -> None:
+    """A closing write (outcome, lock) after an error. It most likely fails for the same
+    reason (a full disk), and then must not hide the first error. A lock left behind names
+    a process that is gone: the next apply takes it over."""
+    try:
+        closing_write(*args)
+    except StateError:
+        pass
 
 
 def store_plan(store: Store, manifest: Manifest, apply_id: int):
@@ -146,7 +167,13 @@ def store_plan(store: Store, manifest: Manifest, apply_id: int):
     )
 
 
-def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progress,
+@dataclass(frozen=True)
+class RunOptions:
+    executor: ExecutorChoice
+    faults: faults.Faults
+
+
+def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOptions, progress,
                   retry_failed, on_planned) -> ApplyReport:
     store.set_meta("campaign", manifest.name)
     apply_id = store.begin_apply(command, str(manifest.path), manifest.sha256, git.commit,
@@ -160,7 +187,8 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progr
         if on_planned:
             counts = store.state_counts(apply_id)
             on_planned(planned, sum(counts.values()), counts[DONE])
-        run = Engine(store, manifest, apply_id, workers=workers, progress=progress).run()
+        run = Engine(store, manifest, apply_id, executor=options.executor, faults=options.faults,
+                     progress=progress).run()
         state = store.state_counts(apply_id)
         outcome = "interrupted" if run.interrupted else \
             "done" if state[PENDING] == 0 and state[FAILED] == 0 else "failed"
@@ -168,11 +196,15 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, workers, progr
     except KeyboardInterrupt:
         run.interrupted = True
         state, exports, planned = store.state_counts(apply_id), [], None
-    finally:
-        store.finish_apply(apply_id, outcome)
+    except BaseException:
+        _quietly(store.finish_apply, apply_id, "error")  # the run stopped on an error
+        raise
+    store.finish_apply(apply_id, outcome)
     return ApplyReport(campaign=manifest.name, state_path=store.path, planned=planned, run=run,
-                       state=state, failures=store.failures(apply_id), exports=exports,
-                       backends=store.backend_summary(apply_id))
+                       state=state, failures=store.failures(apply_id, limit=FAILURES_SHOWN),
+                       failure_causes=store.failure_causes(apply_id), exports=exports,
+                       backends=store.backend_summary(apply_id),
+                       injected_faults=options.faults.describe() if options.faults.active else None)
 
 
 def _write_exports(store: Store, manifest: Manifest, apply_id: int) -> list:
@@ -191,10 +223,11 @@ def status(path: str | Path, state_dir=None) -> dict:
     db_path = state_path(manifest, state_dir)
     report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
               "experiments": None, "backends": [], "jobs": {}, "last_apply": None,
-              "manifest_changed": None, "lock": None, "failures": [], "remote_jobs": []}
+              "manifest_changed": None, "lock": None, "failures": [], "failure_causes": [],
+              "remote_jobs": []}
     apply_id = None
     if db_path.exists():
-        with Store.open(db_path, create=False) as store:
+        with Store.open(db_path, readonly=True) as store:
             report["lock"] = store.lock_holder(manifest.name)
             apply_id = store.latest_plan_apply()
             if apply_id is not None:
@@ -206,7 +239,8 @@ def status(path: str | Path, state_dir=None) -> dict:
                                  "failed": counts[FAILED], "pending": counts[PENDING]},
                     backends=store.backend_summary(apply_id), jobs=store.job_counts(apply_id),
                     last_apply=last, manifest_changed=last["manifest_sha256"] != manifest.sha256,
-                    failures=store.failures(apply_id, limit=20),
+                    failures=store.failures(apply_id, limit=FAILURES_SHOWN),
+                    failure_causes=store.failure_causes(apply_id),
                     remote_jobs=store.remote_jobs(apply_id))
     if apply_id is None:  # never applied: everything the manifest describes is pending
         total = sum(1 for _ in planner.experiments(manifest))
@@ -221,7 +255,7 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         raise StateError(f"campaign {manifest.name} has no state at {db_path}; run qrun apply first")
-    with Store.open(db_path, create=False) as store:
+    with Store.open(db_path, readonly=True) as store:
         apply_id = store.latest_plan_apply()
         if apply_id is None:
             raise StateError(f"campaign {manifest.name} has no applied plan; run qrun apply first")

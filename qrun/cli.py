@@ -115,13 +115,15 @@ def _print_error(exc: QrunError) -> None:
         click.echo(f"error: {exc}", err=True)
 
 
-def _run(manifest, state_dir, workers, no_progress, retry_failed):
+def _run(manifest, state_dir, run_options, no_progress, retry_failed):
     from . import api, render
 
+    workers, executor, ray_address = run_options
+    choice = api.ExecutorChoice(kind=executor, workers=workers, ray_address=ray_address)
     progress = render.ApplyProgress(enabled=not no_progress)
     started = time.monotonic()
     try:
-        report = api.apply(manifest, state_dir, workers=workers, progress=progress,
+        report = api.apply(manifest, state_dir, executor=choice, progress=progress,
                            retry_failed=retry_failed, on_planned=progress.start)
     finally:
         progress.stop()
@@ -131,8 +133,31 @@ def _run(manifest, state_dir, workers, no_progress, retry_failed):
     sys.exit(EXIT_OK if report.all_done else EXIT_FAILED)
 
 
-workers_option = click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
-                              help="Worker processes for local simulation [default: one per CPU].")
+
+
+def run_options(command):
+    """-j, --executor and --ray-address, passed to the command as one `run_options` tuple."""
+    options = [
+        click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
+                     help="Local simulation jobs run at once [default: one per CPU, or per "
+                          "CPU of the Ray cluster]."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                     envvar="QRUN_EXECUTOR", show_default=True,
+                     help="Where local simulation runs: worker processes here, or Ray "
+                          "[env: QRUN_EXECUTOR]."),
+        click.option("--ray-address", default=None, envvar="QRUN_RAY_ADDRESS", metavar="HOST:PORT",
+                     help="The Ray cluster to use with --executor ray; without it a Ray "
+                          "instance is started for the run [env: QRUN_RAY_ADDRESS]."),
+    ]
+
+    def gather(workers, executor, ray_address, **kwargs):
+        return command(run_options=(workers, executor, ray_address), **kwargs)
+    gather = functools.wraps(command)(gather)
+    for option in reversed(options):
+        gather = option(gather)
+    return gather
+
+
 no_progress_option = click.option("--no-progress", is_flag=True,
                                   help="No progress bar (it is off anyway when not on a terminal).")
 
@@ -140,23 +165,23 @@ no_progress_option = click.option("--no-progress", is_flag=True,
 @main.command()
 @manifest_argument
 @state_dir_option
-@workers_option
+@run_options
 @no_progress_option
 @reports_errors
-def apply(manifest, state_dir, workers, no_progress):
+def apply(manifest, state_dir, run_options, no_progress):
     """Run every experiment of the manifest that is not done yet; resume after any stop."""
-    _run(manifest, state_dir, workers, no_progress, retry_failed=False)
+    _run(manifest, state_dir, run_options, no_progress, retry_failed=False)
 
 
 @main.command()
 @manifest_argument
 @state_dir_option
-@workers_option
+@run_options
 @no_progress_option
 @reports_errors
-def retry(manifest, state_dir, workers, no_progress):
+def retry(manifest, state_dir, run_options, no_progress):
     """Give failed experiments new attempts, then apply."""
-    _run(manifest, state_dir, workers, no_progress, retry_failed=True)
+    _run(manifest, state_dir, run_options, no_progress, retry_failed=True)
 
 
 @main.command()

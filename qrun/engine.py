@@ -17,18 +17,18 @@ its tag (so it is never submitted twice), or submitted, which it re-attaches by 
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import random
-import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+from . import executors
 from .backends import PROVIDERS, adapter_for, run_local_job
 from .backends.base import RemoteStatus, Task, TaskFailed, TransientBackendError
+from .backends.faults import NO_FAULTS, Faults
 from .errors import BackendUnavailable
+from .executors import ExecutorChoice
 from .manifest import Manifest
 from .planner import job_limits
 from .store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
@@ -55,28 +55,6 @@ class NullProgress:
 
     def experiments_finished(self, done: int, failed: int) -> None:
         pass
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C goes to the whole process group; only the coordinator decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _process_pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver: workers start from a clean, single-threaded server process, so they never
-    # inherit the coordinator's threads, locks or open database; Qiskit is preloaded there once.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        context.set_forkserver_preload(["qrun.backends.preload"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
 
 
 @dataclass
@@ -107,18 +85,20 @@ class _Op:
 
 
 class Engine:
-    def __init__(self, store: Store, manifest: Manifest, apply_id: int, workers: int | None = None,
+    def __init__(self, store: Store, manifest: Manifest, apply_id: int,
+                 executor: ExecutorChoice = ExecutorChoice(), faults: Faults = NO_FAULTS,
                  progress=None):
         self.store = store
         self.manifest = manifest
         self.apply_id = apply_id
-        self.workers = workers or default_workers()
+        self.executor = executor
+        self.faults = faults  # injected into local runs (QRUN_FAULTS), for rehearsals
         self.progress = progress or NullProgress()
         self.outcome = RunOutcome()
         self._in_flight: dict[Future, _Op] = {}
         self._following: dict[int, _Remote] = {}  # job id -> remote job awaiting its result
         self._programs: dict = {}  # digest -> (format, content, item), shared by all tasks
-        self._processes: ProcessPoolExecutor | None = None
+        self._pool = None  # where local jobs run (executors.LocalPool or RayPool), started on need
         self._threads: ThreadPoolExecutor | None = None
         self._last_submit: dict = {}  # backend -> time of its last submission (rate limits)
         self._unanswered: dict = {}  # job id -> submissions of it left unanswered in this run
@@ -133,8 +113,8 @@ class Engine:
             self.outcome.interrupted = True
             self._stop_gracefully()
         finally:
-            if self._processes is not None:
-                self._processes.shutdown(wait=False, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown()
             if self._threads is not None:
                 self._threads.shutdown(wait=False, cancel_futures=True)
         return self.outcome
@@ -185,13 +165,13 @@ class Engine:
     def _jobs_to_start(self) -> list:
         """(how to begin, job) for the ready jobs there is room for."""
         starts = []
-        local_room = 2 * self.workers - sum(op.kind == "run" for op in self._in_flight.values())
+        local_room = 2 * self._workers() - sum(op.kind == "run" for op in self._in_flight.values())
         per_backend = self._jobs_per_backend()
         has_local = any(PROVIDERS[b.provider].local for b in self.manifest.backends.values())
         if (local_room <= 0 or not has_local) and self._remote_backends_full(per_backend):
             return starts  # no room anywhere: spare the database a query
         busy = {op.job.id for op in self._in_flight.values()} | set(self._following)
-        for job in self.store.ready_jobs(self.apply_id, 2 * self.workers + CALL_THREADS):
+        for job in self.store.ready_jobs(self.apply_id, 2 * self._workers() + CALL_THREADS):
             if job.id in busy:
                 continue
             local = PROVIDERS[job.provider].local
@@ -253,9 +233,8 @@ class Engine:
         def dispatch():
             tasks = [self._task(work) for work in slices]
             config = job.backend_config
-            future = self._process_pool().submit(run_local_job, config["provider"],
-                                                 config["device"], config["options"], job.seed,
-                                                 tasks)
+            future = self._local_pool().submit(run_local_job, config["provider"], config["device"],
+                                               config["options"], job.seed, tasks, self.faults)
             self._in_flight[future] = _Op("run", job, attempt_id, slices)
         return dispatch
 
@@ -267,10 +246,16 @@ class Engine:
         return Task(program_format=fmt, program_content=content, program_item=item,
                     program_digest=work.program, params=work.params, shots=work.shots)
 
-    def _process_pool(self) -> ProcessPoolExecutor:
-        if self._processes is None:
-            self._processes = _process_pool(self.workers)
-        return self._processes
+    def _local_pool(self):
+        if self._pool is None:
+            self._pool = executors.start(self.executor)
+        return self._pool
+
+    def _workers(self) -> int:
+        """Local jobs that run at once (two per worker are kept in flight)."""
+        if self._pool is not None:
+            return self._pool.workers
+        return self.executor.workers or executors.default_workers()
 
     # -- remote jobs
 
@@ -350,7 +335,7 @@ class Engine:
             counts, metadata = future.result()
         except BrokenProcessPool:
             # A worker died (out of memory, a crash in a simulator): the pool is unusable.
-            self._processes = None
+            self._pool.broken()
             self._failed(op, "a worker process died while running this job", transient=True)
             return
         except BackendUnavailable as exc:
@@ -510,9 +495,8 @@ class Engine:
         except KeyboardInterrupt:
             # A second Ctrl-C: leave at once. Jobs still marked running are recovered
             # (run again) by the next apply; submitting ones are reconciled by their tag.
-            if self._processes is not None:
-                for process in list(getattr(self._processes, "_processes", {}).values()):
-                    process.terminate()
+            if self._pool is not None:
+                self._pool.terminate()
 
 
 def _submit(adapter, tasks: list, seed, tag: str, reconcile: bool) -> str:

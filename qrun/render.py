@@ -94,13 +94,25 @@ def apply_summary(report, seconds: float) -> None:
     for path, count in report.exports:
         out.print(f"exported {count} rows to {path}", soft_wrap=True)
     if report.failures:
-        failures(report.failures)
+        failures(report.failures, report.failure_causes, report.state["failed"])
         err.print("Fix the cause, then run `qrun retry` to give failed experiments new attempts.")
+    if report.injected_faults:
+        err.print(f"[yellow]Faults were injected into local runs (QRUN_FAULTS: "
+                  f"{report.injected_faults}): a rehearsal.[/yellow]")
     if report.interrupted:
         err.print("Interrupted: finished work is saved; run `qrun apply` again to resume.")
 
 
-def failures(rows: list) -> None:
+def failures(rows: list, causes: list, failed: int) -> None:
+    """What failed and why: the causes with their counts, then the first failed experiments."""
+    if len(causes) > 1 or failed > len(rows):
+        why = Table(title="why experiments failed", title_justify="left")
+        why.add_column("experiments", justify="right")
+        for column in ("backend", "error"):
+            why.add_column(column, overflow="fold")
+        for cause in causes:
+            why.add_row(str(cause["experiments"]), cause["backend"], cause["error"] or "")
+        err.print(why)
     table = Table(title="failed experiments", title_justify="left")
     for column in ("circuit", "backend", "params", "error"):
         table.add_column(column, overflow="fold")
@@ -109,6 +121,9 @@ def failures(rows: list) -> None:
                            for k, v in row["params"].items())
         table.add_row(row["circuit"], row["backend"], params, row["error"] or "")
     err.print(table)
+    if failed > len(rows):
+        err.print(f"... and {failed - len(rows)} more failed experiments "
+                  "(`qrun export` lists each with its error)")
 
 
 def status(report: dict) -> None:
@@ -142,7 +157,7 @@ def status(report: dict) -> None:
                           job["provider_state"] or "", job["remote_id"])
         out.print(table)
     if report["failures"]:
-        failures(report["failures"])
+        failures(report["failures"], report["failure_causes"], report["experiments"]["failed"])
 
 
 def _red(count: int) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -140,21 +141,51 @@ class Store:
     # -- opening
 
     @classmethod
-    def open(cls, path: Path, create: bool = True) -> "Store":
+    def open(cls, path: Path, create: bool = True, readonly: bool = False) -> "Store":
+        """Open (or create) a campaign's state database.
+
+        ``readonly`` never writes, not even SQLite's shared-memory file when the folder is
+        read-only (an archived campaign): status and export work there.
+        """
         path = Path(path)
-        if not path.exists() and not create:
+        if not path.exists() and (readonly or not create):
             raise StateError(f"no state database at {path}")
-        if create:
+        if create and not readonly:
             _make_folder(path.parent)
+        if readonly:
+            return cls._open_readonly(path)
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state database {path}: {exc}") from None
+        return cls._prepared(conn, path, writable=True)
+
+    @classmethod
+    def _open_readonly(cls, path: Path) -> "Store":
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        try:
+            return cls._prepared(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30,
+                                                 check_same_thread=False), path, writable=False)
+        except StateError:
+            # SQLite reads a WAL database through a shared-memory file it must create; in a
+            # read-only folder it cannot. A database closed cleanly has no log left to read,
+            # so it can then be read as immutable; one with a log cannot be read safely.
+            wal = Path(f"{path}-wal")
+            if os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size):
+                raise
+            conn = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            return cls._prepared(conn, path, writable=False)
+
+    @classmethod
+    def _prepared(cls, conn: sqlite3.Connection, path: Path, writable: bool) -> "Store":
         store = cls(conn, path)
         try:
-            store._prepare()
+            store._prepare(writable)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if _is_access_problem(exc) or _is_disk_problem(exc):
+                raise StateError(_explain(path, exc, "cannot open")) from None
             raise StateError(f"{path} is not a usable qrun state database ({exc}); "
                              "move it aside to start afresh") from None
         except StateError:
@@ -162,13 +193,16 @@ class Store:
             raise
         return store
 
-    def _prepare(self) -> None:
+    def _prepare(self, writable: bool = True) -> None:
         self.conn.execute("PRAGMA busy_timeout = 30000")
         app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
         has_tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
         if has_tables and app_id != APPLICATION_ID:
             raise StateError(f"{self.path} is an SQLite file, but not a qrun state database; "
                              "refusing to touch it")
+        if not writable:
+            self._check_version()
+            return
         mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StateError(f"{self.path}: cannot switch to WAL journaling (got {mode})")
@@ -176,12 +210,15 @@ class Store:
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
 
-    def _migrate(self) -> None:
+    def _check_version(self) -> int:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StateError(f"{self.path} was written by a newer qrun (schema {version}, this "
                              f"qrun knows up to {SCHEMA_VERSION}); upgrade qrun to use it")
-        if version == SCHEMA_VERSION:
+        return version
+
+    def _migrate(self) -> None:
+        if self._check_version() == SCHEMA_VERSION:
             return
         with self.transaction():
             # Re-read inside the write lock: another process may have migrated meanwhile.
@@ -218,7 +255,7 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StateError(f"cannot write {self.path}: {exc}") from None
+            raise StateError(_explain(self.path, exc, "cannot write")) from None
         self._depth = 1
         try:
             yield self.conn
@@ -226,7 +263,8 @@ class Store:
             self._depth = 0
             self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StateError(f"write to {self.path} failed and was rolled back: {exc}") from None
+                raise StateError(_explain(self.path, exc, "a write failed and was rolled back")) \
+                    from None
             raise
         else:
             self._depth = 0
@@ -235,7 +273,8 @@ class Store:
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                raise StateError(f"commit to {self.path} failed and was rolled back: {exc}") from None
+                raise StateError(_explain(self.path, exc, "a commit failed and was rolled back")) \
+                    from None
 
     def _event(self, apply_id, entity: str, entity_id, state: str, detail=None) -> None:
         self.conn.execute(
@@ -719,6 +758,13 @@ class Store:
         return [{"circuit": c, "backend": b, "params": json.loads(p), "error": e}
                 for c, b, p, e in rows]
 
+    def failure_causes(self, apply_id: int, limit: int = 20) -> list[dict]:
+        """Why experiments failed: one row per backend and error, the most frequent first."""
+        rows = self.conn.execute(
+            "SELECT backend, error, count(*) AS n FROM experiments WHERE plan_apply=? AND state=? "
+            "GROUP BY backend, error ORDER BY n DESC, backend LIMIT ?", (apply_id, FAILED, limit))
+        return [{"backend": b, "error": e, "experiments": n} for b, e, n in rows]
+
     def job_counts(self, apply_id: int) -> dict:
         rows = self.conn.execute(
             "SELECT j.state, count(*) FROM jobs j WHERE EXISTS (SELECT 1 FROM slices s JOIN "
@@ -783,6 +829,32 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def _primary_code(exc: sqlite3.Error) -> int:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+
+
+def _is_disk_problem(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk" in str(exc)
+
+
+def _is_access_problem(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM) \
+        or "readonly" in str(exc) or "unable to open" in str(exc)
+
+
+def _explain(path: Path, exc: sqlite3.Error, what: str) -> str:
+    """The error, what it likely means, and what to do; committed work is never lost."""
+    message = f"{path}: {what} ({exc})"
+    if _is_disk_problem(exc):
+        return (f"{message}: the disk is full or failing. Everything committed before is kept; "
+                "free some space and run the command again to carry on")
+    if _is_access_problem(exc):
+        return (f"{message}: its folder {path.parent} or the file is not writable. Make it "
+                "writable, or choose another folder with --state-dir or QRUN_STATE_DIR "
+                "(status and export can read a read-only campaign)")
+    return message
 
 
 def _make_folder(folder: Path) -> None:

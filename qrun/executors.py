@@ -1,0 +1,141 @@
+"""Where local simulation runs: worker processes on this machine, or a Ray cluster.
+
+Either way the engine hands a job's tasks to ``submit`` and gets a concurrent.futures
+Future back, so it waits on local runs, Ray runs and cloud calls with one ``wait``. The
+workers only compute; the coordinator stays the single writer of the state database.
+
+    qrun apply M.yaml                          # a process pool, one worker per CPU
+    qrun apply M.yaml --executor ray           # a Ray instance started for this run
+    QRUN_RAY_ADDRESS=host:6379 qrun apply M.yaml --executor ray   # an existing cluster
+
+Ray workers import qrun and the providers' SDKs themselves: install qrun on every node.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from .backends.base import TransientBackendError
+from .errors import QrunError
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    kind: str = "local"  # local | ray
+    workers: int | None = None  # local: processes; ray: tasks at once (default: cluster CPUs)
+    ray_address: str | None = None  # None: start a private Ray instance for the run
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C goes to the whole process group; only the coordinator decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalPool:
+    """A pool of worker processes, started on the first job and replaced if one dies."""
+
+    def __init__(self, workers: int | None):
+        self.workers = workers or default_workers()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, fn, *args) -> Future:
+        if self._pool is None:
+            self._pool = self._start()
+        return self._pool.submit(fn, *args)
+
+    def _start(self) -> ProcessPoolExecutor:
+        # forkserver: workers start from a clean, single-threaded server process, so they never
+        # inherit the coordinator's threads, locks or open database; Qiskit is preloaded there once.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            context.set_forkserver_preload(["qrun.backends.preload"])
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                   initializer=_ignore_sigint)
+
+    def broken(self) -> None:
+        """A worker died and took the pool down: the next job starts a fresh one."""
+        self._pool = None
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def terminate(self) -> None:
+        """Stop the workers now (a second Ctrl-C)."""
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+
+
+class RayPool:
+    """Runs jobs as Ray tasks; their futures settle in the coordinator like local ones."""
+
+    def __init__(self, workers: int | None, address: str | None):
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home
+        try:
+            import ray
+        except ImportError:
+            raise QrunError("--executor ray needs Ray: pip install 'qrun[ray]'") from None
+        self._ray = ray
+        try:
+            if address:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
+                         logging_level="ERROR", log_to_driver=False)
+        except Exception as exc:  # no cluster there, a version mismatch...
+            where = f"at {address}" if address else "on this machine"
+            raise QrunError(f"cannot start or reach Ray {where}: {exc}") from None
+        self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._remote = {}
+
+    def submit(self, fn, *args) -> Future:
+        remote = self._remote.get(fn)
+        if remote is None:
+            remote = self._remote[fn] = self._ray.remote(max_retries=0)(fn)
+        settled: Future = Future()
+        ray_future = remote.remote(*args).future()
+        ray_future.add_done_callback(lambda f: self._settle(f, settled))
+        return settled
+
+    def _settle(self, ray_future: Future, settled: Future) -> None:
+        """Give the engine the task's own exception, or a transient one for Ray's failures."""
+        exceptions = self._ray.exceptions
+        try:
+            settled.set_result(ray_future.result())
+        except exceptions.RayTaskError as exc:  # the job's own error, as the worker raised it
+            settled.set_exception(exc.cause if exc.cause is not None else exc)
+        except exceptions.RayError as exc:  # a worker or node died, an object was lost
+            settled.set_exception(TransientBackendError(f"Ray lost the task: {exc}"))
+        except BaseException as exc:  # noqa: BLE001 (the engine decides what it means)
+            settled.set_exception(exc)
+
+    def broken(self) -> None:
+        pass  # Ray replaces dead workers itself
+
+    def shutdown(self) -> None:
+        self._ray.shutdown()
+
+    def terminate(self) -> None:
+        self._ray.shutdown()
+
+
+def start(choice: ExecutorChoice):
+    """The pool local jobs run in, for the chosen executor."""
+    if choice.kind == "ray":
+        return RayPool(choice.workers, choice.ray_address)
+    return LocalPool(choice.workers)
