@@ -45,6 +45,11 @@ def reports_errors(command):
         except Exception as exc:
             if os.environ.get("QRUN_DEBUG"):
                 raise
+            if type(exc).__module__ == "sqlite3":  # damage found deep in a query, past opening
+                click.echo(f"error: the state database cannot be read ({exc}); it may be "
+                           "damaged: restore it from a backup, or move it aside to start afresh",
+                           err=True)
+                sys.exit(EXIT_BAD_INPUT)
             click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
                        "This is a bug in qrun; run again with QRUN_DEBUG=1 for a traceback.",
                        err=True)

@@ -157,7 +157,7 @@ class Store:
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise StateError(f"cannot open state database {path}: {exc}") from None
+            raise StateError(_explain(path, exc, "cannot open")) from None
         return cls._prepared(conn, path, writable=True)
 
     @classmethod
@@ -184,7 +184,7 @@ class Store:
             store._prepare(writable)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            if _is_access_problem(exc) or _is_disk_problem(exc):
+            if _is_access_problem(exc) or _is_disk_problem(exc) or _is_damage(exc):
                 raise StateError(_explain(path, exc, "cannot open")) from None
             raise StateError(f"{path} is not a usable qrun state database ({exc}); "
                              "move it aside to start afresh") from None
@@ -194,6 +194,9 @@ class Store:
         return store
 
     def _prepare(self, writable: bool = True) -> None:
+        if _cut_short(self.path):
+            raise StateError(f"{self.path} is shorter than its own header says: the file was cut "
+                             f"short (a copy or a disk that failed). {DAMAGED_ADVICE}")
         self.conn.execute("PRAGMA busy_timeout = 30000")
         app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
         has_tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
@@ -836,7 +839,12 @@ def _primary_code(exc: sqlite3.Error) -> int:
 
 
 def _is_disk_problem(exc: sqlite3.Error) -> bool:
-    return _primary_code(exc) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk" in str(exc)
+    return _primary_code(exc) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) \
+        or "disk is full" in str(exc) or "disk I/O error" in str(exc)
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) == sqlite3.SQLITE_CORRUPT or "malformed" in str(exc)
 
 
 def _is_access_problem(exc: sqlite3.Error) -> bool:
@@ -847,6 +855,8 @@ def _is_access_problem(exc: sqlite3.Error) -> bool:
 def _explain(path: Path, exc: sqlite3.Error, what: str) -> str:
     """The error, what it likely means, and what to do; committed work is never lost."""
     message = f"{path}: {what} ({exc})"
+    if _is_damage(exc):
+        return f"{message}. {DAMAGED_ADVICE}"
     if _is_disk_problem(exc):
         return (f"{message}: the disk is full or failing. Everything committed before is kept; "
                 "free some space and run the command again to carry on")
@@ -855,6 +865,34 @@ def _explain(path: Path, exc: sqlite3.Error, what: str) -> str:
                 "writable, or choose another folder with --state-dir or QRUN_STATE_DIR "
                 "(status and export can read a read-only campaign)")
     return message
+
+
+DAMAGED_ADVICE = ("The file is damaged and qrun will not write to it. Restore it from a backup, "
+                  "or move it aside and apply again to start afresh (finished experiments then "
+                  "run again)")
+
+
+def _cut_short(path: Path) -> bool:
+    """Whether the database file is shorter than the size its header records.
+
+    SQLite itself would only notice on reading a missing page, deep inside some later query.
+    The header's size is trusted only when SQLite marked it valid (change counter equal to
+    version-valid-for) and no write-ahead log holds newer pages.
+    """
+    try:
+        with open(path, "rb") as stream:
+            header = stream.read(100)
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            return False
+        size = path.stat().st_size
+    except OSError:
+        return False  # unreadable: opening it reports why
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0") or header[24:28] != header[92:96]:
+        return False
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    return size < page_size * int.from_bytes(header[28:32], "big")
 
 
 def _make_folder(folder: Path) -> None:

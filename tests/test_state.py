@@ -46,6 +46,7 @@ def test_new_database_is_wal_and_versioned(tmp_path):
     ("foreign", "not a qrun state database"),
     ("newer", "written by a newer qrun"),
     ("garbage", "not a usable qrun state database"),
+    ("truncated", "shorter than its own header says"),
 ])
 def test_damaged_or_foreign_state_is_refused_untouched(small, _state_dir, damage, message):
     _state_dir.mkdir(parents=True)
@@ -58,12 +59,17 @@ def test_damaged_or_foreign_state_is_refused_untouched(small, _state_dir, damage
         Store.open(db).close()
         with closing(sqlite3.connect(db)) as conn:
             conn.execute("PRAGMA user_version = 999")
+    elif damage == "truncated":  # a campaign with results, cut in half (a copy that failed)
+        assert qrun("apply", small).returncode == 0
+        os.truncate(db, db.stat().st_size // 2)
     else:
         db.write_bytes(b"this is not sqlite at all" * 100)
     before = db.read_bytes()
-    result = qrun("apply", small)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
+    for command in ("apply", "status", "export"):
+        args = ("-o", str(_state_dir / "out.csv")) if command == "export" else ()
+        result = qrun(command, small, *args)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
     assert db.read_bytes() == before
 
 
@@ -158,3 +164,117 @@ def test_one_failing_experiment_does_not_sink_its_job(project, _state_dir):
     assert retried.returncode == 1  # still failing: the cause was not removed
     assert db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 2
     assert dict(db.execute("SELECT experiment, completed_at FROM results")) == done_before
+
+
+# -- a read-only runs folder, a full disk
+
+SWEEP = """
+    apiVersion: qrun/v1
+    kind: Campaign
+    metadata: {name: grow}
+    spec:
+      shots: 20
+      circuits:
+        - {name: rot, source: circuits/rot.qasm, sweep: {theta: {linspace: [0, 3.14159, POINTS]}}}
+      backends: [{name: aer, provider: qiskit.aer}]
+      split: {max_experiments_per_job: 50}
+"""
+
+
+def _without_root_override():
+    """For a child process: obey file permissions even as root, as any user would.
+
+    Root ignores a folder's missing write bit through CAP_DAC_OVERRIDE. Dropped from the
+    bounding set before exec, the command runs without it (files owned by root stay
+    readable: root is their owner)."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_CAPBSET_DROP, CAP_DAC_OVERRIDE = 24, 1
+    if libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) refused")
+
+
+def _as_user(*args, limit_file_size=None) -> subprocess.CompletedProcess:
+    """qrun in a child that obeys permissions and, optionally, cannot grow a file past a size:
+    RLIMIT_FSIZE makes writes beyond it fail as on a full disk (Python ignores SIGXFSZ)."""
+    def prepare():
+        _without_root_override()
+        if limit_file_size is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+    return subprocess.run([sys.executable, "-m", "qrun", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, preexec_fn=prepare)
+
+
+def _results(db) -> dict:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return dict(conn.execute("SELECT experiment, counts || completed_at FROM results"))
+
+
+def test_read_only_runs_folder(project, _state_dir):
+    archived = write(project, "grow.yaml", SWEEP.replace("POINTS", "6"))
+    assert qrun("apply", archived).returncode == 0
+    kept = _results(_state_dir / "grow.sqlite")
+    fresh = write(project, "fresh.yaml", SWEEP.replace("grow", "fresh").replace("POINTS", "2"))
+    # As on a read-only mount: neither the folder nor any file in it can be written.
+    files = list(_state_dir.iterdir())
+    for path in [*files, _state_dir]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        probe = subprocess.run(["touch", str(_state_dir / "probe")], preexec_fn=_without_root_override)
+        assert probe.returncode != 0, "the folder must really be read-only for the command"
+        # Nothing can be written: a clear error, exit 2, nothing touched.
+        for manifest in (archived, fresh):
+            applied = _as_user("apply", manifest)
+            assert applied.returncode == 2 and "Traceback" not in applied.stderr, applied.stderr
+            assert "not writable" in applied.stderr and "--state-dir" in applied.stderr
+        # An archived campaign can still be read.
+        status = _as_user("status", archived, "-o", "json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["experiments"]["done"] == 6
+        exported = _as_user("export", archived, "-o", project / "out.jsonl")
+        assert exported.returncode == 0, exported.stderr
+        assert len((project / "out.jsonl").read_text().splitlines()) == 6
+        assert sorted(_state_dir.iterdir()) == sorted(files)
+    finally:
+        for path in [_state_dir, *files]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert _results(_state_dir / "grow.sqlite") == kept
+
+
+def test_full_disk_during_apply_loses_nothing_and_the_next_apply_carries_on(project, _state_dir):
+    manifest = write(project, "grow.yaml", SWEEP.replace("POINTS", "20"))
+    assert qrun("apply", manifest).returncode == 0
+    db = _state_dir / "grow.sqlite"
+    kept = _results(db)
+    # The campaign grows a hundredfold; the disk has room for 32 KiB more.
+    write(project, "grow.yaml", SWEEP.replace("POINTS", "2000"))
+    full = _as_user("apply", manifest, limit_file_size=db.stat().st_size + 32 * 1024)
+    assert full.returncode == 2, full.stdout + full.stderr
+    assert "disk is full or failing" in full.stderr and "Traceback" not in full.stderr
+    after = _results(db)  # intact (integrity_check), and every result stored before is there
+    assert {k: after[k] for k in kept} == kept
+    # Space freed: the next apply finishes the campaign, without running anything twice.
+    done = qrun("apply", manifest)
+    assert done.returncode == 0, done.stderr
+    final = _results(db)
+    assert {k: final[k] for k in after} == after
+    status = json.loads(qrun("status", manifest, "-o", "json").stdout)
+    assert status["experiments"] == {"total": 2000, "done": 2000, "failed": 0, "pending": 0}
+
+
+def test_full_disk_during_export_keeps_the_previous_file(project, _state_dir):
+    manifest = write(project, "grow.yaml", SWEEP.replace("POINTS", "300"))
+    assert qrun("apply", manifest).returncode == 0
+    target = project / "out.jsonl"
+    target.write_text("previous export\n")
+    # Room for SQLite's shared-memory file (32 KiB), not for the export (about 100 KiB).
+    full = _as_user("export", manifest, "-o", target, limit_file_size=48 * 1024)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+    assert f"cannot write {target}" in full.stderr
+    assert target.read_text() == "previous export\n"
+    assert [p.name for p in project.iterdir() if p.name.startswith("out")] == ["out.jsonl"]
