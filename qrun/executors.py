@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -91,6 +92,8 @@ class RayPool:
         except ImportError:
             raise QrunError("--executor ray needs Ray: pip install 'qrun[ray]'") from None
         self._ray = ray
+        if address:
+            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
@@ -101,14 +104,16 @@ class RayPool:
             where = f"at {address}" if address else "on this machine"
             raise QrunError(f"cannot start or reach Ray {where}: {exc}") from None
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._remote = {}
+        self._remote = None  # the Ray remote function, made on the first job
 
     def submit(self, fn, *args) -> Future:
-        remote = self._remote.get(fn)
-        if remote is None:
-            remote = self._remote[fn] = self._ray.remote(max_retries=0)(fn)
+        """Run ``fn(*args)``, which returns (outcomes, metadata), as a Ray task."""
+        if self._remote is None:
+            # No retries by Ray: a lost task comes back as transient, and the engine's
+            # retry policy decides, as for a local worker that died.
+            self._remote = self._ray.remote(max_retries=0)(_in_ray_worker)
         settled: Future = Future()
-        ray_future = remote.remote(*args).future()
+        ray_future = self._remote.remote(fn, *args).future()
         ray_future.add_done_callback(lambda f: self._settle(f, settled))
         return settled
 
@@ -132,6 +137,26 @@ class RayPool:
 
     def terminate(self) -> None:
         self._ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a cluster that is not there: Ray itself waits minutes for it."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray finds the cluster itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise QrunError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one "
+                        "with `ray start --head`, or leave out the address to run Ray here") from None
+
+
+def _in_ray_worker(fn, *args):
+    """Runs in a Ray worker: the job, with the node it ran on added to its metadata."""
+    import ray
+
+    outcomes, metadata = fn(*args)
+    return outcomes, {**metadata, "ray_node": ray.get_runtime_context().get_node_id()}
 
 
 def start(choice: ExecutorChoice):
