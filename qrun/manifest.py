@@ -7,11 +7,14 @@ exist or be unique, source files that must parse, sweeps that must match the cir
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import hashlib
 import json
 import math
+import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -121,6 +124,10 @@ def load(path: str | Path) -> Manifest:
     path = Path(path)
     shown = str(path)
     raw_bytes = _read(path, shown)
+    wide = _wide_encoding(raw_bytes)
+    if wide:
+        raise ManifestError([Problem(shown, 1, "", f"{wide} text, but manifests are UTF-8: "
+                                                   f"convert it (iconv -f {wide} -t UTF-8)")])
     try:
         text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -158,6 +165,26 @@ def _read(path: Path, shown: str) -> bytes:
     return content
 
 
+# Byte order marks of the encodings an editor (or PowerShell's `>`) may save a manifest in;
+# UTF-32's come first, as UTF-32-LE's starts with UTF-16-LE's.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def _wide_encoding(raw: bytes) -> str | None:
+    """UTF-16 or UTF-32, if the manifest is saved so: it would otherwise be reported as
+    "not UTF-8 (byte 0)" or, without a byte order mark, as a NUL character."""
+    for bom, name in _WIDE_BOMS:
+        if raw.startswith(bom):
+            return name
+    head = raw[:4]
+    if len(head) == 4 and all(head[i] == 0 and head[i ^ 1] != 0 for i in (0, 2)):
+        return "UTF-16"  # ASCII as big-endian UTF-16: \0a\0p
+    if len(head) == 4 and all(head[i] == 0 and head[i ^ 1] != 0 for i in (1, 3)):
+        return "UTF-16"  # little-endian: a\0p\0
+    return None
+
+
 # ---------------------------------------------------------------- schema pass
 
 @lru_cache(maxsize=1)
@@ -184,8 +211,14 @@ def _schema_problems(doc: yamlpos.Located) -> list[Problem]:
         return [doc.problem((), "a manifest is a mapping with apiVersion, kind, metadata and spec, "
                                 f"not {_type_name(doc.data)}")]
     validator = _validator_class()(schema())
+    errors = list(validator.iter_errors(doc.data))
+    # A value of the wrong type gets that one message: "expected an integer, got a number"
+    # says it all about `shots: .inf`, without "inf is greater than the maximum" as well.
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
     problems = []
-    for error in validator.iter_errors(doc.data):
+    for error in errors:
+        if error.validator != "type" and tuple(error.absolute_path) in mistyped:
+            continue
         problems.extend(_explain(doc, error))
     return problems
 
@@ -196,27 +229,48 @@ def _explain(doc: yamlpos.Located, error) -> list[Problem]:
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = list(error.schema.get("properties", {}))
         extra = [k for k in error.instance if k not in allowed]
-        return [doc.problem(path + (key,), f"unknown key{_suggest(key, allowed)}") for key in extra]
+        # Suggestions for the first keys only: beyond, they are noise, and difflib takes
+        # 0.1 ms a key (2 s for a file of 25,000 unknown keys).
+        return [doc.problem(path + (key,), f"unknown key{_suggest(key, allowed) if i < 100 else ''}"
+                                           f"{_unusual(key)}")
+                for i, key in enumerate(extra)]
     if error.validator == "required":
         missing = re.findall(r"'([^']+)' is a required property", error.message)
         return [doc.problem(path, f"missing required key '{m}'") for m in missing or [error.message]]
     if error.validator == "const":
-        return [doc.problem(path, f"must be {error.validator_value!r}, not {error.instance!r}")]
+        return [doc.problem(path, f"must be {error.validator_value!r}, not {_shown(error.instance)}"
+                                  f"{_unusual(error.instance)}")]
+    if error.validator in ("minimum", "maximum"):  # jsonschema's words, but 10**400 shortened
+        side = "less than the minimum" if error.validator == "minimum" else \
+            "greater than the maximum"
+        return [doc.problem(path, f"{_shown(error.instance)} is {side} of {error.validator_value}")]
     if error.validator == "enum":
         choices = ", ".join(map(str, error.validator_value))
-        return [doc.problem(path, f"{error.instance!r} is not one of: {choices}"
-                                  f"{_suggest(str(error.instance), list(map(str, error.validator_value)))}")]
+        return [doc.problem(path, f"{_shown(error.instance)} is not one of: {choices}"
+                                  f"{_suggest(str(error.instance), list(map(str, error.validator_value)))}"
+                                  f"{_unusual(error.instance)}")]
     if error.validator == "type":
         wanted = error.validator_value
+        if wanted == "integer" and isinstance(error.instance, float):
+            return [doc.problem(path, _not_integer(error.instance))]
         wanted = _one_of(wanted if isinstance(wanted, list) else [wanted])
         return [doc.problem(path, f"expected {wanted}, got {_type_name(error.instance)}")]
     if error.validator == "pattern" and error.validator_value in _pattern_meanings():
-        return [doc.problem(path, f"{error.instance!r} "
-                                  f"{_pattern_meanings()[error.validator_value]}")]
+        return [doc.problem(path, f"{_shown(error.instance)} "
+                                  f"{_pattern_meanings()[error.validator_value]}"
+                                  f"{_unusual(error.instance)}")]
     shape = _sweep_shape(path, error)
     if shape:
         return [doc.problem(path, shape)]
     return [doc.problem(path, error.message)]
+
+
+def _not_integer(number: float) -> str:
+    """For `shots: 1e3` or `1000.0`, "got a number" would puzzle: it is one, and whole."""
+    if number.is_integer():
+        return f"expected an integer, got {number!r}; write it without a decimal point or " \
+               "exponent"
+    return f"expected an integer, got {number!r}"
 
 
 # The schema's types, as YAML calls them ("got a mapping" needs "expected a mapping").
@@ -241,6 +295,10 @@ def _pattern_meanings() -> dict:
             "is not a rate (use a number per second, minute or hour: 5/s, 10/m, 100/h)",
         defs["backend"]["properties"]["credentials"]["properties"]["env"]["pattern"]:
             "is not an environment variable name (letters, digits, '_'; not starting with a digit)",
+        defs["circuit"]["properties"]["input"]["pattern"]:
+            "is not an input state (photons per mode, such as |1,0,1,0>)",
+        defs["circuit"]["properties"]["source"]["properties"]["python"]["pattern"]:
+            "is not a function to call (write package.module:function)",
     }
 
 
@@ -266,6 +324,31 @@ def _suggest(word: str, choices: list) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _shown(value) -> str:
+    """repr() of a value for a message, shortened when it is huge (10**400, a 1 MB name)."""
+    text = repr(value)
+    if isinstance(value, int) and len(text) > 40:  # as sweep.py shows them
+        return f"{text[:12]}... ({len(text)} digits)"
+    if isinstance(value, str) and len(text) > 200:
+        return f"{repr(value[:40])[:-1]}...' ({len(value)} characters)"
+    return text
+
+
+def _unusual(value) -> str:
+    """Name the first character of ``value`` that is not printable ASCII.
+
+    A Cyrillic 'о' in `shоts`, a zero-width space or a right-to-left override looks right
+    on screen; "unknown key (did you mean 'shots'?)" alone would leave the author puzzled.
+    """
+    if not isinstance(value, str):
+        return ""
+    for char in value:
+        if not " " <= char <= "~":
+            name = unicodedata.name(char, "")
+            return f"; it contains U+{ord(char):04X}{' ' + name if name else ''}"
+    return ""
+
+
 def _article(type_name: str) -> str:
     return ("an " if type_name[:1] in "aeiou" else "a ") + type_name
 
@@ -288,6 +371,7 @@ class _Checker:
         self.folder = manifest_path.parent
         self.root = _allowed_root(self.folder)
         self.problems: list[Problem] = []
+        self.sources: dict = {}  # resolved source file -> name of its circuit
 
     def report(self, path: tuple, message: str) -> None:
         self.problems.append(self.doc.problem(path, message))
@@ -296,25 +380,28 @@ class _Checker:
         data = self.doc.data
         spec = data["spec"]
         shots = spec.get("shots", DEFAULT_SHOTS)
+        labels = dict(data["metadata"].get("labels", {}))
+        self._check_finite(labels, ("metadata", "labels"))
         circuits = self._circuits(spec["circuits"])
         backends = self._backends(spec["backends"])
         targets = self._targets(spec, circuits, backends, shots)
-        self._check_formats_and_sizes(spec, targets, circuits, backends)
-        self._check_size(targets, circuits)
         split = spec.get("split", {})
+        split = Limits(max_shots_per_job=split.get("max_shots_per_job"),
+                       max_experiments_per_job=split.get("max_experiments_per_job"))
+        self._check_formats_and_sizes(spec, targets, circuits, backends)
+        self._check_size(targets, circuits, backends, split)
         retry = spec.get("retry", {})
         backoff = retry.get("backoff", {})
         return Manifest(
             path=self.path,
             sha256=sha256,
             name=data["metadata"]["name"],
-            labels=dict(data["metadata"].get("labels", {})),
+            labels=labels,
             seed=spec.get("seed"),
             circuits=circuits,
             backends=backends,
             targets=tuple(targets),
-            split=Limits(max_shots_per_job=split.get("max_shots_per_job"),
-                         max_experiments_per_job=split.get("max_experiments_per_job")),
+            split=split,
             retry=RetryPolicy(
                 max_attempts=retry.get("max_attempts", 3),
                 backoff_initial=self._duration(backoff.get("initial", 1.0), ("spec", "retry", "backoff", "initial")),
@@ -328,11 +415,13 @@ class _Checker:
 
     def _circuits(self, entries: list) -> dict:
         circuits: dict = {}
+        names: dict = {}
         for i, entry in enumerate(entries):
             where = ("spec", "circuits", i)
             name = entry["name"]
-            if name in circuits:
-                self.report(where + ("name",), f"duplicate circuit name '{name}'")
+            duplicate = _duplicate("circuit", name, names)
+            if duplicate:
+                self.report(where + ("name",), duplicate)
                 continue
             program = self._program(entry, where)
             if program is None:
@@ -352,6 +441,7 @@ class _Checker:
             file = self._inside_root(source, where + ("source",))
             if file is None:
                 return None
+            self.sources.setdefault(file, entry["name"])
             return load_file(file, source, entry.get("format"), entry.get("index"),
                              entry.get("input"))
         except (SourceError, BackendUnavailable) as exc:
@@ -362,6 +452,16 @@ class _Checker:
         """Resolve a manifest path; refuse one that escapes the repository (or folder)."""
         if "\0" in relative:  # no file system accepts it; resolve() would raise ValueError
             self.report(where, f"{relative!r} contains a NUL character")
+            return None
+        if any("\ud800" <= char <= "\udfff" for char in relative):
+            # Half a UTF-16 pair (YAML's "\ud800"): not encodable, resolve() would raise.
+            self.report(where, f"{relative!r} contains an unpaired surrogate, which no file "
+                               "name can hold")
+            return None
+        first = relative.replace("\\", "/").split("/", 1)[0]
+        if first.startswith("~") and not (self.folder / first).exists():
+            self.report(where, f"{relative!r} starts with '~', which qrun does not expand: "
+                               "paths are relative to the manifest's folder")
             return None
         candidate = (self.folder / relative).resolve()
         if not candidate.is_relative_to(self.root):
@@ -410,11 +510,13 @@ class _Checker:
 
     def _backends(self, entries: list) -> dict:
         backends: dict = {}
+        names: dict = {}
         for i, entry in enumerate(entries):
             where = ("spec", "backends", i)
             name = entry["name"]
-            if name in backends:
-                self.report(where + ("name",), f"duplicate backend name '{name}'")
+            duplicate = _duplicate("backend", name, names)
+            if duplicate:
+                self.report(where + ("name",), duplicate)
                 continue
             info = PROVIDERS[entry["provider"]]
             device = entry.get("device", info.default_device)
@@ -427,7 +529,7 @@ class _Checker:
                 self.report(where + ("provider",), str(exc))
                 continue
             if problem:
-                self.report(where + ("device",), problem)
+                self.report(where + ("device",), problem + _unusual(device))
                 continue
             options = entry.get("options", {})
             for option in options:
@@ -435,11 +537,12 @@ class _Checker:
                     allowed = ", ".join(sorted(info.option_names)) or "none"
                     self.report(where + ("options", option),
                                 f"{info.id} has no option {option!r}"
-                                f"{_suggest(option, sorted(info.option_names))} (accepted: {allowed})")
+                                f"{_suggest(option, sorted(info.option_names))} (accepted: {allowed})"
+                                f"{_unusual(option)}")
+            self._check_finite(options, where + ("options",))
             limits = entry.get("limits", {})
-            if "submit_rate" in limits and _rate(limits["submit_rate"]) == 0:
-                self.report(where + ("limits", "submit_rate"), "a rate of 0 would never submit; "
-                                                               "leave submit_rate out for no limit")
+            if "submit_rate" in limits:
+                self._check_rate(limits["submit_rate"], where + ("limits", "submit_rate"))
             manifest_limits = Limits(
                 max_parallel=limits.get("max_parallel"),
                 submit_rate=_rate(limits["submit_rate"]) if "submit_rate" in limits else None,
@@ -471,11 +574,11 @@ class _Checker:
             for j, name in enumerate(entry["circuits"]):
                 if name not in declared_circuits:
                     self.report(where + ("circuits", j), f"unknown circuit {name!r}"
-                                f"{_suggest(name, sorted(declared_circuits))}")
+                                f"{_suggest(name, sorted(declared_circuits))}{_unusual(name)}")
             for j, name in enumerate(entry["backends"]):
                 if name not in declared_backends:
                     self.report(where + ("backends", j), f"unknown backend {name!r}"
-                                f"{_suggest(name, sorted(declared_backends))}")
+                                f"{_suggest(name, sorted(declared_backends))}{_unusual(name)}")
             targets.append(TargetSpec(
                 circuits=tuple(n for n in entry["circuits"] if n in circuits),
                 backends=tuple(n for n in entry["backends"] if n in backends),
@@ -523,17 +626,50 @@ class _Checker:
         except BackendUnavailable as exc:
             return str(exc)
 
-    def _check_size(self, targets, circuits) -> None:
-        total = sum(
-            len(t.backends) * sweeps.point_count(circuits[c].sweep, circuits[c].sweep_mode)
-            for t in targets for c in t.circuits)
-        if total > MAX_EXPERIMENTS:
-            self.report(("spec",), f"campaign expands to {total:,} experiments; at most "
+    def _check_size(self, targets, circuits, backends, split: Limits) -> None:
+        """Refuse a campaign too big to plan: too many experiments, or too many jobs once
+        shots above a job's limit are cut into one job per slice (planner.cut_jobs), as a
+        billion shots at max_shots_per_job 1 would be."""
+        experiments = jobs = 0
+        for t in targets:
+            points = sum(sweeps.point_count(circuits[c].sweep, circuits[c].sweep_mode)
+                         for c in t.circuits)
+            for b in t.backends:
+                cap = backends[b].limits.tightened(split).max_shots_per_job
+                experiments += points
+                jobs += points * (-(-t.shots // cap) if cap and t.shots > cap else 1)
+        if experiments > MAX_EXPERIMENTS:
+            self.report(("spec",), f"campaign expands to {experiments:,} experiments; at most "
                                    f"{MAX_EXPERIMENTS:,} (split it into several campaigns)")
+        elif jobs > MAX_EXPERIMENTS:
+            self.report(("spec",), f"campaign's shots are cut into {jobs:,} jobs by "
+                                   f"max_shots_per_job; at most {MAX_EXPERIMENTS:,} (raise "
+                                   "max_shots_per_job or lower shots)")
+
+    def _check_finite(self, value, where: tuple) -> None:
+        """Labels and options are stored and hashed as JSON, which has no NaN or infinity."""
+        if isinstance(value, float) and not math.isfinite(value):
+            self.report(where, f"{value} is not a finite number; qrun stores this value as "
+                               "JSON, which has no NaN or infinity")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._check_finite(item, where + (key,))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self._check_finite(item, where + (index,))
+
+    def _check_rate(self, text: str, where: tuple) -> None:
+        rate = _rate(text)
+        if rate == 0:
+            self.report(where, "a rate of 0 would never submit; leave submit_rate out for no limit")
+        elif not math.isfinite(rate):
+            self.report(where, f"{_shown(text)} is beyond any rate; leave submit_rate out for "
+                               "no limit")
 
     # -- export, durations
 
     def _exports(self, entries: list):
+        written: dict = {}  # resolved path -> index of the export writing it
         for i, entry in enumerate(entries):
             where = ("spec", "export", i)
             fmt = entry.get("format") or Path(entry["path"]).suffix.lstrip(".").lower()
@@ -542,8 +678,39 @@ class _Checker:
                                                "set format: jsonl or csv")
                 continue
             target = self._inside_root(entry["path"], where + ("path",))
-            if target is not None:
-                yield ExportSpec(format=fmt, path=target)
+            if target is None:
+                continue
+            problem = self._export_problem(entry["path"], target, written)
+            if problem:
+                self.report(where + ("path",), problem)
+                continue
+            written[target] = i
+            yield ExportSpec(format=fmt, path=target)
+
+    def _export_problem(self, relative: str, target: Path, written: dict) -> str | None:
+        """Why writing an export to ``target`` would destroy an input or fail at the end of
+        a campaign (which may have run for days): found now, it costs nothing."""
+        shown = repr(relative)
+        if relative.endswith(("/", "\\")) or target.is_dir():
+            return f"{shown} is a folder; name a file in it (such as results.csv)"
+        if target == self.path:
+            return f"{shown} is this manifest; exporting would overwrite it"
+        if target in self.sources:
+            return f"{shown} is the source of circuit '{self.sources[target]}'; exporting " \
+                   "would overwrite it"
+        if target in written:
+            return f"{shown} is also written by spec.export[{written[target]}]; each export " \
+                   "needs its own file"
+        inside = target.relative_to(self.root)
+        if ".git" in inside.parts:
+            return f"{shown} is inside the repository's .git folder"
+        if target.exists() and not target.is_file():
+            return f"{shown} is not a regular file (a device or a pipe)"
+        for folder in reversed(target.parents[:len(inside.parts) - 1]):
+            if folder.exists() and not folder.is_dir():
+                return f"{shown} cannot be created: {os.path.relpath(folder, self.folder)} is " \
+                       "a file, not a folder"
+        return None
 
     def _duration(self, value, where: tuple) -> float:
         try:
@@ -562,20 +729,47 @@ _FAMILY_PLURALS = {"gate": "gate-model circuits", "pulser": "Pulser sequences",
 def parse_duration(value) -> float:
     """'500ms', '1s', '2m', '1h' or a number of seconds -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):  # YAML's .inf and .nan are numbers to the schema
-            raise ValueError(f"{value!r} is not a duration (use a finite number of seconds)")
-        return float(value)
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?", str(value).strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a duration (use 500ms, 1s, 2m, 1h)")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+        seconds = _float(value)
+    else:
+        match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?", str(value).strip())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use 500ms, 1s, 2m, 1h)")
+        number, unit = float(match.group(1)), match.group(2) or "s"
+        seconds = number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    if not math.isfinite(seconds):  # .inf and .nan are numbers to the schema; so is 10**400
+        raise ValueError(f"{_shown(value)} is not a duration (use a finite number of seconds)")
+    return seconds
+
+
+def _float(number) -> float:
+    """The number as a float; infinity for an integer beyond any float, not OverflowError."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
 
 
 def _rate(text: str) -> float:
     """'5/s' -> 5.0 submissions per second."""
     count, unit = text.split("/")
     return float(count) / {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _duplicate(kind: str, name: str, seen: dict) -> str | None:
+    """Why ``name`` may not be used again, recording it in ``seen`` (casefolded -> name).
+
+    Names differing only in case are refused too: `ghz` and `GHZ` are one circuit to a
+    reader, to a case-insensitive file system and to most spreadsheets. (Names are ASCII, so
+    Unicode normalization cannot make two different spellings look alike.)
+    """
+    earlier = seen.get(name.casefold())
+    if earlier is None:
+        seen[name.casefold()] = name
+        return None
+    if earlier == name:
+        return f"duplicate {kind} name '{name}'"
+    return f"{kind} name '{name}' differs from '{earlier}' only in case; names must differ " \
+           "in more than case"
 
 
 def _allowed_root(folder: Path) -> Path:

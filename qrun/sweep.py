@@ -46,7 +46,20 @@ def values_of(variable: str, spec) -> list:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A number a float can hold: not a boolean, NaN, infinity, nor an integer like 10**400
+    (on which math.isfinite raises OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value) -> str:
+    """A value for a message: a 400-digit integer is summed up, not printed."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}... ({len(text)} digits)"
 
 
 def _checked_list(variable: str, values: list) -> list:
@@ -54,19 +67,20 @@ def _checked_list(variable: str, values: list) -> list:
         raise SweepError("the list of values is empty", variable)
     bad = [v for v in values if not _is_number(v)]
     if bad:
-        raise SweepError(f"sweep values must be finite numbers, got {bad[0]!r}", variable)
+        raise SweepError(f"sweep values must be finite numbers, got {_shown(bad[0])}", variable)
     if len(values) > MAX_VALUES:
         raise SweepError(f"{len(values)} values; at most {MAX_VALUES} per variable", variable)
     return list(values)
 
 
 def _linspace(variable: str, args) -> list:
-    if (not isinstance(args, list) or len(args) != 3 or not all(map(_is_number, args))
+    if (not isinstance(args, list) or len(args) != 3 or isinstance(args[2], bool)
             or not isinstance(args[2], int)):
         raise SweepError("linspace takes [start, stop, count] with an integer count", variable, "linspace")
     start, stop, count = args
+    _check_ends("linspace", variable, args[:2])
     if not 1 <= count <= MAX_VALUES:
-        raise SweepError(f"linspace count must be between 1 and {MAX_VALUES}, got {count}",
+        raise SweepError(f"linspace count must be between 1 and {MAX_VALUES}, got {_shown(count)}",
                          variable, "linspace")
     if count == 1:
         return [float(start)]
@@ -77,8 +91,9 @@ def _linspace(variable: str, args) -> list:
 
 
 def _range(variable: str, args) -> list:
-    if not isinstance(args, list) or not 1 <= len(args) <= 3 or not all(map(_is_number, args)):
+    if not isinstance(args, list) or not 1 <= len(args) <= 3:
         raise SweepError("range takes [stop], [start, stop] or [start, stop, step]", variable, "range")
+    _check_ends("range", variable, args)
     if len(args) == 1:  # like Python's range(stop)
         start, stop, step = 0, args[0], 1
     elif len(args) == 2:
@@ -100,6 +115,12 @@ def _range(variable: str, args) -> list:
     # and ceil would add a fourth value, 0.4, that the excluded stop forbids.
     count = round(span) if abs(span - round(span)) < 1e-9 else math.ceil(span)
     return [start + i * step for i in range(count)]
+
+
+def _check_ends(kind: str, variable: str, numbers: list) -> None:
+    bad = [v for v in numbers if not _is_number(v)]
+    if bad:
+        raise SweepError(f"{kind} takes finite numbers, got {_shown(bad[0])}", variable, kind)
 
 
 def point_count(values: dict, mode: str) -> int:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -21,17 +23,19 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qrun import manifest, sweep
+from qrun import cli, manifest, sweep, yamlpos
 from qrun.errors import EXIT_BAD_INPUT, EXIT_FAILED, ManifestError
+from qrun.sources import MAX_SOURCE_BYTES
 
 from .conftest import EXAMPLES, qrun, write
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"
 CORPUS = sorted(BAD.glob("*.yaml"))
 EXPECT = "# expect: "
-# The key path of an expectation: what comes before the first ": " when it has no spaces
-# ("spec.circuits[0].source"); "invalid YAML: ..." and the like are whole-file messages.
-KEY_PATH = re.compile(r"^[A-Za-z0-9_.\[\]-]+$")
+# The key path of an expectation: what comes before the first ": " when it is one
+# ("spec.circuits[0].source", or spec['shоts'] for a key shown quoted); "invalid YAML: ..."
+# and the like are whole-file messages.
+KEY_PATH = re.compile(r"""^(?:[A-Za-z0-9_.-]+|\[\d+\]|\['(?:[^'\\]|\\.)*'\]|\["(?:[^"\\]|\\.)*"\])+$""")
 
 
 def expectations(path: Path) -> set[tuple[int, str, str]]:
@@ -57,7 +61,7 @@ def problems_of(path: Path) -> set[tuple[int, str, str]]:
 
 
 def test_corpus_is_large_and_every_file_expects_something():
-    assert len(CORPUS) >= 25
+    assert len(CORPUS) >= 60
     for path in CORPUS:
         expected = expectations(path)
         assert expected, f"{path.name} has no '# expect:' line"
@@ -91,6 +95,12 @@ def test_error_text_is_one_line_per_problem_in_file_order():
 
 # ---------------------------------------------------------------- files that cannot carry comments
 
+def write_bytes(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
 def single_problem(path) -> tuple[int, str, str]:
     actual = problems_of(Path(path))
     assert len(actual) == 1, actual
@@ -120,6 +130,17 @@ def test_oversized_manifest_is_refused_unread(tmp_path):
 def test_endless_device_is_refused_not_read_forever():
     # stat() says 0 bytes; reading it whole would never end.
     assert single_problem("/dev/zero")[2] == f"manifest larger than {manifest.MAX_MANIFEST_BYTES} bytes"
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"),
+                                            ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")])
+def test_utf16_and_utf32_manifests_are_named_as_such(tmp_path, encoding, name):
+    # With a byte order mark (PowerShell's `>`) or without one: not "byte 0 is not UTF-8",
+    # nor "unprintable character U+0000".
+    path = tmp_path / "wide.yaml"
+    path.write_bytes(GOOD.encode(encoding))
+    assert single_problem(path) == (
+        1, "", f"{name} text, but manifests are UTF-8: convert it (iconv -f {name} -t UTF-8)")
 
 
 # ---------------------------------------------------------------- what must keep working
@@ -173,6 +194,33 @@ def test_valid_manifest_loads_with_merges_and_dates(fuzz_folder):
     assert len(loaded.circuits["ramsey"].sweep["phi"]) == 2
 
 
+@pytest.mark.parametrize("variant", ["crlf", "bom", "bom+crlf", "cr"])
+def test_windows_line_endings_and_byte_order_mark_are_accepted(fuzz_folder, variant):
+    text = GOOD.replace("\n", "\r\n") if "crlf" in variant else \
+        GOOD.replace("\n", "\r") if variant == "cr" else GOOD
+    data = ("\ufeff" if "bom" in variant else "") + text
+    loaded = manifest.load(write_bytes(fuzz_folder, f"{variant}.yaml", data.encode()))
+    plain = manifest.load(write(fuzz_folder, "plain.yaml", GOOD))
+    assert (loaded.labels, loaded.circuits.keys(), loaded.backends) == \
+        (plain.labels, plain.circuits.keys(), plain.backends)
+    assert loaded.circuits["rot"].sweep == plain.circuits["rot"].sweep
+
+
+def test_exponents_without_a_dot_are_numbers(fuzz_folder):
+    # YAML 1.1 reads 1e-1 as text; qrun reads it as JSON and YAML 1.2 do.
+    text = GOOD.replace("{linspace: [0, 1, 3]}", "[1e-1, 2E0, -3e+0, 1_0e-1]")
+    loaded = manifest.load(write(fuzz_folder, "exp.yaml", text))
+    assert loaded.circuits["rot"].sweep == {"theta": [0.1, 2.0, -3.0, 1.0]}
+
+
+def test_standard_includes_and_commented_ones_are_fine(fuzz_folder):
+    (fuzz_folder / "circuits" / "commented.qasm").write_text(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\n// include "gates.inc";\n'
+        '/* include "/dev/zero"; */\nqubit[1] q;\nbit[1] c;\nh q[0];\nc[0] = measure q[0];\n')
+    text = GOOD.replace("source: circuits/ghz.qasm", "source: circuits/commented.qasm")
+    assert manifest.load(write(fuzz_folder, "inc.yaml", text)).circuits["ghz"]
+
+
 def test_examples_still_load():
     for path in sorted(EXAMPLES.glob("*.yaml")):
         manifest.load(path)
@@ -185,6 +233,161 @@ def test_merge_order_own_keys_then_first_listed(fuzz_folder):
     loaded = manifest.load(write(fuzz_folder, "merged.yaml", text))
     assert loaded.backends["aer-double"].device == "statevector"
     assert loaded.backends["aer-double"].options == {"precision": "single"}
+
+
+# ---------------------------------------------------------------- big and hostile inputs made at test time
+
+def within(seconds: float, action):
+    """Run ``action`` in a thread; fail if it has not returned (blocked, looping) in time."""
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(action())
+        except BaseException as exc:  # handed to the test below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds} s"
+    return outcome[0], time.monotonic() - started
+
+
+def problems_in(path: Path, seconds: float = 5) -> tuple[set, float]:
+    """The (line, key path, message) of each problem, and the time it took to find them."""
+    error, elapsed = within(seconds, lambda: manifest.load(path))
+    assert isinstance(error, ManifestError), error
+    return {(p.line, p.path, p.message) for p in error.problems}, elapsed
+
+
+# Loading a big or hostile manifest should take well under a second; the bound is looser for
+# a machine busy with other work.
+QUICK = 3.0
+
+
+def test_long_list_is_refused_at_the_value_past_the_limit(tmp_path):
+    # 4 MB of sweep values: refused before it is composed whole, at the line reached.
+    values = "".join(f"        - {i}.5\n" for i in range(manifest.MAX_MANIFEST_BYTES // 20))
+    path = write(tmp_path, "long.yaml", GOOD.replace("sweep: {theta: {linspace: [0, 1, 3]}}",
+                                                     "sweep:\n        theta:\n" + values))
+    problems, elapsed = problems_in(path)
+    first = GOOD.count("\n", 0, GOOD.index("sweep: {theta")) + 3
+    count = yamlpos.MAX_NODES
+    assert len(problems) == 1 and elapsed < QUICK, (problems, elapsed)
+    (line, key, message), = problems
+    assert first < line < first + count and key == ""
+    assert message == f"more than {count} values; refused (a long sweep is better written " \
+                      "as linspace or range)"
+
+
+def test_hundred_thousand_keys_are_refused_quickly(tmp_path):
+    labels = "".join(f"    k{i}: {i}\n" for i in range(100_000))
+    path = write(tmp_path, "keys.yaml", GOOD.replace("  labels: {team: qa, started: 2024-05-01}\n",
+                                                     "  labels:\n" + labels))
+    problems, elapsed = problems_in(path)
+    assert elapsed < QUICK and len(problems) == 1, (problems, elapsed)
+    assert next(iter(problems))[2].startswith(f"more than {yamlpos.MAX_NODES} values")
+
+
+def test_megabyte_key_is_refused_quickly(tmp_path):
+    path = write(tmp_path, "key.yaml", GOOD.replace("  seed: 1\n", "  " + "k" * 2**20 + ": 1\n"))
+    problems, elapsed = problems_in(path)
+    assert elapsed < QUICK
+    assert problems == {(8, "", "invalid YAML: a key may be at most 1024 characters long; "
+                                "this one has 1048576")}
+
+
+def test_long_value_line_loads_quickly(fuzz_folder):
+    text = GOOD.replace("labels: {team: qa,", "labels: {long: " + "x" * 3_000_000 + ", team: qa,")
+    path = write(fuzz_folder, "line.yaml", text)
+    loaded, elapsed = within(10, lambda: manifest.load(path))
+    assert isinstance(loaded, manifest.Manifest), loaded
+    assert len(loaded.labels["long"]) == 3_000_000 and elapsed < QUICK
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}"), ("- ", "")])
+def test_hundred_thousand_levels_of_nesting_do_not_crash(tmp_path, opening, closing):
+    # libyaml's own composer recurses in C and kills the interpreter here (SIGSEGV).
+    nested = opening * 100_000 + "x" + closing * 100_000
+    # A flow collection may follow its key on the line; a block sequence starts on the next.
+    text = f"apiVersion: qrun/v1\nnested:{chr(10) if opening == '- ' else ' '}{nested}\n"
+    path = write_bytes(tmp_path, "deep.yaml", text.encode())
+    problems, elapsed = problems_in(path)
+    assert elapsed < QUICK and len(problems) == 1, problems
+    line, _, message = next(iter(problems))
+    assert message.startswith(("invalid YAML: nested too deeply", "nested more than")), message
+
+
+def test_late_syntax_error_in_a_big_file_is_found_quickly(tmp_path):
+    # Too far in to parse again in pure Python: libyaml's message, at the right line.
+    lines = "".join(f"    k{i}: {'x' * 150}\n" for i in range(20_000))
+    path = write(tmp_path, "late.yaml", "metadata:\n  labels:\n" + lines + "  oops: [\n")
+    problems, elapsed = problems_in(path)
+    assert elapsed < QUICK and len(problems) == 1
+    line, key, message = next(iter(problems))
+    assert line == 20_004 and key == "" and message.startswith("invalid YAML: "), problems
+
+
+# ---------------------------------------------------------------- sources outside, endless, huge
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A folder outside git holding the corpus's circuits, beside a folder outside it."""
+    folder = tmp_path / "project"
+    shutil.copytree(BAD / "circuits", folder / "circuits")
+    (tmp_path / "outside").mkdir()
+    shutil.copy(BAD / "circuits" / "ghz.qasm", tmp_path / "outside" / "ghz.qasm")
+    return folder
+
+
+def manifest_with(source: str, export: str = "results/out.csv") -> str:
+    return GOOD.replace("source: circuits/ghz.qasm", f"source: '{source}'").replace(
+        "path: results/out.csv", f"path: '{export}'")
+
+
+SOURCE_LINE = GOOD.splitlines().index("    - {name: ghz, source: circuits/ghz.qasm}") + 1
+EXPORT_LINE = GOOD.count("\n")
+
+
+def test_symlinks_out_of_the_folder_are_refused(project):
+    (project / "circuits" / "link.qasm").symlink_to(project.parent / "outside" / "ghz.qasm")
+    (project / "results").symlink_to(project.parent / "outside")
+    path = write(project, "m.yaml", manifest_with("circuits/link.qasm", "results/out.csv"))
+    problems, _ = problems_in(path)
+    outside = "points outside {}; paths must stay inside the manifest's repository".format(project)
+    assert problems == {
+        (SOURCE_LINE, "spec.circuits[0].source", f"'circuits/link.qasm' {outside}"),
+        (EXPORT_LINE, "spec.export[0].path", f"'results/out.csv' {outside}")}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_pipe_source_is_refused_without_blocking(project):
+    os.mkfifo(project / "circuits" / "pipe.qasm")  # opening it to read would wait for a writer
+    path = write(project, "m.yaml", manifest_with("circuits/pipe.qasm"))
+    problems, elapsed = problems_in(path)
+    assert problems == {(SOURCE_LINE, "spec.circuits[0].source",
+                         "source 'circuits/pipe.qasm' is not a regular file")}
+
+
+def test_huge_source_is_refused_by_its_size_unread(project):
+    with open(project / "circuits" / "huge.qasm", "wb") as sparse:
+        sparse.truncate(50 * 2**20)  # 50 MB of holes: nothing written, nothing to read
+    path = write(project, "m.yaml", manifest_with("circuits/huge.qasm"))
+    problems, elapsed = problems_in(path)
+    assert elapsed < QUICK
+    assert problems == {(SOURCE_LINE, "spec.circuits[0].source",
+                         f"'circuits/huge.qasm' is {50 * 2**20} bytes; circuit files are limited "
+                         f"to {MAX_SOURCE_BYTES} bytes")}
+
+
+def test_export_into_dot_git_is_refused(project):
+    (project / ".git").mkdir()  # the project is now a repository: its root is allowed
+    path = write(project, "m.yaml", manifest_with("circuits/ghz.qasm", ".git/hooks/out.csv"))
+    problems, _ = problems_in(path)
+    assert problems == {(EXPORT_LINE, "spec.export[0].path",
+                         "'.git/hooks/out.csv' is inside the repository's .git folder")}
 
 
 # ---------------------------------------------------------------- the CLI
@@ -216,12 +419,29 @@ def test_cli_reports_every_problem_and_touches_no_state(command, _state_dir, tmp
 
 
 @pytest.mark.parametrize("name", ["yaml-unclosed-brace", "many-schema-problems", "alias-bomb",
-                                  "merge-key-bomb", "not-utf8", "sweep-huge"])
+                                  "merge-key-bomb", "not-utf8", "sweep-huge", "qasm3-broken",
+                                  "unicode-names", "path-escape-more"])
 def test_cli_validate_exits_2_with_line_numbers(name, _state_dir, tmp_path):
     path = BAD / f"{name}.yaml"
     problems = assert_reported(qrun("validate", path, cwd=tmp_path, timeout=60), path,
                                _state_dir, tmp_path)
     assert len(problems) == len(expectations(path))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_cli_validate_reports_every_corpus_file_cleanly(path, capfd):
+    """`qrun validate` in this process (a subprocess each would take a minute): exit 2, one
+    `file:line: ` line per problem, no traceback. capfd sees file descriptors 1 and 2, so a
+    parser printing past sys.stderr (Qiskit's native OpenQASM 3 importer does) shows up."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main.main(["validate", str(path)], prog_name="qrun")
+    out, err = capfd.readouterr()
+    assert exited.value.code == EXIT_BAD_INPUT, err
+    assert out == "" and "Traceback" not in err and "internal error" not in err
+    *problems, summary = err.splitlines()
+    assert summary.endswith("found; nothing was run.")
+    assert len(problems) == len(expectations(path)), err
+    assert all(re.match(rf"{re.escape(str(path))}:\d+: \S", line) for line in problems), err
 
 
 def test_cli_relative_path_is_shown_as_given(_state_dir):
@@ -271,6 +491,11 @@ YAML_TOKENS = [
     "!!timestamp ", "---\n", "...\n", "? ", ": ", "- ", "[", "]", "{", "}", ", ", "'", '"', "|\n",
     ">\n", "#", "\n", "  ", "\t", "1", "0", "-5", "1.0", ".inf", ".nan", "1e308", "null", "yes",
     "2024-01-01", "x", "\\x00", "\x00", "\ufeff", "é", "%YAML 1.1\n", "%TAG ! tag:x,2000:\n", "!x ",
+    # Unicode that looks like nothing or like something else, other line breaks, numbers
+    # YAML 1.1 and 1.2 read differently, and hostile paths.
+    "\u200b", "\u202e", "\u043e", "e\u0301", "\U0001F680", "\ud800", "\r\n", "\r", "\x85",
+    "\u2028", "1e3", "1e-12", "1e400", "10" * 30, "0x1F", "0o7", "1:30", "~/", "../", "/dev/zero",
+    "on", "<<: 5", "? ", "k" * 1100 + ": ",
 ]
 
 
@@ -282,6 +507,7 @@ def test_fuzz_yamlish_text_raises_only_manifest_errors(fuzz_folder, text):
 
 def json_values():
     scalars = (st.none() | st.booleans() | st.integers(-10, 10**7)
+               | st.sampled_from([10**400, -(2**64), 2**63])
                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
                | st.sampled_from(["circuits/ghz.qasm", "circuits/rot.qasm", "../../etc/passwd",
                                   "qiskit.aer", "braket.local", "theta", "5/s", "1s", "zip",
@@ -342,6 +568,34 @@ def test_fuzz_text_edits_of_a_valid_manifest(fuzz_folder, data):
     load_text(fuzz_folder, text)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300) | st.binary(max_size=40).map(lambda b: GOOD.encode()[:200] + b))
+def test_fuzz_random_bytes_raise_only_manifest_errors(fuzz_folder, data):
+    load_text(fuzz_folder, data)
+
+
+# Characters a careless copy and paste brings in: look-alikes, invisible ones, other scripts.
+tricky_text = st.text(st.sampled_from("abcxyz_-.:/ 0123456789"
+                                      "\u0430\u043e\u0441\u200b\u200d\u202e\ufeff\u00e9\u0301"
+                                      "\U0001F680\x00\t\u2028\u00a0"), max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_unicode_keys_and_values_raise_only_manifest_errors(fuzz_folder, data):
+    doc = yaml.safe_load(GOOD)
+    for _ in range(data.draw(st.integers(1, 3))):
+        container_path, key = data.draw(st.sampled_from(list(places(doc))))
+        container = doc
+        for part in container_path:
+            container = container[part]
+        if isinstance(container, dict) and data.draw(st.booleans()):
+            container[data.draw(tricky_text)] = container.pop(key)  # rename the key
+        else:
+            container[key] = data.draw(tricky_text)
+    load_text(fuzz_folder, yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+
+
 def test_fuzz_base_is_valid(fuzz_folder):
     load_text(fuzz_folder, GOOD)
     manifest.load(fuzz_folder / "fuzzed.yaml")  # no error at all
@@ -356,7 +610,7 @@ def test_invalid_bytes_in_fuzz_are_located(fuzz_folder):
 
 
 numbers = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**7, 10**7)
-           | st.booleans())
+           | st.booleans() | st.sampled_from([10**400, -(10**400), 2**1024, 10**12]))
 
 
 @settings(max_examples=200, deadline=None)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Circuit files larger than this are refused rather than parsed: no sane circuit needs it
-# and a parser fed gigabytes would hang the validation.
-MAX_SOURCE_BYTES = 64 * 1024 * 1024
+# (a 100,000-gate OpenQASM file is 2 MB) and a parser fed gigabytes would hang the validation.
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
 
 # The kind of hardware a format describes; a backend runs one family.
 FAMILY = {"qasm2": "gate", "qasm3": "gate", "qpy": "gate", "braket": "gate",
@@ -121,20 +121,26 @@ def guess_format(path: Path, content: bytes) -> str | None:
 
 
 def _read(path: Path, origin: str) -> bytes:
+    # Names are quoted: `source: " "` or a trailing space would otherwise be invisible.
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise SourceError(f"source {origin} is a folder, not a file")
+            raise SourceError(f"source {origin!r} is a folder, not a file")
         if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
-            raise SourceError(f"source {origin} is not a regular file")
+            raise SourceError(f"source {origin!r} is not a regular file")
         if info.st_size > MAX_SOURCE_BYTES:
-            raise SourceError(f"{origin} is {info.st_size} bytes; circuit files are limited to "
-                              f"{MAX_SOURCE_BYTES} bytes")
-        return path.read_bytes()
+            raise SourceError(f"{origin!r} is {info.st_size} bytes; circuit files are limited "
+                              f"to {MAX_SOURCE_BYTES} bytes")
+        with path.open("rb") as stream:  # at most one byte past the limit, should it grow
+            content = stream.read(MAX_SOURCE_BYTES + 1)
     except FileNotFoundError:
-        raise SourceError(f"source file {origin} not found") from None
+        raise SourceError(f"source file {origin!r} not found") from None
     except OSError as exc:
-        raise SourceError(f"cannot read {origin}: {exc.strerror}") from None
+        raise SourceError(f"cannot read {origin!r}: {exc.strerror}") from None
+    if len(content) > MAX_SOURCE_BYTES:
+        raise SourceError(f"{origin!r} is over {MAX_SOURCE_BYTES} bytes; circuit files are "
+                          "limited to that")
+    return content
 
 
 def _module(fmt: str):
