@@ -564,7 +564,11 @@ class Store:
         work starts or any provider is called."""
         with self.transaction():
             number = job.attempts + 1
-            tag = f"qrun-{job.key[:16]}-{number}"
+            # The tag names this one attempt at the provider, for ever: not only its number,
+            # which starts again after `qrun retry`, and not only the job's content key, which
+            # another campaign with the same job shares. A lookup by tag must never find a
+            # job some other attempt submitted.
+            tag = f"qrun-{job.key[:16]}-{uuid.uuid4().hex[:12]}"
             cur = self.conn.execute(
                 "INSERT INTO attempts(job_id, number, apply_id, state, tag, started_at) "
                 "VALUES (?,?,?,?,?,?)", (job.id, number, apply_id, state, tag, _now()))

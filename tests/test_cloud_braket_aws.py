@@ -94,16 +94,21 @@ def test_transient_faults_and_lost_answers_never_double_submit(project, aws_env)
 
 
 def test_failed_jobs_report_the_provider_reason_then_retry(project, aws_env):
-    fake = FakeBraket(fail_jobs=1.0)
+    fake = FakeBraket(fail_jobs=0.5, seed=4)
     try:
-        manifest = _campaign(project, fake.start(), thetas=2)
+        manifest = _campaign(project, fake.start(), thetas=10)
         result = qrun("apply", manifest)
         assert result.returncode == 1
         assert "injected: the device failed this task" in result.stderr
+        rows = _rows(manifest)
+        failed = [r for r in rows if r["state"] == "failed"]
+        assert failed and len(failed) < len(rows), "some tasks fail, the rest complete"
         fake.faults.fail_jobs = 0.0  # the cause is removed
         retried = qrun("retry", manifest)
         assert retried.returncode == 0, retried.stderr
         assert all(r["state"] == "done" for r in _rows(manifest))
+        assert len(fake.accepted) == len(rows) + len(failed)  # only the failed ones again
+        assert set(fake.accepted.values()) == {1}
     finally:
         fake.stop()
 

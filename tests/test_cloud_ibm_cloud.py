@@ -175,6 +175,25 @@ def test_failed_jobs_report_the_providers_error(project, fake):
     assert any(FAILED_REASON in (f.get("error") or "") for f in status["failures"])
 
 
+def test_a_share_of_failing_jobs_then_retry_once_the_cause_is_gone(project, fake):
+    service = fake(fail_jobs=0.5, seed=4)
+    manifest = _manifest(project, service, name="some", per_job=1,
+                         thetas="[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.14159, 0.25, 0.75, 1.25]")
+    applied = qrun("apply", manifest, env={"COLUMNS": "500"})
+    assert applied.returncode == 1, applied.stdout + applied.stderr
+    rows = list(_rows(project, "some").values())
+    failed = [r for r in rows if r["state"] == "failed"]
+    assert failed and len(failed) < len(rows), "some jobs fail, the rest complete"
+    assert all(FAILED_REASON in r["error"] for r in failed) and FAILED_REASON in applied.stderr
+    assert set(service.accepted.values()) == {1}  # failed jobs were not resubmitted blindly
+    service.fail_jobs = 0.0  # the cause is removed
+    retried = qrun("retry", manifest)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    _check_physics(_rows(project, "some"))
+    assert len(service.accepted) == len(rows) + len(failed)  # only the failed ones again
+    assert set(service.accepted.values()) == {1}
+
+
 def test_lost_answers_are_reconciled_by_tag(project, fake):
     service = fake(lose_after_accept=1.0)  # every submission is created, its answer lost
     manifest = _manifest(project, service, name="lossy", per_job=2)

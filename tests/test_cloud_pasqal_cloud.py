@@ -205,6 +205,25 @@ def test_failed_jobs_fail_their_experiments_with_the_providers_error(atoms, fake
     assert set(fake.accepted.values()) == {1}  # a failed job is not resubmitted blindly
 
 
+def test_a_share_of_failing_batches_then_retry_once_the_cause_is_gone(atoms, fakes, secret):
+    fake = fakes(token=secret, fail_jobs=0.5, seed=4)
+    durations = (300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300)
+    manifest = _manifest(atoms, fake.url, name="some", durations=durations, per_job=1, flip=False)
+    env = {TOKEN_VAR: secret}
+    applied = qrun("apply", manifest, env={**env, **WIDE})
+    assert applied.returncode == 1, applied.stdout + applied.stderr
+    rows = _rows(manifest, env)
+    failed = [r for r in rows if r["state"] == "failed"]
+    assert failed and len(failed) < len(rows), "some batches fail, the rest complete"
+    assert all(INJECTED_ERROR in r["error"] for r in failed) and INJECTED_ERROR in applied.stderr
+    fake.fail_jobs = 0.0  # the cause is removed
+    retried = qrun("retry", manifest, env=env)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert all(r["state"] == "done" for r in _rows(manifest, env))
+    assert len(fake.accepted) == len(rows) + len(failed)  # only the failed ones again
+    assert set(fake.accepted.values()) == {1}
+
+
 def test_answers_lost_after_accept_are_reconciled_by_tag(atoms, fakes, secret):
     fake = fakes(token=secret, lose_after_accept=1.0)  # every creation's answer is lost
     manifest = _manifest(atoms, fake.url, durations=(500, 1000), per_job=1)

@@ -185,6 +185,23 @@ def test_failed_jobs_report_the_providers_error(services, lab, _state_dir):
     _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr)
 
 
+def test_a_share_of_failing_jobs_then_retry_once_the_cause_is_gone(services, lab, _state_dir):
+    fake, url = services(fail_jobs=0.5, seed=4)
+    manifest = _manifest(lab, url, name="some", shots=200, split=1, mzi_points=11)
+    applied = qrun("apply", manifest, "--no-progress", env={**ENV, "COLUMNS": "500"})
+    assert applied.returncode == 1, applied.stdout + applied.stderr
+    rows = _experiments(_state_dir, "some")
+    failed = [r for r in rows if r["state"] == "failed"]
+    assert failed and len(failed) < len(rows), "some jobs fail, the rest complete"
+    assert all(FAILURE_TEXT in r["error"] for r in failed) and FAILURE_TEXT in applied.stderr
+    fake.fail_jobs = 0.0  # the cause is removed
+    retried = _apply(manifest, "retry")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert all(r["state"] == "done" for r in _experiments(_state_dir, "some"))
+    assert len(fake.accepted) == len(rows) + len(failed)  # only the failed ones again
+    assert set(fake.accepted.values()) == {1}
+
+
 def test_lost_answers_are_reconciled_by_tag(services, lab, _state_dir):
     fake, url = services(lose_after_accept=1.0)  # every created job's answer is lost
     manifest = _manifest(lab, url, name="lossy", shots=300, split=1, mzi_points=3)
