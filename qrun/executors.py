@@ -119,6 +119,8 @@ class RayPool:
 
     def _settle(self, ray_future: Future, settled: Future) -> None:
         """Give the engine the task's own exception, or a transient one for Ray's failures."""
+        if settled.cancelled():  # Ctrl-C withdrew the job meanwhile
+            return
         exceptions = self._ray.exceptions
         try:
             settled.set_result(ray_future.result())
