@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from . import __version__
@@ -65,15 +67,18 @@ def plan(path: str | Path, state_dir=None) -> PlanReport:
     manifest = validate(path)
     db_path = state_path(manifest, state_dir)
     store = Store.open(db_path, readonly=True) if db_path.exists() else None
+    tally: Counter = Counter()  # (circuit, backend, provider, reason) -> experiments
     try:
-        states = store.experiment_states() if store else {}
+        # Stored states are looked up a batch at a time, as the plan streams by: memory
+        # stays the same for a campaign of any size.
+        for batch in _batches(planner.experiments(manifest), PLAN_BATCH):
+            states = store.experiment_states([e.key for e in batch]) if store else {}
+            for experiment in batch:
+                tally[experiment.circuit, experiment.backend, experiment.provider,
+                      _reason(states.get(experiment.key))] += 1
     finally:
         if store:
             store.close()
-    tally: Counter = Counter()  # (circuit, backend, provider, reason) -> experiments
-    for experiment in planner.experiments(manifest):
-        tally[experiment.circuit, experiment.backend, experiment.provider,
-              _reason(states.get(experiment.key))] += 1
     rows: dict = {}
     totals = dict.fromkeys(("new", "cached", "failed", "resume"), 0)
     for (circuit, backend, provider, reason), count in tally.items():
@@ -83,6 +88,15 @@ def plan(path: str | Path, state_dir=None) -> PlanReport:
         totals[reason] += count
     return PlanReport(campaign=manifest.name, state_path=db_path, rows=list(rows.values()),
                       totals=totals)
+
+
+PLAN_BATCH = 2000  # experiments whose stored state `plan` asks for at once
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def _reason(state: str | None) -> str:

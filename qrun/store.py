@@ -92,7 +92,16 @@ def _migration_1(db: sqlite_utils.Database) -> None:
                         "since": float, "token": str, "command": str}, pk="name")
 
 
-MIGRATIONS = [_migration_1]  # append, never edit: index + 1 is the schema version
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # ready_jobs() walks each state's jobs in id order and stops at its limit. With only
+    # (state, not_before) SQLite gathered and sorted every pending job on each call, and it
+    # is called after every finished job: quadratic (a 100,000-experiment apply spent 35 %
+    # of py-spy's samples of the coordinator there; 12 ms a call with 3,000 jobs pending,
+    # 0.15 ms with this index).
+    db["jobs"].create_index(["state", "id"], index_name="idx_jobs_state_id")
+
+
+MIGRATIONS = [_migration_1, _migration_2]  # append, never edit: index + 1 is the schema version
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -396,8 +405,7 @@ class Store:
 
     def _upsert_experiments(self, apply_id: int, batch: list, counts: Counter) -> None:
         keys = [e.key for e in batch]
-        known = dict(self.conn.execute(
-            f"SELECT key, state FROM experiments WHERE key IN ({','.join('?' * len(keys))})", keys))
+        known = self.experiment_states(keys)
         now = _now()
         self.conn.executemany(
             "INSERT INTO experiments(key, circuit, backend, provider, program, params, shots, state,"
@@ -441,9 +449,11 @@ class Store:
             created += 1
         return created
 
-    def experiment_states(self) -> dict:
-        """key -> state of every stored experiment (one read: cheaper than many IN lists)."""
-        return dict(self.conn.execute("SELECT key, state FROM experiments"))
+    def experiment_states(self, keys: list[str]) -> dict:
+        """key -> state of those of ``keys`` that are stored (a batch of a plan, not all of
+        it: a whole campaign's states would be a dict of the campaign)."""
+        return dict(self.conn.execute(
+            f"SELECT key, state FROM experiments WHERE key IN ({','.join('?' * len(keys))})", keys))
 
     # -- running
 
@@ -482,13 +492,23 @@ class Store:
         """Jobs of the current plan to start now, oldest first: pending ones, and remote ones
         whose submission failed in a way that leaves it unknown (still submitting), once
         their backoff has passed."""
-        rows = self.conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.state IN (?, ?) AND j.not_before<=? "
+        now = _now()
+        rows = [row for state in (PENDING, SUBMITTING)
+                for row in self._ready_in_state(state, apply_id, now, limit)]
+        return [_job_row(r) for r in sorted(rows, key=lambda r: r[0])[:limit]]
+
+    def _ready_in_state(self, state: str, apply_id: int, now: float, limit: int) -> list:
+        # One state at a time, through the (state, id) index, so SQLite reads jobs already in
+        # id order and stops after `limit` of them: the engine asks after every finished
+        # job, and a `state IN (...)` query sorted all waiting jobs each time (quadratic).
+        # INDEXED BY: left to itself, SQLite picks (state, not_before) and sorts.
+        return self.conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs j INDEXED BY idx_jobs_state_id "
+            "WHERE j.state=? AND j.not_before<=? "
             "AND EXISTS (SELECT 1 FROM slices s JOIN experiments e ON e.key=s.experiment "
             "            WHERE s.job_id=j.id AND e.plan_apply=?) "
             "ORDER BY j.id LIMIT ?",
-            (PENDING, SUBMITTING, _now(), apply_id, limit)).fetchall()
-        return [_job_row(r) for r in rows]
+            (state, now, apply_id, limit)).fetchall()
 
     def unfinished_remote_jobs(self, apply_id: int) -> list[tuple]:
         """(job, attempt id, tag, handle, state) of remote jobs an earlier run left behind."""

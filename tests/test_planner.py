@@ -129,6 +129,58 @@ def test_duplicate_work_runs_once(project):
     assert len(list(planner.experiments(m))) == 2
 
 
+ROT2 = """\
+OPENQASM 3.0;
+include "stdgates.inc";
+input float a;
+input float b;
+qubit[1] q;
+bit[1] c;
+rx(a) q[0];
+rz(b) q[0];
+c[0] = measure q[0];
+"""
+
+
+def test_repeats_are_found_wherever_they_can_occur(project):
+    """Keys are deduplicated without a set of the whole campaign; every kind of repeat
+    still runs once: within a grid, within zipped columns, across listings of one program."""
+    for name in ("grid", "zipped", "distinct"):  # one program each: no listing shares keys
+        write(project, f"circuits/{name}.qasm", f"// {name}\n" + ROT2)
+    m = _manifest(project, """
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {name: t}
+        spec:
+          circuits:
+            - {name: grid, source: circuits/grid.qasm, sweep: {a: [0.1, 0.1, 1, 1.0], b: [0.5, 0.6]}}
+            - name: zipped
+              source: circuits/zipped.qasm
+              sweep_mode: zip
+              sweep: {a: [0.1, 0.1, 0.1, 0.2], b: [0.5, 0.5, 0.6, 0.5]}
+            - name: distinct
+              source: circuits/distinct.qasm
+              sweep_mode: zip
+              sweep: {a: [0.3, 0.3, 0.3], b: [0.1, 0.2, 0.3]}
+            - {name: r1, source: circuits/rot.qasm, sweep: {theta: [0.1, 0.2]}}
+            - {name: r2, source: circuits/rot.qasm, sweep: {theta: [0.2, 0.3]}}
+          backends: [{name: aer, provider: qiskit.aer}]
+    """)
+    found = [(e.circuit, e.params) for e in planner.experiments(m)]
+    assert len({e.key for e in planner.experiments(m)}) == len(found)
+    assert found == [
+        ("grid", {"a": 0.1, "b": 0.5}), ("grid", {"a": 0.1, "b": 0.6}),
+        ("grid", {"a": 1, "b": 0.5}), ("grid", {"a": 1, "b": 0.6}),
+        ("grid", {"a": 1.0, "b": 0.5}), ("grid", {"a": 1.0, "b": 0.6}),  # 1.0 is not 1 in a key
+        ("zipped", {"a": 0.1, "b": 0.5}), ("zipped", {"a": 0.1, "b": 0.6}),
+        ("zipped", {"a": 0.2, "b": 0.5}),
+        ("distinct", {"a": 0.3, "b": 0.1}), ("distinct", {"a": 0.3, "b": 0.2}),
+        ("distinct", {"a": 0.3, "b": 0.3}),
+        ("r1", {"theta": 0.1}), ("r1", {"theta": 0.2}),
+        ("r2", {"theta": 0.3}),  # theta 0.2 of rot.qasm on aer is r1's
+    ]
+
+
 def _cut(rows, limits):
     return list(planner.cut_jobs(rows, lambda backend: limits))
 
