@@ -40,9 +40,14 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _ignore_sigint() -> None:
+def _prepare_worker(threads: int) -> None:
     # Ctrl-C goes to the whole process group; only the coordinator decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Each worker's simulator would otherwise start an OpenMP thread per core: with one
+    # worker per core that is cores x cores threads spinning on cores cores, and 100,000
+    # tiny Aer experiments took 389 s instead of 19 s (bench/scale.py). Set before the
+    # worker first loads Aer, whose OpenMP runtime reads it then; a user's setting wins.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 class LocalPool:
@@ -64,8 +69,9 @@ class LocalPool:
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
             context.set_forkserver_preload(["qrun.backends.preload"])
+        threads = max(1, default_workers() // self.workers)  # the cores shared out
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
-                                   initializer=_ignore_sigint)
+                                   initializer=_prepare_worker, initargs=(threads,))
 
     def broken(self) -> None:
         """A worker died and took the pool down: the next job starts a fresh one."""
