@@ -138,9 +138,7 @@ def _run(manifest, state_dir, run_options, no_progress, retry_failed):
     sys.exit(EXIT_OK if report.all_done else EXIT_FAILED)
 
 
-
-
-def run_options(command):
+def executor_options(command):
     """-j, --executor and --ray-address, passed to the command as one `run_options` tuple."""
     options = [
         click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
@@ -170,7 +168,7 @@ no_progress_option = click.option("--no-progress", is_flag=True,
 @main.command()
 @manifest_argument
 @state_dir_option
-@run_options
+@executor_options
 @no_progress_option
 @reports_errors
 def apply(manifest, state_dir, run_options, no_progress):
@@ -181,7 +179,7 @@ def apply(manifest, state_dir, run_options, no_progress):
 @main.command()
 @manifest_argument
 @state_dir_option
-@run_options
+@executor_options
 @no_progress_option
 @reports_errors
 def retry(manifest, state_dir, run_options, no_progress):

@@ -47,7 +47,9 @@ class RunOutcome:
     finished: int = 0  # experiments that reached done in this run
     failed: int = 0  # experiments that failed for good in this run
     interrupted: bool = False
-    errors: list = field(default_factory=list)
+    # What this run could not finish, besides failed experiments (those are in the state,
+    # with their errors): jobs left to the next apply because their service stopped answering.
+    notices: list = field(default_factory=list)
 
 
 class NullProgress:
@@ -383,8 +385,9 @@ class Engine:
                 # The service is gone for now: the job stays submitted, the next apply
                 # re-attaches it by its handle.
                 self._following.pop(remote.job.id, None)
-                self.outcome.errors.append(f"job {remote.job.id}: no answer to "
-                                           f"{POLLS_UNANSWERED} polls ({_describe(exc)})")
+                self.outcome.notices.append(
+                    f"job {remote.job.id} ({remote.handle}): no answer to {POLLS_UNANSWERED} "
+                    f"polls ({_describe(exc)}); left submitted, `qrun apply` re-attaches it")
                 return
             self._poll_later(remote)
             return
@@ -452,7 +455,6 @@ class Engine:
                                                    results, failures, metadata)
         self.outcome.finished += len(finished)
         self.outcome.failed += len(failed)
-        self.outcome.errors.extend(error for _, error in failures)
         self.progress.experiments_finished(len(finished), len(failed))
 
     def _backoff(self, attempt: int) -> float:
@@ -468,7 +470,6 @@ class Engine:
         failed = self.store.fail_attempt(self.apply_id, op.job.id, op.attempt_id, error, retry_at)
         self.outcome.failed += len(failed)
         if failed:
-            self.outcome.errors.append(error)
             self.progress.experiments_finished(0, len(failed))
 
     # -- Ctrl-C

@@ -96,6 +96,8 @@ def apply_summary(report, seconds: float) -> None:
     if report.failures:
         failures(report.failures, report.failure_causes, report.state["failed"])
         err.print("Fix the cause, then run `qrun retry` to give failed experiments new attempts.")
+    for notice in report.run.notices[:MAX_TABLE_ROWS]:
+        err.print(notice, soft_wrap=True)
     if report.injected_faults:
         err.print(f"[yellow]Faults were injected into local runs (QRUN_FAULTS: "
                   f"{report.injected_faults}): a rehearsal.[/yellow]")
