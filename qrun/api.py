@@ -23,8 +23,8 @@ from . import manifest as manifests
 from . import planner
 from .backends import faults
 from .engine import Engine, RunOutcome
-from .executors import ExecutorChoice
 from .errors import StateError
+from .executors import ExecutorChoice
 from .manifest import Manifest
 from .provenance import git_state
 from .store import DONE, FAILED, PENDING, Store
@@ -128,6 +128,14 @@ class ApplyReport:
         return self.state[PENDING] == 0 and self.state[FAILED] == 0
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How an apply runs its jobs: where local simulation goes, and faults to rehearse."""
+
+    executor: ExecutorChoice
+    faults: faults.Faults
+
+
 def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorChoice(),
           progress=None, retry_failed: bool = False, on_planned=None) -> ApplyReport:
     """Store the manifest's plan and run every experiment not done yet.
@@ -179,12 +187,6 @@ def store_plan(store: Store, manifest: Manifest, apply_id: int):
             rows, lambda backend: planner.job_limits(manifest, backend)),
         seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
     )
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    executor: ExecutorChoice
-    faults: faults.Faults
 
 
 def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOptions, progress,

@@ -153,8 +153,9 @@ class Store:
     def open(cls, path: Path, create: bool = True, readonly: bool = False) -> "Store":
         """Open (or create) a campaign's state database.
 
-        ``readonly`` never writes, not even SQLite's shared-memory file when the folder is
-        read-only (an archived campaign): status and export work there.
+        ``readonly`` never changes the database. Status and export open it so, and so they
+        also work in a read-only folder (an archived campaign), where SQLite cannot create
+        its shared-memory file.
         """
         path = Path(path)
         if not path.exists() and (readonly or not create):
