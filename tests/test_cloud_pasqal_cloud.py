@@ -18,7 +18,7 @@ import pytest
 from qrun.backends.base import Task, TaskFailed, TransientBackendError
 from qrun.fakes.pasqal_cloud import INJECTED_ERROR, FakePasqal
 
-from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, write
+from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
 
 TOKEN_VAR = "QRUN_TEST_PASQAL_TOKEN"
 WIDE = {"COLUMNS": "500"}  # rich wraps long errors in tables at 80 columns
@@ -257,12 +257,9 @@ def test_sigkill_at_any_moment_then_resume_accepts_each_batch_once(atoms, fakes,
 
     # First kill: right after the fake accepted a batch, before its answer reached qrun.
     process = start_apply(manifest, env)
-    deadline = time.time() + 60
-    while not fake.accepted:
-        assert process.poll() is None, process.communicate()
-        assert time.time() < deadline, "no batch was ever accepted"
-        time.sleep(0.01)
-    kill(process)
+    accepted = wait_until(lambda: fake.accepted, process)
+    output = kill(process)
+    assert accepted, ("no batch was ever accepted", output.stdout, output.stderr)
     accepted_tags = set(fake.accepted)
     in_window = len(accepted_tags - _handles(db))
     assert in_window >= 1  # the accepted batch has no handle in qrun's state

@@ -24,7 +24,7 @@ import pytest
 from qrun.backends.base import Task
 from qrun.fakes.quandela_cloud import FAILURE_TEXT, FakeQuandela
 
-from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, write
+from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
 
 SECRET = "qrun-planted-quandela-token-7f3a9c"
 TOKEN_VAR = "QRUN_TEST_QUANDELA_TOKEN"
@@ -236,12 +236,9 @@ def test_kill_anywhere_then_reapply_finishes_without_duplicates(services, lab, _
     # First kill: right after the service accepted a job, while its answer is still on the way
     # (the handle is not committed): the next apply must find the job by its tag.
     process = start_apply(manifest, ENV)
-    deadline = time.time() + 60
-    while not fake.accepted:
-        assert process.poll() is None, process.communicate()
-        assert time.time() < deadline, "no job was ever accepted"
-        time.sleep(0.01)
-    kill(process)
+    accepted = wait_until(lambda: fake.accepted, process)
+    output = kill(process)
+    assert accepted, ("no job was ever accepted", output.stdout, output.stderr)
     in_flight = set(fake.accepted)
     for _ in range(2):  # then at random moments: after one or two more jobs were accepted
         output, _ = kill_after_more_accepted(manifest, lambda: len(fake.accepted), chance, env=ENV, most=2)
