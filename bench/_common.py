@@ -127,6 +127,29 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def alternating_rounds(qrun_side, peer_side, repeats: int, budget: float, after_round,
+                       stop_hint: str | None = None) -> None:
+    """Run both sides for up to ``repeats`` rounds, each side called with the round number.
+
+    Who goes first alternates (qrun, peer, peer, qrun, ...) so that drift in the machine's
+    load hits both alike. Another round starts only if, at the pace so far, it would end
+    within ``budget`` seconds; ``stop_hint`` (if given) is printed when that stops the
+    rounds early. ``after_round(round_)`` reports each round.
+    """
+    started = time.perf_counter()
+    for round_ in range(max(1, repeats)):
+        spent = time.perf_counter() - started
+        if round_ and spent + spent / round_ > budget:
+            if stop_hint:
+                print(f"  (stopping after {round_} round(s): another would pass the "
+                      f"{budget:.0f} s budget; {stop_hint})")
+            break
+        sides = (qrun_side, peer_side) if round_ % 2 == 0 else (peer_side, qrun_side)
+        for side in sides:
+            side(round_)
+        after_round(round_)
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:

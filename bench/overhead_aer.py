@@ -29,7 +29,6 @@ import random
 import sqlite3
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the repository
@@ -185,21 +184,14 @@ def main() -> None:
         if ran != args.circuits:
             raise SystemExit(f"plain script ran {ran} circuits, expected {args.circuits}")
 
-    load_start = _common.load_average()
-    started = time.perf_counter()
-    qrun_times, plain_times, qrun_cpu, plain_cpu = [], [], [], []
-    for round_ in range(max(1, args.repeats)):
-        spent = time.perf_counter() - started
-        if round_ and spent + spent / round_ > args.budget:
-            print(f"  (stopping after {round_} round(s): another would pass the "
-                  f"{args.budget:.0f} s budget; use --budget or --circuits to change that)")
-            break
-        # Alternate who goes first (qrun, plain, plain, qrun, ...) so drift hits both alike.
-        sides = (run_qrun, run_plain) if round_ % 2 == 0 else (run_plain, run_qrun)
-        for side in sides:
-            side(round_)
+    def report(round_: int) -> None:
         print(f"  round {round_ + 1}: qrun apply {qrun_times[-1]:6.2f} s (CPU {qrun_cpu[-1]:6.2f} s)   "
               f"plain script {plain_times[-1]:6.2f} s (CPU {plain_cpu[-1]:6.2f} s)")
+
+    load_start = _common.load_average()
+    qrun_times, plain_times, qrun_cpu, plain_cpu = [], [], [], []
+    _common.alternating_rounds(run_qrun, run_plain, args.repeats, args.budget, report,
+                               stop_hint="use --budget or --circuits to change that")
 
     qrun_s, plain_s = _common.median(qrun_times), _common.median(plain_times)
     ratio = qrun_s / plain_s

@@ -40,7 +40,6 @@ import json
 import sqlite3
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the repository
@@ -188,20 +187,13 @@ def main() -> None:
             raise SystemExit(f"Braket script ran {len(got)} circuits, expected {args.circuits}")
         braket_outputs.append(got)
 
-    load_start = _common.load_average()
-    started = time.perf_counter()
-    for round_ in range(max(1, args.repeats)):
-        spent = time.perf_counter() - started
-        if round_ and spent + spent / round_ > args.budget:
-            print(f"  (stopping after {round_} round(s): another would pass the "
-                  f"{args.budget:.0f} s budget; use --budget or --circuits to change that)")
-            break
-        # Alternate who goes first (qrun, braket, braket, qrun, ...) so drift hits both alike.
-        sides = (run_qrun, run_braket) if round_ % 2 == 0 else (run_braket, run_qrun)
-        for side in sides:
-            side(round_)
+    def report(round_: int) -> None:
         print(f"  round {round_ + 1}: qrun apply {qrun_times[-1]:6.2f} s (CPU {qrun_cpu[-1]:6.2f} s)   "
               f"Braket script {braket_times[-1]:6.2f} s (CPU {braket_cpu[-1]:6.2f} s)")
+
+    load_start = _common.load_average()
+    _common.alternating_rounds(run_qrun, run_braket, args.repeats, args.budget, report,
+                               stop_hint="use --budget or --circuits to change that")
 
     qrun_s, braket_s = _common.median(qrun_times), _common.median(braket_times)
     ratio = qrun_s / braket_s

@@ -294,16 +294,11 @@ def measure(work: Workload, args, root: Path, env: dict, script: Path) -> dict:
         if round_ == 0:
             check["plain"] = got
 
-    started = time.perf_counter()
-    for round_ in range(max(1, args.repeats)):
-        spent = time.perf_counter() - started
-        if round_ and spent + spent / round_ > args.budget:
-            break
-        sides = (run_qrun, run_plain) if round_ % 2 == 0 else (run_plain, run_qrun)
-        for side in sides:
-            side(round_)
+    def report(round_: int) -> None:
         print(f"    round {round_ + 1}: qrun apply {qrun_times[-1]:6.2f} s (CPU {qrun_cpu[-1]:6.2f})"
               f"   SDK script {plain_times[-1]:6.2f} s (CPU {plain_cpu[-1]:6.2f})", flush=True)
+
+    _common.alternating_rounds(run_qrun, run_plain, args.repeats, args.budget, report)
     qrun_s, sdk_s = _common.median(qrun_times), _common.median(plain_times)
     qrun_c, sdk_c = _common.median(qrun_cpu), _common.median(plain_cpu)
     return {
