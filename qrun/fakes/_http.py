@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -113,13 +114,46 @@ class FakeServer:
         raise NotImplementedError
 
 
+def fault_arguments(parser: argparse.ArgumentParser, default=0.0) -> None:
+    """The flags every fake takes: where it listens, and what it does wrong on purpose.
+
+    ``default`` None lets a fake tell a flag left out from one set (then its environment
+    variables decide)."""
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--latency", type=float, default=default, help="seconds added to each answer")
+    parser.add_argument("--error-rate", type=float, default=default,
+                        help="share of requests answered 429 or 5xx")
+    parser.add_argument("--fail-jobs", type=float, default=default, help="share of jobs that fail")
+    parser.add_argument("--stall", action="store_true", default=None if default is None else False,
+                        help="jobs stay queued for ever")
+    parser.add_argument("--lose-after-accept", type=float, default=default,
+                        help="share of accepted jobs whose answer is lost")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def serve_until_stopped(fake, banner: str, on_stop=None) -> None:
+    """Say where the fake listens, serve until Ctrl-C or `kill`, then stop it cleanly."""
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does
+    print(f"{banner}; Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+        if on_stop:
+            on_stop()
+
+
 def serve(fake_class, argv=None) -> None:
     """`python -m qrun.fakes.<provider> --port N`: serve until Ctrl-C, faults from flags."""
     parser = argparse.ArgumentParser(description=f"local fake {fake_class.name} service")
-    parser.add_argument("--port", type=int, default=8080)
-    for flag in ("latency", "error-rate", "fail-jobs", "lose-after-accept", "run-time"):
-        parser.add_argument(f"--{flag}", type=float, default=None)
-    parser.add_argument("--stall", action="store_true")
+    fault_arguments(parser, default=None)
+    parser.add_argument("--run-time", type=float, default=None, help="seconds each job waits queued")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in {"latency": args.latency, "error_rate": args.error_rate,
                                    "fail_jobs": args.fail_jobs, "run_time": args.run_time,
@@ -129,9 +163,4 @@ def serve(fake_class, argv=None) -> None:
         overrides["stall"] = True
     fake = fake_class(faults=Faults.from_env(**overrides))
     url = fake.start(args.port)
-    print(f"fake {fake_class.name} service at {url} (Ctrl-C to stop)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
+    serve_until_stopped(fake, f"fake {fake_class.name} service at {url}")

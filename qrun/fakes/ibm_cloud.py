@@ -46,7 +46,6 @@ import json
 import os
 import queue
 import random
-import signal
 import socket
 import threading
 import time
@@ -55,6 +54,8 @@ from collections import Counter
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from ._http import fault_arguments, serve_until_stopped
 
 CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/qrunfake0000000000000000:qrun-fake-0000::"
 INSTANCE_NAME = "qrun-fake"
@@ -688,21 +689,11 @@ def _route_name(method: str, path: str) -> str:
 FakeService = FakeIBMQuantum
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m qrun.fakes.ibm_cloud",
                                      description="A local fake of IBM Quantum Platform for "
                                                  "qiskit-ibm-runtime (qrun's qiskit.ibm provider).")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="share answered 429/5xx")
-    parser.add_argument("--fail-jobs", type=float, default=0.0, help="share of jobs that fail")
-    parser.add_argument("--stall", action="store_true", help="jobs stay queued")
-    parser.add_argument("--lose-after-accept", type=float, default=0.0,
-                        help="share of job submissions whose answer is lost")
+    fault_arguments(parser)
     parser.add_argument("--run-time", type=float, default=0.0, help="seconds each job waits queued")
     parser.add_argument("--api-key", default=None,
                         help="the only API key accepted (default: any); prefer QRUN_FAKE_API_KEY")
@@ -714,18 +705,12 @@ def main(argv=None) -> None:
                           run_time=args.run_time,
                           api_key=args.api_key or os.environ.get("QRUN_FAKE_API_KEY"))
     url = fake.start(args.port)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does
-    print(f"fake IBM Quantum Platform at {url} (backends: fake_manila, fake_kyiv, ...); "
-          f"Ctrl-C stops it", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+
+    def on_stop() -> None:
         shutdown_worker()
         print(f"accepted jobs per tag: {dict(fake.accepted)}", flush=True)
+    serve_until_stopped(fake, f"fake IBM Quantum Platform at {url} (backends: fake_manila, "
+                              f"fake_kyiv, ...)", on_stop)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from ._http import fault_arguments, serve_until_stopped
+
 PROJECT_ID = "7a1c3e5f-0b2d-4c6e-8f90-a1b2c3d4e5f6"
 USER_ID = "qrun-fake-user"
 DEVICE_TYPES = {"EMU_FREE", "EMU_TN", "EMU_FRESNEL", "EMU_MPS", "EMU_SV", "FRESNEL", "FRESNEL_CAN1"}
@@ -496,13 +498,7 @@ def _handler(fake: FakePasqal):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m qrun.fakes.pasqal_cloud",
                                      description="A local fake Pasqal Cloud for rehearsing qrun campaigns.")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--latency", type=float, default=None, help="seconds added to every request")
-    parser.add_argument("--error-rate", type=float, default=None, help="share of requests answered 429/5xx")
-    parser.add_argument("--fail-jobs", type=float, default=None, help="share of jobs that end in ERROR")
-    parser.add_argument("--stall", action="store_true", default=None, help="batches stay PENDING")
-    parser.add_argument("--lose-after-accept", type=float, default=None,
-                        help="share of batch creations whose answer is lost")
+    fault_arguments(parser, default=None)  # flags left out: QRUN_FAKE_* variables decide
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--token", default=None,
                         help="the only bearer token accepted (default: QRUN_FAKE_TOKEN, else any)")
@@ -514,12 +510,7 @@ def main(argv=None) -> None:
                       stall=args.stall, lose_after_accept=args.lose_after_accept, seed=args.seed,
                       token=args.token, users=users)
     url = fake.start(args.port)
-    print(f"fake Pasqal Cloud at {url} (project {PROJECT_ID}); Ctrl-C to stop", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
+    serve_until_stopped(fake, f"fake Pasqal Cloud at {url} (project {PROJECT_ID})")
 
 
 FakeService = FakePasqal  # the name the fakes share

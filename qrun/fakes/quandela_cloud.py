@@ -52,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ._http import fault_arguments, serve_until_stopped
+
 PLATFORMS = ("sim:slos", "sim:clifford", "sim:naive", "qpu:belenos", "qpu:ascella")
 FAILURE_TEXT = "the platform lost its photon source during the run (injected fault)"
 
@@ -360,13 +362,7 @@ def _handler(fake: FakeQuandela):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m qrun.fakes.quandela_cloud",
                                      description="a local fake Quandela cloud for rehearsals")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 429/5xx")
-    parser.add_argument("--fail-jobs", type=float, default=0.0, help="share of jobs that end in error")
-    parser.add_argument("--stall", action="store_true", help="jobs stay waiting forever")
-    parser.add_argument("--lose-after-accept", type=float, default=0.0,
-                        help="share of created jobs whose answer is lost")
+    fault_arguments(parser)
     parser.add_argument("--token", default=None, help="the only token accepted (default: any)")
     parser.add_argument("--no-lookup", action="store_true",
                         help="answer the job-group lookup with 405, as Quandela's published API")
@@ -376,15 +372,7 @@ def main(argv=None) -> None:
                         stall=args.stall, lose_after_accept=args.lose_after_accept, seed=args.seed,
                         token=args.token, lookup=not args.no_lookup)
     url = fake.start(args.port)
-    print(f"fake Quandela cloud at {url} (platforms: {', '.join(fake.platforms)}); Ctrl-C stops it",
-          flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    serve_until_stopped(fake, f"fake Quandela cloud at {url} (platforms: {', '.join(fake.platforms)})")
 
 
 if __name__ == "__main__":
