@@ -39,6 +39,16 @@ def random_ops(rng: random.Random, qubits: int, depth: int) -> list[tuple]:
     return ops
 
 
+def qasm2(ops: list[tuple], qubits: int) -> str:
+    """OpenQASM 2 text of ``ops``, every qubit measured into one register (`measure q -> c;`)."""
+    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg q[{qubits}];", f"creg c[{qubits}];"]
+    for name, angle, wires in ops:
+        gate = f"{name}({angle:.6f})" if angle is not None else name
+        lines.append(f"{gate} " + ",".join(f"q[{w}]" for w in wires) + ";")
+    lines.append("measure q -> c;")
+    return "\n".join(lines) + "\n"
+
+
 def qasm3(ops: list[tuple], qubits: int, dialect: str = "std") -> str:
     """OpenQASM 3 text of ``ops`` in ``dialect`` ("std" or "braket")."""
     lines = ["OPENQASM 3.0;"]

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -113,6 +114,12 @@ def measured(cmd: list[str], env: dict, cwd: Path, check: bool = True,
             raise SystemExit(f"command failed with exit {process.returncode}: {' '.join(cmd)}\n{detail}")
     cpu = usage.ru_utime + usage.ru_stime + sum(last_cpu.values()) if tree_cpu else None
     return Measured(elapsed, usage.ru_maxrss / 1024, cpu)  # Linux reports ru_maxrss in KB
+
+
+def stored_results(db: Path) -> int:
+    """Results a qrun state database holds: a benchmark checks every experiment ran."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM results").fetchone()[0]
 
 
 def load_average() -> float:

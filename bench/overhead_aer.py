@@ -24,19 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
-import sqlite3
 import sys
 import textwrap
 from pathlib import Path
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the repository
+import _circuits  # noqa: E402  (bench/_circuits.py, beside this script)
 import _common  # noqa: E402  (bench/_common.py, beside this script)
 
 TARGET_RATIO = 1.15
-GATES_1Q = ("h", "x")
-GATES_ROT = ("rx", "ry", "rz")
 
 PLAIN_SCRIPT = textwrap.dedent('''
     """Plain Qiskit + Aer, as the docs show it: load, transpile for the simulator, run in batches."""
@@ -63,34 +59,13 @@ PLAIN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def random_circuit(rng: random.Random, qubits: int, depth: int) -> str:
-    """OpenQASM 2 text: `depth` layers, each one gate per qubit (a cx takes two)."""
-    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg q[{qubits}];", f"creg c[{qubits}];"]
-    for _ in range(depth):
-        free = list(range(qubits))
-        rng.shuffle(free)
-        while free:
-            q = free.pop()
-            kind = rng.random()
-            if kind < 0.3 and free:
-                lines.append(f"cx q[{q}],q[{free.pop()}];")
-            elif kind < 0.55:
-                lines.append(f"{rng.choice(GATES_1Q)} q[{q}];")
-            else:
-                angle = rng.uniform(-math.pi, math.pi)
-                lines.append(f"{rng.choice(GATES_ROT)}({angle:.6f}) q[{q}];")
-    lines.append("measure q -> c;")
-    return "\n".join(lines) + "\n"
-
-
 def write_inputs(root: Path, args) -> tuple[Path, Path]:
     """The circuits folder and the campaign manifest (every circuit on one Aer backend)."""
     folder = root / "campaign"
     circuits = folder / "circuits"
     circuits.mkdir(parents=True)
-    rng = random.Random(args.seed)
-    for i in range(args.circuits):
-        (circuits / f"c{i:05d}.qasm").write_text(random_circuit(rng, args.qubits, args.depth))
+    for i, ops in enumerate(_circuits.circuits(args.circuits, args.qubits, args.depth, args.seed)):
+        (circuits / f"c{i:05d}.qasm").write_text(_circuits.qasm2(ops, args.qubits))
     return circuits, write_manifest(folder, args)
 
 
@@ -114,11 +89,6 @@ def write_manifest(folder: Path, args) -> Path:
     manifest = folder / "campaign.yaml"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
-
-
-def _stored_results(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM results").fetchone()[0]
 
 
 def main() -> None:
@@ -169,7 +139,7 @@ def main() -> None:
         run = _common.measured(cmd, env, root / "campaign", tree_cpu=True)
         qrun_times.append(run.wall_s)
         qrun_cpu.append(run.cpu_s)
-        stored = _stored_results(state / "overhead-aer.sqlite")
+        stored = _common.stored_results(state / "overhead-aer.sqlite")
         if stored != args.circuits:
             raise SystemExit(f"qrun stored {stored} results, expected {args.circuits}")
 

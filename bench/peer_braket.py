@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -95,11 +94,6 @@ def write_inputs(folder: Path, ops_list: list, args) -> Path:
     manifest = folder / "campaign.yaml"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
-
-
-def stored_results(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM results").fetchone()[0]
 
 
 def qrun_counts(manifest: Path, state: Path, env: dict, out: Path) -> dict:
@@ -169,7 +163,7 @@ def main() -> None:
         run = _common.measured(cmd, env, campaign, tree_cpu=True)
         qrun_times.append(run.wall_s)
         qrun_cpu.append(run.cpu_s)
-        stored = stored_results(state / "peer-braket.sqlite")
+        stored = _common.stored_results(state / "peer-braket.sqlite")
         if stored != args.circuits:
             raise SystemExit(f"qrun stored {stored} results, expected {args.circuits}")
         if round_ == 0:

@@ -50,7 +50,6 @@ import argparse
 import json
 import math
 import shutil
-import sqlite3
 import sys
 import textwrap
 import time
@@ -232,11 +231,6 @@ def _circuits_key(key: str) -> str:
     return key.replace(" ", "")[::-1]
 
 
-def stored_results(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM results").fetchone()[0]
-
-
 def expected_tvd(counts: dict, shots: int) -> float:
     """Mean distance between two independent samples of ``counts``' distribution, `shots` each.
 
@@ -272,7 +266,7 @@ def measure(work: Workload, args, root: Path, env: dict, script: Path) -> dict:
                                env, work.folder, tree_cpu=True)
         qrun_times.append(run.wall_s)
         qrun_cpu.append(run.cpu_s)
-        stored = stored_results(state / f"{work.name}.sqlite")
+        stored = _common.stored_results(state / f"{work.name}.sqlite")
         if stored != work.count:
             raise SystemExit(f"{work.provider}: qrun stored {stored} results, expected {work.count}")
         if round_ == 0:
