@@ -22,12 +22,12 @@ from . import exporter
 from . import manifest as manifests
 from . import planner
 from .backends import faults
-from .engine import Engine, RunOutcome
-from .errors import StateError
+from .engine import SILENCE_LIMIT, Engine, RunOutcome
+from .errors import LockedError, QrunError, StateError
 from .executors import ExecutorChoice
 from .manifest import Manifest
 from .provenance import git_state
-from .store import DONE, FAILED, PENDING, Store
+from .store import DONE, FAILED, PENDING, Store, lock_message
 
 DEFAULT_STATE_DIR = "runs"
 FAILURES_SHOWN = 20  # failed experiments listed by apply and status; export lists them all
@@ -115,6 +115,7 @@ class ApplyReport:
     state: dict  # experiments of the plan by state: pending, done, failed
     failures: list = field(default_factory=list)  # the first failed experiments
     failure_causes: list = field(default_factory=list)  # failed experiments per backend and error
+    pending_causes: list = field(default_factory=list)  # unfinished experiments per backend and why
     exports: list = field(default_factory=list)
     backends: list = field(default_factory=list)
     injected_faults: str | None = None  # QRUN_FAULTS was set: this run was a rehearsal
@@ -130,10 +131,44 @@ class ApplyReport:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How an apply runs its jobs: where local simulation goes, and faults to rehearse."""
+    """How an apply runs its jobs: where local simulation goes, faults to rehearse, and how
+    long a silent service is waited for (QRUN_SILENCE_LIMIT) before its work is left."""
 
     executor: ExecutorChoice
     faults: faults.Faults
+    silence_limit: float = SILENCE_LIMIT
+
+
+def silence_limit_from_env() -> float:
+    text = os.environ.get("QRUN_SILENCE_LIMIT", "").strip()
+    if not text:
+        return SILENCE_LIMIT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise QrunError(f"QRUN_SILENCE_LIMIT={text!r}: give the seconds a silent service is "
+                        f"waited for, a positive number (default {SILENCE_LIMIT:g})")
+    return seconds
+
+
+def refuse_if_locked(manifest: Manifest, db_path: Path) -> None:
+    """Report a live lock holder before asking for the write lock.
+
+    The lock itself is taken inside a write transaction, which waits for the running
+    apply's writes (12.9 s on a loaded machine); reading it first answers at once. The
+    write transaction checks again, so two commands starting together stay safe.
+    """
+    if not db_path.exists():
+        return
+    try:
+        with Store.open(db_path, readonly=True) as store:
+            holder = store.lock_holder(manifest.name)
+    except StateError:
+        return  # the write open that follows reports what is wrong with the file
+    if holder and holder["alive"]:
+        raise LockedError(lock_message(manifest.name, holder))
 
 
 def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorChoice(),
@@ -147,10 +182,13 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     for by QRUN_FAULTS are injected into local runs (a rehearsal; see backends/faults.py).
     """
     manifest = validate(path)
-    run_options = RunOptions(executor=executor, faults=faults.from_env())
+    run_options = RunOptions(executor=executor, faults=faults.from_env(),
+                             silence_limit=silence_limit_from_env())
+    db_path = state_path(manifest, state_dir)
+    refuse_if_locked(manifest, db_path)
     git = git_state(manifest.path, [manifest.folder / c.program.origin
                                     for c in manifest.circuits.values()])
-    store = Store.open(state_path(manifest, state_dir))
+    store = Store.open(db_path)
     command = "retry" if retry_failed else "apply"
     try:
         store.acquire_lock(manifest.name, command)
@@ -204,7 +242,7 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOp
             counts = store.state_counts(apply_id)
             on_planned(planned, sum(counts.values()), counts[DONE])
         run = Engine(store, manifest, apply_id, executor=options.executor, faults=options.faults,
-                     progress=progress).run()
+                     progress=progress, silence_limit=options.silence_limit).run()
         state = store.state_counts(apply_id)
         outcome = "interrupted" if run.interrupted else \
             "done" if state[PENDING] == 0 and state[FAILED] == 0 else "failed"
@@ -218,7 +256,8 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOp
     store.finish_apply(apply_id, outcome)
     return ApplyReport(campaign=manifest.name, state_path=store.path, planned=planned, run=run,
                        state=state, failures=store.failures(apply_id, limit=FAILURES_SHOWN),
-                       failure_causes=store.failure_causes(apply_id), exports=exports,
+                       failure_causes=store.failure_causes(apply_id),
+                       pending_causes=store.pending_causes(apply_id), exports=exports,
                        backends=store.backend_summary(apply_id),
                        injected_faults=options.faults.describe() if options.faults.active else None)
 
@@ -240,7 +279,7 @@ def status(path: str | Path, state_dir=None) -> dict:
     report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
               "experiments": None, "backends": [], "jobs": {}, "last_apply": None,
               "manifest_changed": None, "lock": None, "failures": [], "failure_causes": [],
-              "remote_jobs": []}
+              "pending_causes": [], "remote_jobs": []}
     apply_id = None
     if db_path.exists():
         with Store.open(db_path, readonly=True) as store:
@@ -257,6 +296,7 @@ def status(path: str | Path, state_dir=None) -> dict:
                     last_apply=last, manifest_changed=last["manifest_sha256"] != manifest.sha256,
                     failures=store.failures(apply_id, limit=FAILURES_SHOWN),
                     failure_causes=store.failure_causes(apply_id),
+                    pending_causes=store.pending_causes(apply_id),
                     remote_jobs=store.remote_jobs(apply_id))
     if apply_id is None:  # never applied: everything the manifest describes is pending
         total = sum(1 for _ in planner.experiments(manifest))
@@ -281,7 +321,10 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
 def cancel(path: str | Path, state_dir=None) -> dict:
     """Cancel the campaign's unfinished jobs: remote ones at their provider, then in the state.
 
-    Their experiments are recorded as failed ("cancelled"); `qrun retry` runs them again.
+    Their experiments are recorded as failed ("cancelled"); `qrun retry` runs them again. A
+    job whose submission's fate is unknown is looked up by its tags first, so that what the
+    provider holds is cancelled there too; one whose lookup fails is left as it is (and
+    reported), since cancelling it only here could leave a paid job running unseen.
     """
     from .backends import PROVIDERS, adapter_for
 
@@ -289,27 +332,58 @@ def cancel(path: str | Path, state_dir=None) -> dict:
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         raise StateError(f"campaign {manifest.name} has no state at {db_path}; nothing to cancel")
+    refuse_if_locked(manifest, db_path)
     summary = {"cancelled_remote": 0, "cancelled_local": 0, "errors": []}
     with Store.open(db_path, create=False) as store:
         store.acquire_lock(manifest.name, "cancel")
         try:
             apply_id = store.latest_plan_apply()
             for job, attempt_id, handle in store.unfinished_jobs(apply_id) if apply_id else []:
-                config = job.backend_config
-                if handle and not PROVIDERS[job.provider].local:
-                    try:
-                        adapter_for(config["provider"], config["device"], config["options"],
-                                    config.get("credentials")).cancel(handle)
-                    except Exception as exc:  # keep going: report what could not be cancelled
-                        summary["errors"].append(f"job {job.id} ({handle}): {exc}")
-                        continue
-                    summary["cancelled_remote"] += 1
-                else:
+                if PROVIDERS[job.provider].local:
                     summary["cancelled_local"] += 1
+                    store.cancel_job(apply_id, job.id, attempt_id, "cancelled by qrun cancel")
+                    continue
+                config = job.backend_config
+                try:
+                    adapter = adapter_for(config["provider"], config["device"], config["options"],
+                                          config.get("credentials"))
+                    handle = handle or _find_by_tags(store, adapter, job.id)
+                    if handle:
+                        _cancel_at_provider(adapter, handle)
+                except Exception as exc:  # keep going: report what could not be cancelled
+                    summary["errors"].append(f"job {job.id} ({handle or 'not yet known'}): {exc}")
+                    continue
+                summary["cancelled_remote" if handle else "cancelled_local"] += 1
                 store.cancel_job(apply_id, job.id, attempt_id, "cancelled by qrun cancel")
         finally:
             store.release_lock(manifest.name)
     return summary
+
+
+def _find_by_tags(store: Store, adapter, job_id: int) -> str | None:
+    """The handle of the job's submission whose fate was unknown, looked up by its tags;
+    the tags the provider answers it does not hold are recorded so."""
+    absent = []
+    try:
+        for attempt_id, tag in store.unresolved_tags(job_id):
+            handle = adapter.find(tag)
+            if handle is not None:
+                return handle
+            absent.append(attempt_id)
+    except Exception as exc:
+        raise QrunError(f"could not look its submission up by tag ({exc}); left as it is") from None
+    finally:
+        store.mark_tags_absent(absent)
+    return None
+
+
+def _cancel_at_provider(adapter, handle: str) -> None:
+    from .backends.base import JobNotFound
+
+    try:
+        adapter.cancel(handle)
+    except JobNotFound:
+        pass  # the provider holds nothing under it any more: nothing to stop
 
 
 def unlock(path: str | Path, state_dir=None, force: bool = False) -> dict | None:
@@ -318,5 +392,7 @@ def unlock(path: str | Path, state_dir=None, force: bool = False) -> dict | None
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         return None
+    if not force:
+        refuse_if_locked(manifest, db_path)
     with Store.open(db_path, create=False) as store:
         return store.break_lock(manifest.name, force=force)

@@ -3,7 +3,8 @@
 Only click is imported at start; the API, rich and every SDK load inside the command that
 needs them, so `qrun --help` stays fast. Errors a user can cause are printed as messages
 with the documented exit codes, never as tracebacks:
-    0 all done · 1 some experiments failed · 2 bad input or usage · 130 interrupted
+    0 all done · 1 some experiments failed · 2 bad input or usage · 130 interrupted (Ctrl-C)
+    · 143 terminated (SIGTERM, handled as Ctrl-C)
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import click
 
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ManifestError, QrunError
+from .errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED,
+                     ManifestError, QrunError, Terminated)
 
 manifest_argument = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
 state_dir_option = click.option(
@@ -39,9 +43,10 @@ def reports_errors(command):
         except QrunError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated) or _terminated.is_set()
+            click.echo("terminated" if terminated else "interrupted", err=True)
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except Exception as exc:
             if os.environ.get("QRUN_DEBUG"):
                 raise
@@ -120,9 +125,18 @@ def _print_error(exc: QrunError) -> None:
         click.echo(f"error: {exc}", err=True)
 
 
+_terminated = threading.Event()  # a SIGTERM arrived: exit 143, not 130
+
+
+def _on_sigterm(signum, frame):
+    _terminated.set()
+    raise Terminated()
+
+
 def _run(manifest, state_dir, run_options, no_progress, retry_failed):
     from . import api, render
 
+    signal.signal(signal.SIGTERM, _on_sigterm)  # systemd, CI time-outs, kill: as Ctrl-C
     workers, executor, ray_address = run_options
     choice = api.ExecutorChoice(kind=executor, workers=workers, ray_address=ray_address)
     progress = render.ApplyProgress(enabled=not no_progress)
@@ -134,7 +148,7 @@ def _run(manifest, state_dir, run_options, no_progress, retry_failed):
         progress.stop()
     render.apply_summary(report, time.monotonic() - started)
     if report.interrupted:
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if _terminated.is_set() else EXIT_INTERRUPTED)
     sys.exit(EXIT_OK if report.all_done else EXIT_FAILED)
 
 

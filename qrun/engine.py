@@ -13,19 +13,33 @@ Each step is committed before the next begins.
 A crash anywhere leaves at worst a local job marked running, run again by the next apply,
 or a remote job marked submitting, which the next apply first looks up at the provider by
 its tag (so it is never submitted twice), or submitted, which it re-attaches by handle.
+
+Never paying twice rests on one rule: an attempt whose fate at the provider is unknown (its
+submission may have landed) stays unknown until the provider answers a lookup of its tag.
+Every unknown tag of a job is looked up before the job is sent again; a lookup that fails or
+is refused leaves the job as it is, for a later try or the next apply, with the reason.
+A handle the provider no longer knows (or one whose job carries another tag) is not trusted:
+the tag is looked up, and an attempt found under neither is lost and may be tried again.
+
+Every wait is bounded: each provider call has its own time limit (in its adapter), and a
+service that gives no answer for ``silence_limit`` seconds is left for this run: its work
+waits for the next apply, and the apply says which service did not answer.
 """
 
 from __future__ import annotations
 
+import enum
+import queue
 import random
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from . import executors
 from .backends import PROVIDERS, adapter_for, run_local_job
-from .backends.base import RemoteStatus, Task, TaskFailed, TransientBackendError
+from .backends.base import JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError
 from .backends.faults import NO_FAULTS, Faults
 from .errors import BackendUnavailable
 from .executors import ExecutorChoice
@@ -37,9 +51,26 @@ POLL_FIRST = 0.0  # poll a new remote job at once: a fast backend may be done al
 POLL_INTERVAL = 0.25  # then every 0.25 s, slowing down by half each time...
 POLL_MAX = 30.0  # ...to this interval
 CALL_THREADS = 64  # concurrent calls to cloud providers
-# Polls left unanswered in a row (each already retried inside the adapter) before this run
-# stops following a job; with the polls' backoff that is about ten minutes.
+# Polls of one job left unanswered in a row (each already retried inside the adapter) before
+# this run stops following it; with the polls' backoff that is about ten minutes.
 POLLS_UNANSWERED = 25
+# Polls of one job refused in a row (a credential revoked meanwhile...) before this run
+# stops following it: the job stays submitted, and the next apply re-attaches it.
+POLLS_REFUSED = 8
+# How long a service may give no answer at all before this run leaves its work to the next
+# apply (QRUN_SILENCE_LIMIT, in seconds, changes it).
+SILENCE_LIMIT = 600.0
+
+
+class Call(enum.Enum):
+    """What an operation in flight does: a local run, or one call to a provider."""
+
+    RUN = "run"
+    SUBMIT = "submit"  # look every unknown tag up, then submit if none is found
+    POLL = "poll"
+    FETCH = "fetch"
+    CANCEL = "cancel"
+    FIND = "find"  # look the tag up: the handle is no longer trusted
 
 
 @dataclass
@@ -50,6 +81,7 @@ class RunOutcome:
     # What this run could not finish, besides failed experiments (those are in the state,
     # with their errors): jobs left to the next apply because their service stopped answering.
     notices: list = field(default_factory=list)
+    left_backends: list = field(default_factory=list)  # services that stopped answering
 
 
 class NullProgress:
@@ -71,43 +103,68 @@ class _Remote:
     next_poll: float = 0.0
     interval: float = POLL_INTERVAL / 1.5
     submitted_at: float = 0.0
-    reconcile: bool = False  # look the tag up before (re)submitting: a call may have landed
+    # (attempt id, tag) whose fate at the provider is unknown: looked up, oldest first,
+    # before the job is submitted (an earlier call may have landed).
+    lookups: list = field(default_factory=list)
     unanswered_polls: int = 0
+    refused_polls: int = 0
+    distrust: str | None = None  # why the handle is no longer trusted (a FIND is under way)
 
 
 @dataclass
 class _Op:
     """Work in flight: a local run, or one call to a provider about a remote job."""
 
-    kind: str  # run | submit | poll | fetch | cancel
+    kind: Call
     job: JobRow
     attempt_id: int
     slices: list
     remote: _Remote | None = None
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class _SubmitOutcome:
+    """What a submission call learned; it never raises, so none of it is lost."""
+
+    absent: list  # attempt ids whose tags the provider answered it does not hold
+    handle: str | None = None
+    attempt_id: int | None = None  # the attempt whose tag or submission gave the handle
+    tag: str | None = None
+    error: BaseException | None = None  # the submission's, or the lookup's, error
+    lookup_of: str | None = None  # the tag whose lookup failed with `error`
+
+    @property
+    def unanswered(self) -> bool:
+        return isinstance(self.error, TransientBackendError)
 
 
 class Engine:
     def __init__(self, store: Store, manifest: Manifest, apply_id: int,
                  executor: ExecutorChoice = ExecutorChoice(), faults: Faults = NO_FAULTS,
-                 progress=None):
+                 progress=None, silence_limit: float = SILENCE_LIMIT):
         self.store = store
         self.manifest = manifest
         self.apply_id = apply_id
         self.executor = executor
         self.faults = faults  # injected into local runs (QRUN_FAULTS), for rehearsals
         self.progress = progress or NullProgress()
+        self.silence_limit = silence_limit
         self.outcome = RunOutcome()
         self._in_flight: dict[Future, _Op] = {}
         self._following: dict[int, _Remote] = {}  # job id -> remote job awaiting its result
         self._programs: dict = {}  # digest -> (format, content, item), shared by all tasks
         self._pool = None  # where local jobs run (executors.LocalPool or RayPool), started on need
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: _CallThreads | None = None
         self._last_submit: dict = {}  # backend -> time of its last submission (rate limits)
         self._unanswered: dict = {}  # job id -> submissions of it left unanswered in this run
+        self._silent_since: dict = {}  # backend -> since when its calls get no answer
+        self._left: set = set()  # backends left to the next apply in this run
 
     def run(self) -> RunOutcome:
         local = [p for p, info in PROVIDERS.items() if info.local]
         self.store.recover_interrupted(self.apply_id, local)
+        self.store.wake_deferred(self.apply_id)
         self._resume_remote()
         try:
             self._loop()
@@ -118,13 +175,14 @@ class Engine:
             if self._pool is not None:
                 self._pool.shutdown()
             if self._threads is not None:
-                self._threads.shutdown(wait=False, cancel_futures=True)
+                self._threads.shutdown()
         return self.outcome
 
     # -- the loop
 
     def _loop(self) -> None:
         while True:
+            self._leave_silent_services()
             self._start_ready_jobs()
             self._poll_due()
             if not self._in_flight and not self._following:
@@ -151,6 +209,49 @@ class Engine:
     def _busy(self, job_id: int) -> bool:
         return any(op.job.id == job_id for op in self._in_flight.values())
 
+    # -- services that do not answer
+
+    def _note_answer(self, op: _Op, future: Future) -> None:
+        """Keep, per backend, since when none of its calls got an answer."""
+        error = future.exception()
+        if isinstance(error, JobNotFound):
+            error = None  # an answer: the service knows no such job
+        unanswered = isinstance(error, TransientBackendError) or \
+            (op.kind is Call.SUBMIT and error is None and future.result().unanswered)
+        if unanswered:
+            self._silent_since.setdefault(op.job.backend, op.started)
+        else:
+            self._silent_since.pop(op.job.backend, None)
+
+    def _leave_silent_services(self) -> None:
+        now = time.time()
+        for op in self._in_flight.values():  # a call still waiting counts as silence too
+            if op.kind is not Call.RUN and now - op.started > self.silence_limit:
+                self._silent_since.setdefault(op.job.backend, op.started)
+        for backend, since in list(self._silent_since.items()):
+            if now - since > self.silence_limit and backend not in self._left:
+                self._leave(backend, now - since)
+
+    def _leave(self, backend: str, silent_for: float) -> None:
+        """Stop working with a backend's service for this run; its work waits, with why."""
+        self._left.add(backend)
+        spec = self.manifest.backends.get(backend)
+        where = ""
+        if spec is not None:
+            endpoint = spec.options.get("endpoint")
+            where = f" ({spec.provider}{' at ' + endpoint if endpoint else ''})"
+        reason = (f"{backend}{where} gave no answer for {silent_for:.0f} s; left for the next "
+                  "apply, which re-attaches submitted jobs and looks the others up by tag first")
+        for future, op in list(self._in_flight.items()):
+            if op.job.backend == backend and op.kind is not Call.RUN:
+                del self._in_flight[future]  # its answer, should it come, is not waited for
+        for job_id, remote in list(self._following.items()):
+            if remote.job.backend == backend:
+                del self._following[job_id]
+        jobs = self.store.leave_backend(self.apply_id, backend, reason)
+        self.outcome.left_backends.append(backend)
+        self.outcome.notices.append(f"{reason} ({jobs} jobs)")
+
     def _start_ready_jobs(self) -> None:
         """Start ready jobs while workers and per-backend limits have room.
 
@@ -167,14 +268,14 @@ class Engine:
     def _jobs_to_start(self) -> list:
         """(how to begin, job) for the ready jobs there is room for."""
         starts = []
-        local_room = 2 * self._workers() - sum(op.kind == "run" for op in self._in_flight.values())
+        local_room = 2 * self._workers() - sum(op.kind is Call.RUN for op in self._in_flight.values())
         per_backend = self._jobs_per_backend()
         has_local = any(PROVIDERS[b.provider].local for b in self.manifest.backends.values())
         if (local_room <= 0 or not has_local) and self._remote_backends_full(per_backend):
             return starts  # no room anywhere: spare the database a query
         busy = {op.job.id for op in self._in_flight.values()} | set(self._following)
         for job in self.store.ready_jobs(self.apply_id, 2 * self._workers() + CALL_THREADS):
-            if job.id in busy:
+            if job.id in busy or job.backend in self._left:
                 continue
             local = PROVIDERS[job.provider].local
             if local and local_room <= 0:
@@ -194,7 +295,7 @@ class Engine:
 
     def _remote_backends_full(self, per_backend: dict) -> bool:
         for name, spec in self.manifest.backends.items():
-            if PROVIDERS[spec.provider].local:
+            if PROVIDERS[spec.provider].local or name in self._left:
                 continue
             cap = job_limits(self.manifest, name).max_parallel
             if cap is None or per_backend.get(name, 0) < cap:
@@ -237,7 +338,7 @@ class Engine:
             config = job.backend_config
             future = self._local_pool().submit(run_local_job, config["provider"], config["device"],
                                                config["options"], job.seed, tasks, self.faults)
-            self._in_flight[future] = _Op("run", job, attempt_id, slices)
+            self._in_flight[future] = _Op(Call.RUN, job, attempt_id, slices)
         return dispatch
 
     def _task(self, work) -> Task:
@@ -262,51 +363,71 @@ class Engine:
     # -- remote jobs
 
     def _resume_remote(self) -> None:
-        """Follow the remote jobs an earlier run left: reconcile or re-attach each."""
+        """Re-attach, by handle, the remote jobs an earlier run left submitted or running.
+
+        Jobs it left submitting (their fate unknown) are started again like pending ones:
+        _begin_remote looks their tags up before anything is sent."""
         for job, attempt_id, tag, handle, state in self.store.unfinished_remote_jobs(self.apply_id):
-            remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
-                             slices=self.store.job_work(job.id), handle=handle,
-                             submitted_at=time.time())
-            if state == SUBMITTING:  # the provider may or may not have the job: ask first
-                remote.reconcile = True
-                self._call("submit", remote)
-            else:
-                self._following[job.id] = remote  # re-attach by handle: poll at once
+            if state != SUBMITTING and handle is not None:
+                self._following[job.id] = _Remote(job=job, attempt_id=attempt_id, tag=tag,
+                                                  slices=self.store.job_work(job.id),
+                                                  handle=handle, submitted_at=time.time())
 
     def _begin_remote(self, job: JobRow):
-        """Record the intent to submit (attempt and tag); return what submits once committed."""
-        reconcile = job.state == SUBMITTING  # an earlier try of this attempt may have landed
-        if not reconcile:
+        """Record the intent to submit (attempt and tag); return what submits once committed.
+
+        A job left submitting keeps its attempt: its tag is looked up first. A job started
+        anew gets a new attempt; any earlier tag of it whose fate is unknown (from a qrun
+        that did not keep fates, or a cancel) is looked up before it is sent.
+        """
+        if job.state != SUBMITTING:
             self.store.start_attempt(self.apply_id, job, state=SUBMITTING)
         attempt_id, tag = self.store.open_attempt(job.id)
+        lookups = [(a, t) for a, t in self.store.unresolved_tags(job.id)
+                   if a != attempt_id or job.state == SUBMITTING]  # a new tag was never sent
         remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
-                         slices=self.store.job_work(job.id), reconcile=reconcile)
-        return lambda: self._call("submit", remote)
+                         slices=self.store.job_work(job.id), lookups=lookups)
+        return lambda: self._call(Call.SUBMIT, remote)
 
-    def _call(self, kind: str, remote: _Remote) -> None:
+    def _call(self, kind: Call, remote: _Remote) -> None:
         config = remote.job.backend_config
         try:
             adapter = adapter_for(config["provider"], config["device"], config["options"],
                                   config.get("credentials"))
         except Exception as exc:  # no SDK, no credentials, a bad region: nothing can be sent
-            self._following.pop(remote.job.id, None)
-            self._failed(_Op(kind, remote.job, remote.attempt_id, remote.slices, remote),
-                         f"cannot reach {config['provider']}: {_describe(exc)}", transient=False)
+            self._unreachable(kind, remote, f"cannot reach {config['provider']}: {_describe(exc)}")
             return
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="qrun-call")
-        if kind == "submit":
+            self._threads = _CallThreads(CALL_THREADS)
+        if kind is Call.SUBMIT:
             tasks = [self._task(work) for work in remote.slices]
-            future = self._threads.submit(_submit, adapter, tasks, remote.job.seed, remote.tag,
-                                          remote.reconcile)
-        elif kind == "poll":
+            future = self._threads.submit(_submit, adapter, tasks, remote.job.seed,
+                                          remote.attempt_id, remote.tag, list(remote.lookups))
+        elif kind is Call.POLL:
             future = self._threads.submit(adapter.poll, remote.handle)
-        elif kind == "fetch":
+        elif kind is Call.FETCH:
             tasks = [self._task(work) for work in remote.slices]
             future = self._threads.submit(adapter.fetch, remote.handle, tasks)
+        elif kind is Call.FIND:
+            future = self._threads.submit(adapter.find, remote.tag)
         else:
             future = self._threads.submit(adapter.cancel, remote.handle)
         self._in_flight[future] = _Op(kind, remote.job, remote.attempt_id, remote.slices, remote)
+
+    def _unreachable(self, kind: Call, remote: _Remote, reason: str) -> None:
+        """No adapter for the job's backend. A job that may be at the provider waits for the
+        next apply; one that surely is not (never sent) fails."""
+        self._following.pop(remote.job.id, None)
+        op = _Op(kind, remote.job, remote.attempt_id, remote.slices, remote)
+        if kind is Call.SUBMIT and not remote.lookups:
+            self._failed(op, reason, transient=False, tag_absent=True)
+            return
+        waiting = (reason + "; the job may be at the provider already, so it waits for the next "
+                   "apply (which re-attaches it or looks its tag up first)")
+        if kind is Call.SUBMIT:
+            self.store.defer_submission(self.apply_id, remote.job.id, NEXT_APPLY, waiting)
+        else:
+            self.store.note_job_error(self.apply_id, remote.job.id, waiting)
 
     def _poll_due(self) -> None:
         now = time.time()
@@ -315,21 +436,31 @@ class Engine:
                 continue
             timeout = self._timeout(remote.job)
             if timeout and now - remote.submitted_at > timeout:
-                self._call("cancel", remote)
+                self._call(Call.CANCEL, remote)
             else:
-                self._call("poll", remote)
+                self._call(Call.POLL, remote)
 
     def _timeout(self, job: JobRow) -> float | None:
         spec = self.manifest.backends.get(job.backend)
         return spec.timeout if spec else None
 
+    def _follow(self, remote: _Remote, handle: str) -> None:
+        remote.handle = handle
+        remote.lookups = []
+        remote.submitted_at = time.time()
+        remote.next_poll = time.time() + POLL_FIRST
+        remote.interval = POLL_INTERVAL / 1.5
+        self._following[remote.job.id] = remote
+
     # -- outcomes
 
     def _settle(self, future: Future) -> None:
         op = self._in_flight.pop(future)
-        handler = {"run": self._settle_run, "submit": self._settle_submit,
-                   "poll": self._settle_poll, "fetch": self._settle_fetch,
-                   "cancel": self._settle_cancel}[op.kind]
+        if op.kind is not Call.RUN:
+            self._note_answer(op, future)
+        handler = {Call.RUN: self._settle_run, Call.SUBMIT: self._settle_submit,
+                   Call.POLL: self._settle_poll, Call.FETCH: self._settle_fetch,
+                   Call.CANCEL: self._settle_cancel, Call.FIND: self._settle_find}[op.kind]
         handler(op, future)
 
     def _settle_run(self, op: _Op, future: Future) -> None:
@@ -338,6 +469,9 @@ class Engine:
         except BrokenProcessPool:
             # A worker died (out of memory, a crash in a simulator): the pool is unusable.
             self._pool.broken()
+            if self.outcome.interrupted:  # killed with us (SIGTERM to the group): not a failure
+                self.store.release_attempt(self.apply_id, op.job.id, op.attempt_id)
+                return
             self._failed(op, "a worker process died while running this job", transient=True)
             return
         except BackendUnavailable as exc:
@@ -353,49 +487,84 @@ class Engine:
 
     def _settle_submit(self, op: _Op, future: Future) -> None:
         remote = op.remote
-        try:
-            remote.handle = future.result()
-        except TransientBackendError as exc:
+        outcome: _SubmitOutcome = future.result()
+        if outcome.absent:
+            self.store.mark_tags_absent(outcome.absent)
+            remote.lookups = [(a, t) for a, t in remote.lookups if a not in outcome.absent]
+        if outcome.lookup_of is not None:
+            self._lookup_failed(remote, outcome)
+        elif outcome.unanswered:
             # Unknown whether the provider took it: the attempt stays "submitting" and its
-            # next try looks the tag up first. A service that stays unreachable is left for
-            # the next apply, rather than tried forever.
-            tries = self._unanswered[remote.job.id] = self._unanswered.get(remote.job.id, 0) + 1
-            retry_at = time.time() + self._backoff(tries) \
-                if tries < self.manifest.retry.max_attempts else NEXT_APPLY
-            error = _describe(exc)
-            if retry_at == NEXT_APPLY:
-                error += " (left for the next apply, which looks the job up first)"
-            self.store.defer_submission(self.apply_id, remote.job.id, retry_at, error)
+            # next try looks the tag up first.
+            self._defer_submission(remote, _describe(outcome.error))
+        elif outcome.error is not None:  # refused (invalid circuit, over a limit, credentials)
+            self._failed(op, _describe(outcome.error), transient=False, tag_absent=True)
+        elif outcome.attempt_id != remote.attempt_id:  # an earlier attempt's tag found the job
+            self.store.adopt_attempt(self.apply_id, remote.job.id, outcome.attempt_id,
+                                     outcome.handle, superseded=remote.attempt_id)
+            remote.attempt_id, remote.tag = outcome.attempt_id, outcome.tag
+            self._follow(remote, outcome.handle)
+        else:
+            self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id,
+                                         outcome.handle)
+            self._follow(remote, outcome.handle)
+
+    def _defer_submission(self, remote: _Remote, error: str) -> None:
+        """Try the submission (its lookups first) again later in this run, a bounded number
+        of times; a service that stays unreachable is left for the next apply."""
+        tries = self._unanswered[remote.job.id] = self._unanswered.get(remote.job.id, 0) + 1
+        retry_at = time.time() + self._backoff(tries) \
+            if tries < self.manifest.retry.max_attempts else NEXT_APPLY
+        if retry_at == NEXT_APPLY:
+            error += " (left for the next apply, which looks the job up first)"
+        self.store.defer_submission(self.apply_id, remote.job.id, retry_at, error)
+
+    def _lookup_failed(self, remote: _Remote, outcome: _SubmitOutcome) -> None:
+        """A tag could not be looked up: nothing is sent, the job's fate stays unknown."""
+        why = _describe(outcome.error)
+        consequence = ("an earlier submission of this job may have been accepted, so nothing "
+                       "is sent again until a lookup answers")
+        if outcome.unanswered:
+            self._defer_submission(remote, f"no answer to the lookup of tag {outcome.lookup_of} "
+                                           f"({why}); {consequence}")
             return
-        except Exception as exc:  # refused (invalid circuit, over a limit, credentials)
-            self._failed(op, _describe(exc), transient=False)
-            return
-        self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id, remote.handle)
-        remote.submitted_at = time.time()
-        remote.next_poll = time.time() + POLL_FIRST
-        self._following[remote.job.id] = remote
+        self.store.defer_submission(
+            self.apply_id, remote.job.id, NEXT_APPLY,
+            f"the provider refused the lookup of tag {outcome.lookup_of}: {why}; {consequence}. "
+            "Fix the cause (a credential?) and run `qrun apply`")
 
     def _settle_poll(self, op: _Op, future: Future) -> None:
         remote = op.remote
         try:
             status: RemoteStatus = future.result()
-        except Exception as exc:  # polling again later is always safe
+        except JobNotFound as exc:
+            self._distrust(remote, f"the provider has no job {remote.handle} any more ({_describe(exc)})")
+            return
+        except TransientBackendError as exc:  # polling again later is always safe
             remote.unanswered_polls += 1
             if remote.unanswered_polls >= POLLS_UNANSWERED:
-                # The service is gone for now: the job stays submitted, the next apply
-                # re-attaches it by its handle.
-                self._following.pop(remote.job.id, None)
-                self.outcome.notices.append(
-                    f"job {remote.job.id} ({remote.handle}): no answer to {POLLS_UNANSWERED} "
-                    f"polls ({_describe(exc)}); left submitted, `qrun apply` re-attaches it")
+                self._stop_following(remote, f"no answer to {POLLS_UNANSWERED} polls "
+                                             f"({_describe(exc)})")
                 return
             self._poll_later(remote)
             return
-        remote.unanswered_polls = 0
+        except Exception as exc:  # refused: may pass (a credential renewed), but not for ever
+            remote.refused_polls += 1
+            if remote.refused_polls >= POLLS_REFUSED:
+                self._stop_following(remote, f"{POLLS_REFUSED} polls refused ({_describe(exc)})")
+                return
+            self._poll_later(remote)
+            return
+        remote.unanswered_polls = remote.refused_polls = 0
+        if status.tags is not None and remote.tag not in status.tags:
+            shown = ", ".join(status.tags) or "none"
+            self._distrust(remote, f"the job behind handle {remote.handle} carries other tags "
+                                   f"({shown}), not this attempt's {remote.tag}")
+            return
         if status.state == "done":
             self.store.note_provider_state(self.apply_id, remote.job.id, RUNNING,
                                            status.provider_state)
-            self._call("fetch", remote)
+            self._call(Call.FETCH, remote)
             return
         if status.finished:
             self._following.pop(remote.job.id, None)
@@ -407,10 +576,42 @@ class Engine:
                                        status.provider_state)
         self._poll_later(remote)
 
+    def _stop_following(self, remote: _Remote, why: str) -> None:
+        """Leave a submitted job to the next apply, which re-attaches it by its handle."""
+        self._following.pop(remote.job.id, None)
+        reason = f"job {remote.job.id} ({remote.handle}): {why}; left submitted, `qrun apply` re-attaches it"
+        self.store.note_job_error(self.apply_id, remote.job.id, reason)
+        self.outcome.notices.append(reason)
+
+    def _distrust(self, remote: _Remote, why: str) -> None:
+        """The handle names no job of this attempt: look the attempt's tag up."""
+        remote.distrust = why
+        self._call(Call.FIND, remote)
+
+    def _settle_find(self, op: _Op, future: Future) -> None:
+        remote = op.remote
+        try:
+            handle = future.result()
+        except Exception as exc:
+            self._stop_following(remote, f"{remote.distrust}, and looking its tag {remote.tag} up "
+                                         f"failed ({_describe(exc)})")
+            return
+        if handle is not None and handle != remote.handle:  # the tag names the job: follow it
+            self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id, handle)
+            remote.distrust = None
+            self._follow(remote, handle)
+            return
+        self._following.pop(remote.job.id, None)
+        self._failed(op, f"{remote.distrust}, and no job carries its tag {remote.tag}: the "
+                         "attempt is lost", transient=True, tag_absent=True)
+
     def _settle_fetch(self, op: _Op, future: Future) -> None:
         remote = op.remote
         try:
             counts = future.result()
+        except JobNotFound as exc:
+            self._distrust(remote, f"the provider has no job {remote.handle} any more ({_describe(exc)})")
+            return
         except TransientBackendError:
             self._poll_later(remote)  # the result stays at the provider: fetch again later
             return
@@ -429,6 +630,8 @@ class Engine:
         remote = op.remote
         try:
             future.result()
+        except JobNotFound:
+            pass  # nothing left at the provider to cancel
         except TransientBackendError:
             self._poll_later(remote)  # try to cancel again at the next due time
             return
@@ -462,12 +665,13 @@ class Engine:
         delay = min(policy.backoff_max, policy.backoff_initial * 2 ** (attempt - 1))
         return delay * random.uniform(0.5, 1.0)  # jitter: no thundering herds
 
-    def _failed(self, op: _Op, error: str, transient: bool) -> None:
+    def _failed(self, op: _Op, error: str, transient: bool, tag_absent: bool = False) -> None:
         attempt = op.job.attempts + 1
         retry_at = None
         if transient and attempt < self.manifest.retry.max_attempts:
             retry_at = time.time() + self._backoff(attempt)
-        failed = self.store.fail_attempt(self.apply_id, op.job.id, op.attempt_id, error, retry_at)
+        failed = self.store.fail_attempt(self.apply_id, op.job.id, op.attempt_id, error, retry_at,
+                                         tag_absent=tag_absent)
         self.outcome.failed += len(failed)
         if failed:
             self.progress.experiments_finished(0, len(failed))
@@ -478,7 +682,7 @@ class Engine:
         """Stop starting jobs; keep what finishes; leave remote jobs to the next apply."""
         try:
             for future, op in list(self._in_flight.items()):
-                if op.kind == "run" and future.cancel():
+                if op.kind is Call.RUN and future.cancel():
                     self._in_flight.pop(future)
                     self.store.release_attempt(self.apply_id, op.job.id, op.attempt_id)
             self._following.clear()  # submitted jobs stay with the provider, re-attached later
@@ -486,7 +690,7 @@ class Engine:
                 done, _ = wait(list(self._in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     op = self._in_flight[future]
-                    if op.kind in ("poll", "fetch", "cancel"):
+                    if op.kind not in (Call.RUN, Call.SUBMIT):
                         self._in_flight.pop(future)  # its job stays submitted in the state
                     else:
                         self._settle(future)
@@ -500,13 +704,73 @@ class Engine:
                 self._pool.terminate()
 
 
-def _submit(adapter, tasks: list, seed, tag: str, reconcile: bool) -> str:
-    """Submit a job once: when a call may already have landed, find it by its tag first."""
-    if reconcile:
-        handle = adapter.find(tag)
+def _submit(adapter, tasks: list, seed, attempt_id: int, tag: str, lookups: list) -> _SubmitOutcome:
+    """Submit a job once: every tag of it that may have landed is looked up first, and a
+    lookup that fails stops everything (nothing is sent while a job's fate is unknown).
+    Runs in a call thread; what it learned comes back whole, errors included."""
+    absent = []
+    for looked_attempt, looked_tag in lookups:
+        try:
+            handle = adapter.find(looked_tag)
+        except Exception as exc:
+            return _SubmitOutcome(absent, error=exc, lookup_of=looked_tag)
         if handle is not None:
-            return handle
-    return adapter.submit(tasks, seed, tag)
+            return _SubmitOutcome(absent, handle=handle, attempt_id=looked_attempt, tag=looked_tag)
+        absent.append(looked_attempt)
+    try:
+        handle = adapter.submit(tasks, seed, tag)
+    except Exception as exc:
+        return _SubmitOutcome(absent, error=exc)
+    return _SubmitOutcome(absent, handle=handle, attempt_id=attempt_id, tag=tag)
+
+
+class _CallThreads:
+    """Threads for calls to providers, started as needed up to ``size``.
+
+    Daemon threads, unlike ThreadPoolExecutor's (which the interpreter joins at exit): a
+    call to a service that never answers must not keep qrun running after the engine has
+    left it. Such a call's job stays as the state says (submitting or submitted), and the
+    next apply looks it up or re-attaches it. The threads never touch the state database.
+    """
+
+    def __init__(self, size: int):
+        self._size = size
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, function, *args) -> Future:
+        future: Future = Future()
+        self._work.put((future, function, args))
+        with self._lock:
+            if self._idle > 0:  # a waiting thread takes it
+                self._idle -= 1
+            elif self._threads < self._size:
+                self._threads += 1
+                threading.Thread(target=self._serve, name="qrun-call", daemon=True).start()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, function, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function(*args))
+                except BaseException as exc:  # noqa: BLE001 - the engine judges it
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Idle threads end; busy ones end with their call (or with the process)."""
+        with self._lock:
+            count = self._threads
+        for _ in range(count):
+            self._work.put(None)
 
 
 def _describe(exc: Exception) -> str:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), handled as Ctrl-C is
 
 
 class QrunError(Exception):
@@ -54,3 +55,9 @@ class LockedError(QrunError):
 
 class BackendUnavailable(QrunError):
     """A provider's SDK is missing or cannot be loaded."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stopping a unit, a CI time-out, `kill`), raised where Ctrl-C would
+    be, so that it is handled the same way: stop submitting, keep what finished, end the
+    workers. A KeyboardInterrupt, so every place that handles Ctrl-C handles it too."""

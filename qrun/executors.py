@@ -40,14 +40,41 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _prepare_worker(threads: int) -> None:
+def _prepare_worker(threads: int, coordinator: int) -> None:
     # Ctrl-C goes to the whole process group; only the coordinator decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_coordinator(coordinator)
     # Each worker's simulator would otherwise start an OpenMP thread per core: with one
     # worker per core that is cores x cores threads spinning on cores cores, and 100,000
     # tiny Aer experiments took 389 s instead of 19 s (bench/scale.py). Set before the
     # worker first loads Aer, whose OpenMP runtime reads it then; a user's setting wins.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_coordinator(coordinator: int) -> None:
+    """Make this worker die when the coordinator does, however it dies (SIGKILL included).
+
+    Workers are children of the fork server, which exits as soon as the coordinator is gone
+    (its pipe from the coordinator closes); Linux's parent-death signal then kills the
+    worker at once, instead of letting it simulate for minutes with nobody to hand its
+    results to. Elsewhere (no prctl) this does nothing.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    # The parent may have died before the signal was asked for: then nobody sends it.
+    import psutil
+
+    if not psutil.pid_exists(coordinator):
+        os._exit(0)
 
 
 class LocalPool:
@@ -71,7 +98,7 @@ class LocalPool:
             context.set_forkserver_preload(["qrun.backends.preload"])
         threads = max(1, default_workers() // self.workers)  # the cores shared out
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
-                                   initializer=_prepare_worker, initargs=(threads,))
+                                   initializer=_prepare_worker, initargs=(threads, os.getpid()))
 
     def broken(self) -> None:
         """A worker died and took the pool down: the next job starts a fresh one."""
@@ -82,10 +109,10 @@ class LocalPool:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def terminate(self) -> None:
-        """Stop the workers now (a second Ctrl-C)."""
+        """Stop the workers now (a second Ctrl-C or SIGTERM)."""
         if self._pool is not None:
             for process in list(getattr(self._pool, "_processes", {}).values()):
-                process.terminate()
+                process.kill()
 
 
 class RayPool:

@@ -96,6 +96,8 @@ def apply_summary(report, seconds: float) -> None:
     if report.failures:
         failures(report.failures, report.failure_causes, report.state["failed"])
         err.print("Fix the cause, then run `qrun retry` to give failed experiments new attempts.")
+    if report.state["pending"] and not report.interrupted:
+        pending(report.pending_causes, report.state["pending"])
     for notice in report.run.notices[:MAX_TABLE_ROWS]:
         err.print(notice, soft_wrap=True)
     if report.injected_faults:
@@ -126,6 +128,26 @@ def failures(rows: list, causes: list, failed: int) -> None:
     if failed > len(rows):
         err.print(f"... and {failed - len(rows)} more failed experiments "
                   "(`qrun export` lists each with its error)")
+
+
+# What an unfinished job waits for, when nothing went wrong with it.
+_WAITING = {"pending": "not started yet",
+            "submitting": "submission not confirmed: its tag is looked up before anything is sent again",
+            "submitted": "at the provider; `qrun apply` re-attaches it",
+            "running": "running at the provider; `qrun apply` re-attaches it"}
+
+
+def pending(causes: list, count: int) -> None:
+    """Why experiments are still pending after an apply: per backend, their jobs' state and
+    the last thing that held them up (a silent service, a refused lookup, ...)."""
+    table = Table(title=f"why {count} experiments are pending", title_justify="left")
+    table.add_column("experiments", justify="right")
+    for column in ("backend", "job state", "reason"):
+        table.add_column(column, overflow="fold")
+    for cause in causes:
+        table.add_row(str(cause["experiments"]), cause["backend"], cause["job_state"],
+                      cause["reason"] or _WAITING.get(cause["job_state"], ""))
+    err.print(table)
 
 
 def status(report: dict) -> None:
@@ -160,6 +182,8 @@ def status(report: dict) -> None:
         out.print(table)
     if report["failures"]:
         failures(report["failures"], report["failure_causes"], report["experiments"]["failed"])
+    if report.get("pending_causes") and report["applied"]:
+        pending(report["pending_causes"], report["experiments"]["pending"])
 
 
 def _red(count: int) -> str:

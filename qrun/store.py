@@ -37,6 +37,8 @@ PENDING, SUBMITTING, SUBMITTED, RUNNING = "pending", "submitting", "submitted", 
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 UNFINISHED_JOB_STATES = (PENDING, SUBMITTING, SUBMITTED, RUNNING)
 NEXT_APPLY = 1e18  # a job's not_before meaning "not in this run: when apply runs again"
+# What a provider holds under an attempt's idempotency tag (see _migration_3).
+TAG_UNKNOWN, TAG_FOUND, TAG_ABSENT = "unknown", "found", "absent"
 
 
 def _now() -> float:
@@ -101,7 +103,25 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["jobs"].create_index(["state", "id"], index_name="idx_jobs_state_id")
 
 
-MIGRATIONS = [_migration_1, _migration_2]  # append, never edit: index + 1 is the schema version
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # Whether a provider may hold a job under an attempt's idempotency tag (DESIGN: an attempt
+    # whose fate is unknown stays unknown until the provider answers a lookup by its tag).
+    #   unknown  the intent is recorded and the provider may have been called;
+    #   found    the provider answered with the job (its handle is remote_id);
+    #   absent   the provider holds no job under the tag: a lookup found none, the
+    #            submission was refused outright, or it was never sent.
+    # NULL for local attempts. Attempts written before this column existed are taken as
+    # unknown unless they have a handle: `qrun retry` looks each of them up once before it
+    # submits their job again (one of those may have been paid for without qrun knowing).
+    db.execute("ALTER TABLE attempts ADD COLUMN tag_state TEXT")
+    remote = [p for p, info in _providers().items() if not info.local]
+    marks = ",".join("?" * len(remote))
+    db.execute(f"UPDATE attempts SET tag_state = CASE WHEN remote_id IS NOT NULL THEN 'found' "
+               f"ELSE 'unknown' END WHERE job_id IN (SELECT id FROM jobs WHERE provider IN ({marks}))",
+               remote)
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]  # append, never edit: index + 1 is the schema version
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -523,6 +543,68 @@ class Store:
             "ORDER BY j.id", (SUBMITTING, SUBMITTED, RUNNING, *remote)).fetchall()
         return [(_job_row(r[:8]), r[8], r[9], r[10], r[7]) for r in rows]
 
+    def unresolved_tags(self, job_id: int) -> list[tuple[int, str]]:
+        """(attempt id, tag) of the job's attempts whose fate at the provider is unknown,
+        oldest first: each must be looked up before the job is submitted again."""
+        return self.conn.execute("SELECT id, tag FROM attempts WHERE job_id=? AND tag_state=? "
+                                 "ORDER BY id", (job_id, TAG_UNKNOWN)).fetchall()
+
+    def mark_tags_absent(self, attempt_ids: Iterable[int]) -> None:
+        """The provider answered that it holds no job under these attempts' tags."""
+        with self.transaction():
+            self._tags_absent(attempt_ids)
+
+    def _tags_absent(self, attempt_ids: Iterable[int]) -> None:
+        self.conn.executemany("UPDATE attempts SET tag_state=? WHERE id=? AND tag_state=?",
+                              [(TAG_ABSENT, a, TAG_UNKNOWN) for a in attempt_ids])
+
+    def adopt_attempt(self, apply_id: int, job_id: int, found: int, handle: str,
+                      superseded: int | None) -> None:
+        """An earlier attempt's tag found the job at the provider: that attempt is the job's
+        again (open, with its handle), and ``superseded``, the attempt opened to submit anew,
+        is closed unsent."""
+        now = _now()
+        with self.transaction():
+            if superseded is not None and superseded != found:
+                self.conn.execute("UPDATE attempts SET state='superseded', finished_at=?, tag_state=?, "
+                                  "error=? WHERE id=?", (now, TAG_ABSENT,
+                                                         f"not sent: attempt {found} was found at the "
+                                                         "provider", superseded))
+            self.conn.execute("UPDATE attempts SET state=?, finished_at=NULL, error=NULL, remote_id=?, "
+                              "tag_state=? WHERE id=?", (SUBMITTED, handle, TAG_FOUND, found))
+            self.conn.execute("UPDATE jobs SET state=?, remote_id=?, error=NULL, updated_at=? WHERE id=?",
+                              (SUBMITTED, handle, now, job_id))
+            self._event(apply_id, "job", job_id, SUBMITTED,
+                        {"remote_id": handle, "found_by_tag_of_attempt": found})
+
+    def wake_deferred(self, apply_id: int) -> int:
+        """At the start of an apply: work left "for the next apply" may start now, and
+        submissions whose fate is unknown are looked up at once."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE jobs SET not_before=0 WHERE (not_before>=? OR state=?) AND state IN (?, ?)",
+                (NEXT_APPLY, SUBMITTING, PENDING, SUBMITTING))
+            return cur.rowcount
+
+    def leave_backend(self, apply_id: int, backend: str, reason: str) -> int:
+        """A service stopped answering: its unfinished jobs wait for the next apply, with why."""
+        with self.transaction():
+            plan_jobs = ("SELECT s.job_id FROM slices s JOIN experiments e ON e.key=s.experiment "
+                         "WHERE e.plan_apply=?")
+            cur = self.conn.execute(
+                f"UPDATE jobs SET not_before=CASE WHEN state IN (?, ?) THEN ? ELSE not_before END, "
+                f"error=?, updated_at=? WHERE backend=? AND state IN (?, ?, ?, ?) AND id IN ({plan_jobs})",
+                (PENDING, SUBMITTING, NEXT_APPLY, reason, _now(), backend, *UNFINISHED_JOB_STATES,
+                 apply_id))
+            self._event(apply_id, "backend", backend, "left", reason)
+            return cur.rowcount
+
+    def note_job_error(self, apply_id: int, job_id: int, reason: str) -> None:
+        """Why an unfinished job did not progress in this run (shown as its pending reason)."""
+        with self.transaction():
+            self.conn.execute("UPDATE jobs SET error=?, updated_at=? WHERE id=?", (reason, _now(), job_id))
+            self._event(apply_id, "job", job_id, "noted", reason)
+
     def open_attempt(self, job_id: int) -> tuple:
         """(id, idempotency tag) of the job's attempt in progress."""
         return self.conn.execute("SELECT id, tag FROM attempts WHERE job_id=? AND finished_at IS "
@@ -532,7 +614,8 @@ class Store:
         """The provider accepted the job: keep its handle, so any later run can re-attach."""
         with self.transaction():
             now = _now()
-            self.conn.execute("UPDATE attempts SET remote_id=? WHERE id=?", (handle, attempt_id))
+            self.conn.execute("UPDATE attempts SET remote_id=?, tag_state=? WHERE id=?",
+                              (handle, TAG_FOUND, attempt_id))
             self.conn.execute("UPDATE jobs SET state=?, remote_id=?, error=NULL, updated_at=? "
                               "WHERE id=?", (SUBMITTED, handle, now, job_id))
             self._event(apply_id, "job", job_id, SUBMITTED, {"remote_id": handle})
@@ -590,9 +673,10 @@ class Store:
             # another campaign with the same job shares. A lookup by tag must never find a
             # job some other attempt submitted.
             tag = f"qrun-{job.key[:16]}-{uuid.uuid4().hex[:12]}"
+            tag_state = TAG_UNKNOWN if state == SUBMITTING else None  # local work has no provider
             cur = self.conn.execute(
-                "INSERT INTO attempts(job_id, number, apply_id, state, tag, started_at) "
-                "VALUES (?,?,?,?,?,?)", (job.id, number, apply_id, state, tag, _now()))
+                "INSERT INTO attempts(job_id, number, apply_id, state, tag, started_at, tag_state) "
+                "VALUES (?,?,?,?,?,?,?)", (job.id, number, apply_id, state, tag, _now(), tag_state))
             self.conn.execute("UPDATE jobs SET state=?, attempts=?, updated_at=? WHERE id=?",
                               (state, number, _now(), job.id))
             self._event(apply_id, "job", job.id, state, {"attempt": number})
@@ -657,15 +741,20 @@ class Store:
         return True
 
     def fail_attempt(self, apply_id: int, job_id: int, attempt_id: int, error: str,
-                     retry_at: float | None) -> list[str]:
+                     retry_at: float | None, tag_absent: bool = False) -> list[str]:
         """Close a failed attempt: the job waits for ``retry_at`` or, if None, fails for good.
 
+        ``tag_absent``: the provider is known to hold no job under the attempt's tag (its
+        submission was refused, or its job is gone and a lookup found none). A remote attempt
+        closed without it keeps an unknown tag, which is looked up before the job is sent again.
         Returns the keys of experiments that failed for good with it.
         """
         now = _now()
         with self.transaction():
             self.conn.execute("UPDATE attempts SET state=?, finished_at=?, error=? WHERE id=?",
                               (FAILED, now, error, attempt_id))
+            if tag_absent:
+                self._tags_absent([attempt_id])
             if retry_at is not None:
                 self.conn.execute("UPDATE jobs SET state=?, not_before=?, error=?, updated_at=? "
                                   "WHERE id=?", (PENDING, retry_at, error, now, job_id))
@@ -792,6 +881,16 @@ class Store:
             "SELECT backend, error, count(*) AS n FROM experiments WHERE plan_apply=? AND state=? "
             "GROUP BY backend, error ORDER BY n DESC, backend LIMIT ?", (apply_id, FAILED, limit))
         return [{"backend": b, "error": e, "experiments": n} for b, e, n in rows]
+
+    def pending_causes(self, apply_id: int, limit: int = 20) -> list[dict]:
+        """Why experiments are not finished: one row per backend, job state and reason."""
+        rows = self.conn.execute(
+            "SELECT j.backend, j.state, j.error, count(DISTINCT e.key) AS n FROM experiments e "
+            "JOIN slices s ON s.experiment=e.key JOIN jobs j ON j.id=s.job_id "
+            f"WHERE e.plan_apply=? AND e.state=? AND j.state IN ({','.join('?' * len(UNFINISHED_JOB_STATES))}) "
+            "GROUP BY j.backend, j.state, j.error ORDER BY n DESC, j.backend LIMIT ?",
+            (apply_id, PENDING, *UNFINISHED_JOB_STATES, limit))
+        return [{"backend": b, "job_state": s, "reason": e, "experiments": n} for b, s, e, n in rows]
 
     def job_counts(self, apply_id: int) -> dict:
         rows = self.conn.execute(
@@ -945,6 +1044,10 @@ def holder_alive(host: str, pid: int, started: float | None) -> bool:
         return False
     # A reused pid belongs to a process started later than the holder.
     return started is None or abs(now_started - started) < 1.0
+
+
+def lock_message(name: str, holder: dict) -> str:
+    return _lock_message(name, holder["host"], holder["pid"], holder["since"], holder["command"])
 
 
 def _lock_message(name, host, pid, since, command) -> str:

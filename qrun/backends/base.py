@@ -60,6 +60,12 @@ class TransientBackendError(Exception):
     """A failure worth trying again as is (lost connection, busy service, crashed worker)."""
 
 
+class JobNotFound(Exception):
+    """The provider answers, definitively, that it holds no job under a handle (a purged
+    job, a service restored from a backup). Not a network error: the engine then looks the
+    attempt's tag up, and an attempt found under neither is lost (it may be tried again)."""
+
+
 @dataclass(frozen=True)
 class RemoteStatus:
     """A remote job's state as qrun understands it, with the provider's own word for it."""
@@ -68,6 +74,10 @@ class RemoteStatus:
     provider_state: str
     error: str | None = None
     transient: bool = False  # for a failed job: a new attempt may succeed (device fault)
+    # The tags (names) the provider keeps with the job, where its status answer carries
+    # them; None where it does not say. The engine trusts a handle only if its job carries
+    # the attempt's own tag: a handle may name another job (ids handed out again).
+    tags: tuple | None = None
 
     @property
     def finished(self) -> bool:
@@ -81,7 +91,9 @@ class RemoteStatus:
 #   fetch(handle, tasks) -> list         counts (or TaskFailed) per task, in qrun's bit order
 #   cancel(handle) -> None
 # Each raises TransientBackendError for what may pass (network, 429, 5xx) once its own
-# bounded retries are spent, and any other exception for what will not (bad circuit, auth).
+# bounded retries are spent (every call's time is bounded), JobNotFound from poll, fetch and
+# cancel when the provider answers that the handle names no job, and any other exception for
+# what will not pass (bad circuit, auth).
 
 
 @lru_cache(maxsize=None)

@@ -23,16 +23,22 @@ from botocore.config import Config
 from braket.aws import AwsQuantumTask, AwsSession
 from braket.ir.openqasm import Program as OpenQASMProgram
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
-                      wait_random_exponential)
+                      stop_after_delay, wait_random_exponential)
 
-from .base import RemoteStatus, Task, TransientBackendError, sdk_versions
+from .base import JobNotFound, RemoteStatus, Task, TransientBackendError, sdk_versions
 from .braket_local import measure_counts, prepare_program
 
 TAG_KEY = "qrun-tag"
 TRANSIENT_CODES = {"ThrottlingException", "InternalServiceException", "ServiceUnavailable",
                    "ServiceQuotaExceededException", "RequestTimeout", "SlowDown", "InternalError"}
 RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
+RETRY_SECONDS = 30.0  # nor longer than this (a try already started ends by its own timeout)
 RETRY_WAIT_MAX = 8.0
+# Every request is bounded: botocore's defaults (60 s to connect, 60 s per read) made one
+# call to a service that accepts connections but never answers take six minutes with its
+# tries, and an apply run past fifteen.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
 
 # Braket's task states -> qrun's.
 STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLETED": "done",
@@ -67,7 +73,8 @@ class Adapter:
         boto_session = _Session(options.get("endpoint"), profile_name=credentials.get("profile"),
                                 region_name=options.get("region", "us-east-1"))
         # qrun retries with its own policy; its call threads each need a connection.
-        config = Config(retries={"max_attempts": 1}, max_pool_connections=64)
+        config = Config(retries={"max_attempts": 1}, max_pool_connections=64,
+                        connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
         client = boto_session.client("braket", config=config)
         return AwsSession(boto_session=boto_session, braket_client=client, config=config)
 
@@ -75,16 +82,19 @@ class Adapter:
         """Call the SDK, retrying transient failures (throttling, 5xx, lost connections)."""
         try:
             for attempt in Retrying(retry=retry_if_exception(_transient),
-                                    stop=stop_after_attempt(tries),
+                                    stop=stop_after_attempt(tries) | stop_after_delay(RETRY_SECONDS),
                                     wait=wait_random_exponential(multiplier=0.2, max=RETRY_WAIT_MAX),
                                     reraise=False):
                 with attempt:
                     return function(*args, **kwargs)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
-            raise TransientBackendError(f"Braket did not answer after {tries} tries: "
+            raise TransientBackendError(f"Braket did not answer after "
+                                        f"{exc.last_attempt.attempt_number} tries: "
                                         f"{_error_text(cause)}") from None
         except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise JobNotFound(f"Braket: {_error_text(exc)}") from None
             raise RuntimeError(f"Braket refused: {_error_text(exc)}") from None
 
     def submit(self, tasks: list[Task], seed, tag: str) -> str:
@@ -117,8 +127,10 @@ class Adapter:
     def poll(self, handle: str) -> RemoteStatus:
         answer = self._call(self.session.braket_client.get_quantum_task, quantumTaskArn=handle)
         state = answer["status"]
+        tags = answer.get("tags")
         return RemoteStatus(state=STATES.get(state, "queued"), provider_state=state,
-                            error=answer.get("failureReason"))
+                            error=answer.get("failureReason"),
+                            tags=None if tags is None else tuple(v for k, v in tags.items() if k == TAG_KEY))
 
     def fetch(self, handle: str, tasks: list[Task]) -> list:
         (task,) = tasks

@@ -49,14 +49,16 @@ import threading
 import requests
 from qiskit_ibm_runtime import Batch, QiskitRuntimeService
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
-from qiskit_ibm_runtime.exceptions import IBMRuntimeError, RuntimeInvalidStateError
+from qiskit.providers.exceptions import QiskitBackendNotFoundError
+from qiskit_ibm_runtime.exceptions import IBMRuntimeError, RuntimeInvalidStateError, RuntimeJobNotFound
 from qiskit_ibm_runtime.executor_sampler import Sampler
 from tenacity import (Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
                       wait_random_exponential)
 
 from ..sources.gate import parse_circuit
 from . import ibm_local
-from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, qiskit_key_to_qrun, sdk_versions
+from .base import (JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, qiskit_key_to_qrun,
+                   sdk_versions)
 
 # tenacity: tries of one call, its time budget, and the backoff between tries (seconds).
 RETRY_ATTEMPTS = 6
@@ -199,11 +201,40 @@ class Adapter:
         with self._lock:
             if self._backend_object is None:
                 def load():
-                    backend = service.backend(self.device)
+                    try:
+                        backend = service.backend(self.device)
+                    except QiskitBackendNotFoundError:
+                        raise self._not_found_or_unanswered(service) from None
                     backend.target  # noqa: B018 - fetches the properties the Target needs
                     return backend
                 self._backend_object = self._call(load)
             return self._backend_object
+
+    def _not_found_or_unanswered(self, service) -> Exception:
+        """Tell "the service has no such backend" from "the service did not answer".
+
+        qiskit-ibm-runtime's backends() swallows a failed listing (429, 5xx, a lost
+        connection) and then says "No backend matches the criteria", with no cause; with
+        20 % transient faults that failed up to half a campaign for good. So the instances'
+        backends are listed again, letting errors through: only a clean listing without the
+        device means it does not exist. The service object also keeps the failed, empty
+        listing (its discovery cache): that is cleared, so the next try discovers again.
+        """
+        if isinstance(getattr(service, "_backend_instance_groups", None), list):
+            service._backend_instance_groups = []
+        try:
+            clients = list(getattr(service, "_api_clients", {}).values()) or \
+                [service._active_api_client]
+            listed = {device["name"] for client in clients for device in client.list_backends(True)}
+        except Exception as exc:  # noqa: BLE001 - judged by _transient below
+            if _transient(exc):
+                return TransientBackendError(f"the service did not list its backends ({exc})")
+            return exc
+        if self.device in listed:
+            return TransientBackendError(f"the service lists {self.device} but could not load it")
+        shown = ", ".join(sorted(listed)) or "none"
+        return QiskitBackendNotFoundError(f"the service has no backend {self.device!r} for this "
+                                          f"account (it lists: {shown})")
 
     # -- retries and errors
 
@@ -230,24 +261,20 @@ class Adapter:
             return RuntimeError(f"{type(exc).__name__}: {text}")
         return exc
 
-    def _job(self, handle: str):
-        """The job behind a handle, re-attached (``service.job``) once per process."""
-        job = self._jobs.get(handle)
-        if job is None:
-            job = self._jobs[handle] = self._call(self.service.job, handle)
-        return job
-
     def _ask(self, handle: str, method: str):
         """Call a job's method; a job object whose call failed half-way is dropped (it may
         hold a final state without its error text), so the next try re-attaches afresh."""
         def ask():
             job = self._jobs.get(handle)
-            if job is None:
-                job = self._jobs[handle] = self.service.job(handle)
             try:
+                if job is None:
+                    job = self._jobs[handle] = self.service.job(handle)
                 return job, getattr(job, method)()
-            except Exception:
+            except Exception as exc:
                 self._jobs.pop(handle, None)
+                if isinstance(exc, RuntimeJobNotFound) or \
+                        (isinstance(exc, RequestsApiError) and exc.status_code == 404):
+                    raise JobNotFound(f"IBM Quantum has no job {handle}: {exc}") from None
                 raise
         return self._call(ask)
 
@@ -296,7 +323,9 @@ class Adapter:
             error = job.error_message() or f"job {handle} failed"
             if self._secret:
                 error = error.replace(self._secret, "***")
-        return RemoteStatus(state=state, provider_state=status, error=error)
+        tags = getattr(job, "tags", None)
+        return RemoteStatus(state=state, provider_state=status, error=error,
+                            tags=None if tags is None else tuple(tags))
 
     def fetch(self, handle: str, tasks: list[Task]) -> list:
         job, result = self._ask(handle, "result")
@@ -326,9 +355,8 @@ class Adapter:
         return f"the circuit could not be transpiled for {self.device} at submission"
 
     def cancel(self, handle: str) -> None:
-        job = self._job(handle)
         try:
-            self._call(job.cancel)
+            self._ask(handle, "cancel")
         except RuntimeInvalidStateError:
             pass  # already finished: nothing left to stop
 

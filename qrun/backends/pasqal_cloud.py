@@ -57,7 +57,7 @@ with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the 
     from pulser.backend.remote import RemoteConnection
 
 from ..sources.pulser import build, load_sequence
-from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
+from .base import JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
 
 SDK_PACKAGES = ("pasqal-cloud", "pulser-core")
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -75,6 +75,10 @@ TERMINAL = frozenset({"DONE", "ERROR", "CANCELED", "TIMED_OUT"})
 
 class PasqalCloudError(RuntimeError):
     """Pasqal Cloud refused or failed something in a way that trying again will not fix."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status of the refusal, when the SDK kept it
 
 
 class _Transient(TransientBackendError):
@@ -190,7 +194,19 @@ def _sdk(function, *args, **kwargs):
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
-        raise PasqalCloudError(" ".join(str(exc).split()) or type(exc).__name__) from None
+        response = getattr(exc.__cause__, "response", None)  # the SDK's errors wrap the HTTPError
+        raise PasqalCloudError(" ".join(str(exc).split()) or type(exc).__name__,
+                               getattr(response, "status_code", None)) from None
+
+
+def _about_batch(handle: str, function, *args):
+    """Call the SDK about one batch; Pasqal's 404 for it means the batch is gone."""
+    try:
+        return _sdk(function, *args)
+    except PasqalCloudError as exc:
+        if exc.status == 404:
+            raise JobNotFound(f"Pasqal Cloud has no batch {handle}: {exc}") from None
+        raise
 
 
 def _services(endpoint: str | None) -> tuple:
@@ -220,6 +236,7 @@ class Adapter:
         self._client: PasqalCloudClient | None = None
         self._lock = threading.Lock()
         self._sequences: dict = {}  # program digest -> measured, parametrized Sequence
+        self._tags: dict = {}  # batch id -> its tags, read once: a handle is trusted by its tag
 
     # -- the SDK client, made at the first call (making it may log in)
 
@@ -369,13 +386,15 @@ class Adapter:
 
     def poll(self, handle: str) -> RemoteStatus:
         client = self.client()
+        if handle not in self._tags:  # the status answer has no tags: read them once
+            self._tags[handle] = tuple(self._get_batch(handle).tags or ())
         try:
-            state = _sdk(client.get_batch_status, handle).value
+            state = _about_batch(handle, client.get_batch_status, handle).value
         except KeyError:  # a state this SDK version does not name
             state = self._get_batch(handle).status
         return RemoteStatus(state=STATES.get(state, "queued"), provider_state=state,
                             error="Pasqal Cloud timed the batch out" if state == "TIMED_OUT" else None,
-                            transient=state == "TIMED_OUT")
+                            transient=state == "TIMED_OUT", tags=self._tags[handle])
 
     def fetch(self, handle: str, tasks: list[Task]) -> list:
         _, _, slots = self._batch(tasks)
@@ -407,7 +426,7 @@ class Adapter:
 
     def cancel(self, handle: str) -> None:
         try:
-            _sdk(self.client().cancel_batch, handle)
+            _about_batch(handle, self.client().cancel_batch, handle)
         except PasqalCloudError:
             if self.poll(handle).finished:  # ended meanwhile: nothing left to cancel
                 return
@@ -418,7 +437,7 @@ class Adapter:
 
     def _get_batch(self, handle: str):
         client = self.client()
-        batch = _sdk(client.get_batch, handle)
+        batch = _about_batch(handle, client.get_batch, handle)
         client.batches.pop(handle, None)
         return batch
 

@@ -46,7 +46,7 @@ from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
                       wait_random_exponential)
 
-from .base import RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
+from .base import JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
 from ..sources.perceval import load
 
 RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
@@ -102,6 +102,16 @@ def _not_sent(exc: BaseException) -> bool:
     if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
         return True
     return _status_code(exc) == 429
+
+
+def _about_job(job_id: str, ask, *args):
+    """Ask the SDK about one job; the service's 404 for it means the job is gone."""
+    try:
+        return ask(*args)
+    except requests.HTTPError as exc:
+        if _status_code(exc) == 404:
+            raise JobNotFound(f"the Quandela cloud has no job {job_id}: {_text(exc)}") from None
+        raise
 
 
 def _text(exc: BaseException) -> str:
@@ -302,7 +312,7 @@ class Adapter:
 
     def _status(self, job_id: str):
         layer, _, _ = self._connection()
-        status = layer.get_job_status(job_id)
+        status = _about_job(job_id, layer.get_job_status, job_id)
         if status is None:  # the SDK's word for a refresh that failed in a way that may pass
             raise _Busy(f"no status for job {job_id} now")
         return status
@@ -333,7 +343,7 @@ class Adapter:
         outcomes: list = [None] * len(tasks)
         for job_id, positions in zip(ids, parts):
             layer, _, _ = self._connection()
-            results = self._call(layer.get_results, job_id)
+            results = self._call(_about_job, job_id, layer.get_results, job_id)
             listed = results.get(KEY_RESULTS_LIST) if isinstance(results, dict) else None
             if not isinstance(listed, list) or len(listed) != len(positions):
                 raise RuntimeError(f"job {job_id} returned {len(listed or [])} results for "
@@ -350,7 +360,9 @@ class Adapter:
         for job_id in _ids(handle):
             try:
                 layer, _, _ = self._connection()
-                self._call(layer.cancel, job_id)
+                self._call(_about_job, job_id, layer.cancel, job_id)
+            except JobNotFound:
+                continue  # gone: nothing left to cancel
             except RuntimeError:  # refused: already finished? then there is nothing to cancel
                 if not self._call(self._status, job_id).completed:
                     raise
