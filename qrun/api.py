@@ -172,7 +172,8 @@ def refuse_if_locked(manifest: Manifest, db_path: Path) -> None:
 
 
 def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorChoice(),
-          progress=None, retry_failed: bool = False, on_planned=None) -> ApplyReport:
+          progress=None, retry_failed: bool = False, on_planned=None,
+          resubmit_unresolved: bool = False) -> ApplyReport:
     """Store the manifest's plan and run every experiment not done yet.
 
     Resumes whatever an earlier, interrupted apply left. With ``retry_failed``, experiments
@@ -180,6 +181,8 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     (worker processes here, or Ray). ``on_planned(counts, total)`` is called once the plan
     is stored, before anything runs (the CLI starts its progress bar there). Faults asked
     for by QRUN_FAULTS are injected into local runs (a rehearsal; see backends/faults.py).
+    ``resubmit_unresolved`` (with ``retry_failed``) takes the user's word that submissions
+    whose fate could not be looked up are not at the provider: their jobs are sent anew.
     """
     manifest = validate(path)
     run_options = RunOptions(executor=executor, faults=faults.from_env(),
@@ -193,6 +196,8 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     try:
         store.acquire_lock(manifest.name, command)
         try:
+            if resubmit_unresolved:
+                store.forget_unresolved(store.latest_plan_apply())
             report = _apply_locked(store, manifest, git, command, run_options, progress,
                                    retry_failed, on_planned)
         except BaseException:

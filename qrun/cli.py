@@ -133,7 +133,7 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def _run(manifest, state_dir, run_options, no_progress, retry_failed):
+def _run(manifest, state_dir, run_options, no_progress, retry_failed, resubmit_unresolved=False):
     from . import api, render
 
     signal.signal(signal.SIGTERM, _on_sigterm)  # systemd, CI time-outs, kill: as Ctrl-C
@@ -143,7 +143,8 @@ def _run(manifest, state_dir, run_options, no_progress, retry_failed):
     started = time.monotonic()
     try:
         report = api.apply(manifest, state_dir, executor=choice, progress=progress,
-                           retry_failed=retry_failed, on_planned=progress.start)
+                           retry_failed=retry_failed, on_planned=progress.start,
+                           resubmit_unresolved=resubmit_unresolved)
     finally:
         progress.stop()
     render.apply_summary(report, time.monotonic() - started)
@@ -195,10 +196,18 @@ def apply(manifest, state_dir, run_options, no_progress):
 @state_dir_option
 @executor_options
 @no_progress_option
+@click.option("--resubmit-unresolved", is_flag=True,
+              help="Also submit anew the jobs whose earlier submission could not be looked up "
+                   "(a service without lookup, a refused credential). Only after checking at "
+                   "the provider that they are not there: otherwise they are paid twice.")
 @reports_errors
-def retry(manifest, state_dir, run_options, no_progress):
-    """Give failed experiments new attempts, then apply."""
-    _run(manifest, state_dir, run_options, no_progress, retry_failed=True)
+def retry(manifest, state_dir, run_options, no_progress, resubmit_unresolved):
+    """Give failed experiments new attempts, then apply.
+
+    A job whose submission's fate is unknown is looked up by its tag first, never sent
+    blindly again."""
+    _run(manifest, state_dir, run_options, no_progress, retry_failed=True,
+         resubmit_unresolved=resubmit_unresolved)
 
 
 @main.command()

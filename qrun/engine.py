@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 
 from . import executors
 from .backends import PROVIDERS, adapter_for, run_local_job
-from .backends.base import JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError
+from .backends.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed,
+                           TransientBackendError)
 from .backends.faults import NO_FAULTS, Faults
 from .errors import BackendUnavailable
 from .executors import ExecutorChoice
@@ -173,7 +174,9 @@ class Engine:
             self._stop_gracefully()
         finally:
             if self._pool is not None:
-                self._pool.shutdown()
+                # Idle workers are waited for, so none outlives the run; busy ones (an error
+                # cut the run short) are not: they die with this process (executors.py).
+                self._pool.shutdown(wait=not any(op.kind is Call.RUN for op in self._in_flight.values()))
             if self._threads is not None:
                 self._threads.shutdown()
         return self.outcome
@@ -491,7 +494,7 @@ class Engine:
         if outcome.absent:
             self.store.mark_tags_absent(outcome.absent)
             remote.lookups = [(a, t) for a, t in remote.lookups if a not in outcome.absent]
-        if outcome.lookup_of is not None:
+        if outcome.lookup_of is not None or isinstance(outcome.error, SubmissionUnknown):
             self._lookup_failed(remote, outcome)
         elif outcome.unanswered:
             # Unknown whether the provider took it: the attempt stays "submitting" and its
@@ -522,16 +525,18 @@ class Engine:
     def _lookup_failed(self, remote: _Remote, outcome: _SubmitOutcome) -> None:
         """A tag could not be looked up: nothing is sent, the job's fate stays unknown."""
         why = _describe(outcome.error)
+        tag = outcome.lookup_of or remote.tag
         consequence = ("an earlier submission of this job may have been accepted, so nothing "
                        "is sent again until a lookup answers")
         if outcome.unanswered:
-            self._defer_submission(remote, f"no answer to the lookup of tag {outcome.lookup_of} "
-                                           f"({why}); {consequence}")
+            self._defer_submission(remote, f"no answer to the lookup of tag {tag} ({why}); "
+                                           f"{consequence}")
             return
         self.store.defer_submission(
             self.apply_id, remote.job.id, NEXT_APPLY,
-            f"the provider refused the lookup of tag {outcome.lookup_of}: {why}; {consequence}. "
-            "Fix the cause (a credential?) and run `qrun apply`")
+            f"the provider refused the lookup of tag {tag}: {why}; {consequence}. Fix the cause "
+            "(a credential?) and run `qrun apply`; if the provider cannot look tags up, check "
+            "its job list, then `qrun retry --resubmit-unresolved`")
 
     def _settle_poll(self, op: _Op, future: Future) -> None:
         remote = op.remote

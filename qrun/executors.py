@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
 import socket
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -54,27 +57,52 @@ def _prepare_worker(threads: int, coordinator: int) -> None:
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_coordinator(coordinator: int) -> None:
-    """Make this worker die when the coordinator does, however it dies (SIGKILL included).
+def die_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process the moment its parent ends; False elsewhere.
 
-    Workers are children of the fork server, which exits as soon as the coordinator is gone
-    (its pipe from the coordinator closes); Linux's parent-death signal then kills the
-    worker at once, instead of letting it simulate for minutes with nobody to hand its
-    results to. Elsewhere (no prctl) this does nothing.
+    The kernel does it, so it works while this process sits in a simulator holding the
+    GIL. (The parent is the thread that started this process: the fork server is started
+    by the engine's loop, in the thread that runs the whole apply.)
     """
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            return
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
     except (OSError, AttributeError):
-        return
-    # The parent may have died before the signal was asked for: then nobody sends it.
-    import psutil
+        return False
 
-    if not psutil.pid_exists(coordinator):
+
+def _die_with_coordinator(coordinator: int) -> None:
+    """Make this worker end as soon as the coordinator does, however it ends (SIGKILL too).
+
+    Nothing else would stop it: a worker blocks in its simulator, and the fork server it
+    comes from stays up while any worker holds its pipe, so left alone workers simulated
+    for minutes with nobody to hand their results to. Two guards:
+      - the kernel's parent-death signal: the fork server asks for it when it starts
+        (backends/preload.py), so it is killed with the coordinator, and each worker asks for
+        it here, so it is killed with the fork server;
+      - a thread watching the coordinator itself (a pidfd the kernel makes readable when the
+        process ends, or a check every half second), for systems without prctl and a fork
+        server that died on its own.
+    """
+    die_with_parent()
+    try:
+        watched = os.pidfd_open(coordinator)
+    except ProcessLookupError:  # gone already (maybe before the parent-death signal was set)
         os._exit(0)
+    except (AttributeError, OSError):  # not Linux 5.3+: ask now and then
+        watched = None
+
+    def watch() -> None:
+        if watched is not None:
+            select.select([watched], [], [])
+        else:
+            import psutil
+
+            while psutil.pid_exists(coordinator):
+                time.sleep(0.5)
+        os._exit(0)
+    threading.Thread(target=watch, name="qrun-watch-coordinator", daemon=True).start()
 
 
 class LocalPool:
@@ -104,9 +132,12 @@ class LocalPool:
         """A worker died and took the pool down: the next job starts a fresh one."""
         self._pool = None
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop the workers; with ``wait``, return once they are gone (they are idle then).
+
+        The fork server they came from ends by itself when this process ends."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def terminate(self) -> None:
         """Stop the workers now (a second Ctrl-C or SIGTERM)."""
@@ -167,7 +198,7 @@ class RayPool:
     def broken(self) -> None:
         pass  # Ray replaces dead workers itself
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = False) -> None:
         self._ray.shutdown()
 
     def terminate(self) -> None:

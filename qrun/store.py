@@ -770,6 +770,26 @@ class Store:
                 self._fail_experiment(apply_id, key, error, now)
             return keys
 
+    def forget_unresolved(self, apply_id: int) -> int:
+        """Declare every unknown tag absent, at the user's word (`qrun retry
+        --resubmit-unresolved`, after checking at the provider): jobs left submitting go back
+        to pending, to be submitted anew. Returns how many jobs that frees."""
+        now = _now()
+        with self.transaction():
+            jobs = [j for (j,) in self.conn.execute("SELECT id FROM jobs WHERE state=?", (SUBMITTING,))]
+            for job_id in jobs:
+                self.conn.execute("UPDATE attempts SET state=?, finished_at=?, error=? WHERE job_id=? "
+                                  "AND finished_at IS NULL",
+                                  (FAILED, now, "its fate was unknown; given up by qrun retry "
+                                                "--resubmit-unresolved", job_id))
+                self.conn.execute("UPDATE jobs SET state=?, not_before=0, error=NULL, updated_at=? "
+                                  "WHERE id=?", (PENDING, now, job_id))
+            cur = self.conn.execute("UPDATE attempts SET tag_state=? WHERE tag_state=?",
+                                    (TAG_ABSENT, TAG_UNKNOWN))
+            self._event(apply_id, "attempts", "unresolved", "forgotten",
+                        {"jobs": len(jobs), "tags": cur.rowcount})
+            return len(jobs)
+
     def reset_failed(self, apply_id: int) -> int:
         """Give every failed experiment a new chance; return how many there were.
 

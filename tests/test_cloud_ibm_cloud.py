@@ -325,3 +325,36 @@ def test_sigkill_at_any_moment_never_submits_twice(project, fake, _state_dir):
     assert len(service.accepted) == 6
     _check_physics(_rows(project, "crash"))
     _assert_secret_absent(_state_dir, project, *outputs)
+
+
+def test_a_failed_backend_listing_is_not_a_missing_backend(fake, monkeypatch):
+    """qiskit-ibm-runtime's backends() swallows a failed listing (a 429 here: the SDK itself
+    retries only 5xx) and says "No backend matches the criteria"; with 20 % faults that
+    failed up to half a campaign for good. A backend is "not found" only when a clean
+    listing lacks it; a listing that fails is transient."""
+    from qiskit.providers.exceptions import QiskitBackendNotFoundError
+
+    from qrun.backends import ibm_cloud
+    from qrun.backends.base import TransientBackendError
+
+    for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(ibm_cloud, "_process_endpoint", [])
+    monkeypatch.setattr(ibm_cloud, "RETRY_WAIT_MAX", 0.05)
+    service = fake()
+    listing = "GET /api/v1/backends"
+
+    def adapter(device="fake_manila"):
+        return ibm_cloud.Adapter(device, {"endpoint": service.url}, {"env": KEY_VARIABLE})
+
+    service.throttle_next[listing] = 2  # the listing fails, and so does the first check
+    assert adapter().backend.name == "fake_manila"
+    assert service.throttle_next[listing] == 0 and service.requests[listing] >= 3
+
+    service.throttle_next[listing] = 1000  # the listing keeps failing: transient, never "not found"
+    with pytest.raises(TransientBackendError, match="did not list its backends"):
+        adapter().backend  # noqa: B018
+
+    service.throttle_next[listing] = 0
+    with pytest.raises(QiskitBackendNotFoundError, match="no backend 'ibm_nowhere'.*lists: fake_manila"):
+        adapter("ibm_nowhere").backend  # noqa: B018

@@ -366,3 +366,24 @@ def test_faults_come_from_the_environment_unless_given(monkeypatch):
     with FakePasqal(fail_jobs=0.25, error_rate=0.0) as fake:
         assert (fake.latency, fake.error_rate, fake.fail_jobs, fake.stall, fake.lose_after_accept) \
             == (0.05, 0.0, 0.25, True, 0.5)
+
+
+def test_a_refused_lookup_inside_a_submission_leaves_its_fate_unknown(fakes, flip_first_atom, monkeypatch):
+    """The adapter retries a creation whose answer was lost after looking the tag up; if that
+    lookup is refused, the batch may exist: the submission must not read as refused (which
+    would let `qrun retry` pay for it again)."""
+    from qrun.backends.base import SubmissionUnknown
+    from qrun.backends.pasqal_cloud import Adapter
+
+    monkeypatch.setenv("PASQAL_TOKEN", "any")
+    fake = fakes(lose_after_accept=1.0)
+    adapter = Adapter("EMU_FREE", {"endpoint": fake.url}, {"env": "PASQAL_TOKEN"})
+    real_find = adapter.find
+
+    def refused(tag):
+        fake.token = "rotated"  # the credential expires between the creation and its lookup
+        return real_find(tag)
+    monkeypatch.setattr(adapter, "find", refused)
+    with pytest.raises(SubmissionUnknown, match="may have created the batch"):
+        adapter.submit([_task(flip_first_atom, 500)], None, "qrun-doubt-1")
+    assert dict(fake.accepted) == {"qrun-doubt-1": 1}

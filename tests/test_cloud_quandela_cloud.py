@@ -216,13 +216,22 @@ def test_lost_answers_are_reconciled_by_tag(services, lab, _state_dir):
     assert remote == {job.id for job in fake.jobs.values()}
 
 
-def test_a_service_without_lookup_fails_the_job_instead_of_paying_twice(services, lab, _state_dir):
+def test_a_service_without_lookup_leaves_the_job_unresolved_instead_of_paying_twice(services, lab, _state_dir):
     fake, url = services(lose_after_accept=1.0, lookup=False)  # Quandela's published API
     manifest = _manifest(lab, url, name="nolookup", shots=100, split=1, mzi_points=1)
-    applied = _apply(manifest)
-    assert applied.returncode == 1
-    assert "cannot look up job group" in applied.stdout + applied.stderr
-    assert len(fake.accepted) == 2 and set(fake.accepted.values()) == {1}
+    for command in ("apply", "retry"):  # neither sends the job again on its own
+        applied = _apply(manifest, command)
+        assert applied.returncode == 1
+        assert "cannot look up job group" in applied.stdout + applied.stderr
+        assert len(fake.accepted) == 2 and set(fake.accepted.values()) == {1}
+        assert {r["state"] for r in _experiments(_state_dir, "nolookup")} == {"pending"}
+    # The user looked at the cloud's job list (the lost answers' jobs are there, in the fake)
+    # and chose to pay again: an explicit flag, never a default.
+    fake.lose_after_accept = 0.0
+    resubmitted = qrun("retry", manifest, "--no-progress", "--resubmit-unresolved", env=ENV, timeout=120)
+    assert resubmitted.returncode == 0, resubmitted.stdout + resubmitted.stderr
+    assert len(fake.accepted) == 4 and set(fake.accepted.values()) == {1}
+    assert {r["state"] for r in _experiments(_state_dir, "nolookup")} == {"done"}
 
 
 # -- 4. crash safety

@@ -60,6 +60,13 @@ class TransientBackendError(Exception):
     """A failure worth trying again as is (lost connection, busy service, crashed worker)."""
 
 
+class SubmissionUnknown(Exception):
+    """A submission may have created a job, and the provider cannot tell now: a lookup by
+    tag inside the submission failed, or the provider has none. The attempt's fate stays
+    unknown (nothing is sent again) until a lookup answers. Any other exception from
+    ``submit`` means the provider refused: it created nothing."""
+
+
 class JobNotFound(Exception):
     """The provider answers, definitively, that it holds no job under a handle (a purged
     job, a service restored from a backup). Not a network error: the engine then looks the
@@ -93,7 +100,8 @@ class RemoteStatus:
 # Each raises TransientBackendError for what may pass (network, 429, 5xx) once its own
 # bounded retries are spent (every call's time is bounded), JobNotFound from poll, fetch and
 # cancel when the provider answers that the handle names no job, and any other exception for
-# what will not pass (bad circuit, auth).
+# what will not pass (bad circuit, auth). From submit, TransientBackendError and
+# SubmissionUnknown say the job may exist; anything else says the provider created nothing.
 
 
 @lru_cache(maxsize=None)

@@ -57,7 +57,8 @@ with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the 
     from pulser.backend.remote import RemoteConnection
 
 from ..sources.pulser import build, load_sequence
-from .base import JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
+from .base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
+                   sdk_versions)
 
 SDK_PACKAGES = ("pasqal-cloud", "pulser-core")
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -359,8 +360,8 @@ class Adapter:
         try:
             for attempt in _retrying():
                 with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        found = self.find(tag)
+                    if attempt.retry_state.attempt_number > 1:  # the last try may have landed
+                        found = self._find_after_doubt(tag)
                         if found is not None:
                             return found
                     return create()
@@ -368,6 +369,17 @@ class Adapter:
             raise TransientBackendError(f"Pasqal Cloud did not confirm the batch after "
                                         f"{exc.last_attempt.attempt_number} tries: "
                                         f"{exc.last_attempt.exception()}") from None
+
+    def _find_after_doubt(self, tag: str) -> str | None:
+        """Look the tag up after a try whose answer was lost; a refused lookup leaves the
+        batch's fate unknown, which is not a refusal of the submission."""
+        try:
+            return self.find(tag)
+        except TransientBackendError:
+            raise
+        except Exception as exc:
+            raise SubmissionUnknown(f"an earlier try may have created the batch, and looking "
+                                    f"its tag up failed: {exc}") from None
 
     def find(self, tag: str) -> str | None:
         client = self.client()

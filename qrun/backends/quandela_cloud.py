@@ -14,8 +14,9 @@ that group (GET /api/jobs?job_group_name=<tag>, through the SDK's own RPC handle
 token, proxies and timeouts). Perceval itself never lists jobs, and Quandela's published API
 (v2.8) offers no such lookup to job tokens: where the service answers that route with
 404/405, `find` raises an error that names the tag instead of guessing, so qrun never submits
-a second paid job on its own; the user checks the cloud's job list for that group and runs
-`qrun retry` to submit again. qrun's fake (qrun.fakes.quandela_cloud) serves the lookup.
+a second paid job on its own: the job stays unresolved until the user checks the cloud's job
+list for that group and, if it is not there, runs `qrun retry --resubmit-unresolved`. qrun's
+fake (qrun.fakes.quandela_cloud) serves the lookup.
 
 Shots: a task's shots are both the cloud's `max_shots` (what is billed) and `max_samples`;
 on a lossy QPU a result may hold fewer samples than shots. An experiment with no
@@ -46,7 +47,8 @@ from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
                       wait_random_exponential)
 
-from .base import JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
+from .base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
+                   sdk_versions)
 from ..sources.perceval import load
 
 RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
@@ -71,7 +73,7 @@ class _Busy(Exception):
     """The service could not answer now (no status refresh, a full queue): try again."""
 
 
-class LookupUnsupported(RuntimeError):
+class LookupUnsupported(SubmissionUnknown):
     """The service cannot list a job group: a lost submission cannot be reconciled."""
 
 
@@ -189,7 +191,7 @@ class Adapter:
             cause = exc.last_attempt.exception()
             raise TransientBackendError(f"the Quandela cloud did not answer after "
                                         f"{exc.last_attempt.attempt_number} tries: {_text(cause)}") from None
-        except (TransientBackendError, LookupUnsupported):
+        except (TransientBackendError, SubmissionUnknown, JobNotFound):
             raise
         except requests.RequestException as exc:  # refused: 4xx (bad token, unknown platform, ...)
             raise RuntimeError(f"the Quandela cloud refused: {_text(exc)}") from None
@@ -205,7 +207,15 @@ class Adapter:
             job_id = known.get(name)
             if job_id is None:
                 part_seed = None if seed is None else seed + positions[0]
-                job_id = self._submit_part([tasks[p] for p in positions], part_seed, tag, name)
+                try:
+                    job_id = self._submit_part([tasks[p] for p in positions], part_seed, tag, name)
+                except (TransientBackendError, SubmissionUnknown):
+                    raise
+                except Exception as exc:
+                    if ids:  # earlier parts exist (and are paid for): this is no refusal of all
+                        raise SubmissionUnknown(f"{name} was refused after {len(ids)} parts of the "
+                                                f"group were created: {_text(exc)}") from None
+                    raise
             ids.append(job_id)
         return _handle(ids)
 
@@ -220,7 +230,13 @@ class Adapter:
         def once():
             nonlocal uncertain
             if uncertain:
-                job_id = self._lookup(tag).get(name)
+                try:
+                    job_id = self._lookup(tag).get(name)
+                except Exception as exc:
+                    if _transient(exc) or isinstance(exc, SubmissionUnknown):
+                        raise  # retried here, or told to the engine as it is
+                    raise SubmissionUnknown(f"an earlier try may have created job {name}, and "
+                                            f"looking it up failed: {_text(exc)}") from None
                 if job_id is not None:
                     return job_id
             layer, rpc, computer = self._connection()
@@ -284,7 +300,8 @@ class Adapter:
                     f"the Quandela cloud at {rpc.url} cannot look up job group {tag!r} (HTTP "
                     f"{_status_code(exc)}): qrun cannot tell whether its earlier submission of this "
                     f"job was accepted. Look for job group {tag!r} on {self.device} in the cloud's "
-                    f"job list; `qrun retry` submits the job again") from None
+                    f"job list; if it is not there, `qrun retry --resubmit-unresolved` submits "
+                    f"the job anew") from None
             raise
         jobs = {}
         for job in answer.get("jobs", []):

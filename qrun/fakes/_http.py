@@ -20,7 +20,8 @@ class Faults:
     def __init__(self, latency: float = 0.0, error_rate: float = 0.0, fail_jobs: float = 0.0,
                  stall: bool = False, lose_after_accept: float = 0.0, run_time: float = 0.0,
                  seed: int = 0):
-        self.latency = latency  # seconds added to every request
+        self.latency = latency  # seconds added to every answer, after the work (an accepted
+        # job may exist before its answer arrives, as the other fakes do it)
         self.error_rate = error_rate  # share of requests answered 429 or 503 before any work
         self.fail_jobs = fail_jobs  # share of accepted jobs that end failed
         self.stall = stall  # accepted jobs stay queued forever
@@ -72,13 +73,13 @@ class FakeServer:
                 body = self.rfile.read(length) if length else b""
                 with fake.lock:
                     fake.requests += 1
-                if fake.faults.latency:
-                    time.sleep(fake.faults.latency)
                 if fake.faults.chance(fake.faults.error_rate):
                     status = 429 if fake.faults.chance(0.5) else 503
                     self._reply(status, fake.error_body(status), {})
                     return
                 status, payload, headers = fake.handle(self.command, self.path, self.headers, body)
+                if fake.faults.latency:
+                    time.sleep(fake.faults.latency)
                 self._reply(status, payload, headers)
 
             def _reply(self, status, payload, headers):

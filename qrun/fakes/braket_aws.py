@@ -48,8 +48,11 @@ class _Task:
 class FakeBraket(FakeServer):
     name = "braket"
 
-    def __init__(self, simulate: bool = True, **kwargs):
+    def __init__(self, simulate: bool = True, access_key: str | None = None, **kwargs):
         super().__init__(**kwargs)
+        # The one access key id accepted (requests are signed with SigV4, whose Authorization
+        # header names it); None accepts any. Rotating it rehearses an expired credential.
+        self.access_key = access_key
         # simulate=False answers every task with all-zero outcomes at once: for benchmarks
         # that measure the client, not the simulator.
         self.simulate = simulate
@@ -64,6 +67,10 @@ class FakeBraket(FakeServer):
         parsed = urllib.parse.urlsplit(path)
         parts = [urllib.parse.unquote(p) for p in parsed.path.split("/") if p]
         request = json.loads(body) if body and headers.get("Content-Type", "").endswith("json") else {}
+        if self.access_key is not None and \
+                f"Credential={self.access_key}/" not in headers.get("Authorization", ""):
+            return 403, {"message": "The security token included in the request is invalid."}, \
+                {"x-amzn-ErrorType": "UnrecognizedClientException"}
         if method == "POST" and parts == ["quantum-task"]:
             return self._create(request)
         if method == "GET" and len(parts) == 2 and parts[0] == "quantum-task":

@@ -175,6 +175,9 @@ class FakeIBMQuantum:
         self.accepted: Counter = Counter()  # tag -> jobs created with it
         self.requests: Counter = Counter()  # "METHOD /route" -> requests answered (or faulted)
         self.faults: Counter = Counter()  # injected: HTTP status or "lost" -> how many
+        # "METHOD /route" -> how many of its next requests are answered 429 (a rate limit
+        # on one route, such as the backend listing that qiskit-ibm-runtime swallows).
+        self.throttle_next: Counter = Counter()
         self.jobs: dict[str, _Job] = {}
         self.sessions: dict[str, dict] = {}
         self._tokens: set = set()
@@ -463,6 +466,10 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             fake.requests[route] += 1
         status = fake.injected_error()
+        with fake._lock:
+            if fake.throttle_next[route] > 0:
+                fake.throttle_next[route] -= 1
+                status = 429
         if status is not None:
             with fake._lock:
                 fake.faults[status] += 1

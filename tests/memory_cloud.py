@@ -1,0 +1,99 @@
+"""A cloud provider inside the test process: qrun's engine, store and API run for real,
+the provider is a dictionary. Each way a real service misbehaves is a switch, so the
+engine's rules (never submit while a tag's fate is unknown, distrust a handle whose job
+carries another tag, leave a silent service) are tested in milliseconds.
+
+Its jobs finish at once; a job's counts name the job itself (`{"<handle>": shots}`), so a
+test can tell whose result qrun stored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import Counter
+
+from qrun.backends.base import JobNotFound, RemoteStatus, TransientBackendError
+
+
+class MemoryCloud:
+    def __init__(self):
+        self.jobs: dict = {}  # handle -> {"tag": str, "shots": [int], "state": str}
+        self.accepted: Counter = Counter()  # tag -> jobs created with it
+        self.lookups: Counter = Counter()  # tag -> lookups asked
+        self.lose_answers = False  # a created job's answer is lost (the job exists)
+        self.refuse_lookups = False  # every lookup is refused, as with an expired credential
+        self.refuse_submissions = False
+        self.stall = False  # created jobs stay queued
+        self.silent = threading.Event()  # set: every call hangs until it is cleared
+        self.released = threading.Event()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- what a test does to the service
+
+    def forget_everything(self, reuse_ids: bool = False) -> None:
+        """Restored from an old backup: no job is known; with ``reuse_ids`` new jobs get
+        the handles the forgotten ones had."""
+        with self._lock:
+            self.jobs.clear()
+            if reuse_ids:
+                self._ids = itertools.count(1)
+
+    def plant(self, tag: str, shots: list) -> str:
+        """A job someone else submitted (another campaign, another user)."""
+        return self._create(tag, shots)
+
+    def _create(self, tag: str, shots: list) -> str:
+        with self._lock:
+            handle = f"job-{next(self._ids)}"
+            self.jobs[handle] = {"tag": tag, "shots": shots,
+                                 "state": "queued" if self.stall else "done"}
+            self.accepted[tag] += 1
+        return handle
+
+    def _hang_if_silent(self) -> None:
+        while self.silent.is_set() and not self.released.is_set():
+            self.released.wait(0.05)
+
+    # -- the remote adapter contract (qrun/backends/base.py)
+
+    def submit(self, tasks, seed, tag):
+        self._hang_if_silent()
+        if self.refuse_submissions:
+            raise RuntimeError("HTTP 401: the credential was refused")
+        handle = self._create(tag, [task.shots for task in tasks])
+        if self.lose_answers:
+            raise TransientBackendError("the answer was lost after the job was created")
+        return handle
+
+    def find(self, tag):
+        self._hang_if_silent()
+        self.lookups[tag] += 1
+        if self.refuse_lookups:
+            raise RuntimeError("HTTP 401: the credential was refused")
+        with self._lock:
+            return next((h for h, job in self.jobs.items() if job["tag"] == tag), None)
+
+    def poll(self, handle):
+        self._hang_if_silent()
+        job = self.jobs.get(handle)
+        if job is None:
+            raise JobNotFound(f"no job {handle}")
+        state = job["state"]
+        return RemoteStatus(state=state, provider_state=state.upper(), tags=(job["tag"],))
+
+    def fetch(self, handle, tasks):
+        job = self.jobs.get(handle)
+        if job is None:
+            raise JobNotFound(f"no job {handle}")
+        return [{handle: shots} for shots in job["shots"]]
+
+    def cancel(self, handle):
+        job = self.jobs.get(handle)
+        if job is None:
+            raise JobNotFound(f"no job {handle}")
+        job["state"] = "cancelled"
+
+    def metadata(self):
+        return {"provider": "memory", "device": "memory"}
