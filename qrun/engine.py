@@ -61,6 +61,8 @@ POLLS_REFUSED = 8
 # How long a service may give no answer at all before this run leaves its work to the next
 # apply (QRUN_SILENCE_LIMIT, in seconds, changes it).
 SILENCE_LIMIT = 600.0
+# After Ctrl-C or SIGTERM, how long the answers of submissions in flight are waited for.
+STOP_GRACE = 10.0
 
 
 class Call(enum.Enum):
@@ -383,11 +385,12 @@ class Engine:
         anew gets a new attempt; any earlier tag of it whose fate is unknown (from a qrun
         that did not keep fates, or a cancel) is looked up before it is sent.
         """
-        if job.state != SUBMITTING:
+        opened = self.store.open_attempt(job.id) if job.state == SUBMITTING else None
+        if opened is None:
             self.store.start_attempt(self.apply_id, job, state=SUBMITTING)
         attempt_id, tag = self.store.open_attempt(job.id)
         lookups = [(a, t) for a, t in self.store.unresolved_tags(job.id)
-                   if a != attempt_id or job.state == SUBMITTING]  # a new tag was never sent
+                   if a != attempt_id or opened is not None]  # a new tag was never sent
         remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
                          slices=self.store.job_work(job.id), lookups=lookups)
         return lambda: self._call(Call.SUBMIT, remote)
@@ -691,14 +694,23 @@ class Engine:
                     self._in_flight.pop(future)
                     self.store.release_attempt(self.apply_id, op.job.id, op.attempt_id)
             self._following.clear()  # submitted jobs stay with the provider, re-attached later
+            for future, op in list(self._in_flight.items()):
+                if op.kind not in (Call.RUN, Call.SUBMIT):
+                    del self._in_flight[future]  # its job stays submitted in the state
+            # Local runs finish and are kept; a submission's answer is waited for a while
+            # (its handle spares the next apply a lookup), but not for ever: one left
+            # unanswered stays "submitting", and its tag is looked up next time.
+            submissions_until = time.time() + STOP_GRACE
             while self._in_flight:
+                if time.time() > submissions_until:
+                    for future, op in list(self._in_flight.items()):
+                        if op.kind is Call.SUBMIT:
+                            del self._in_flight[future]
+                    if not self._in_flight:
+                        break
                 done, _ = wait(list(self._in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
-                    op = self._in_flight[future]
-                    if op.kind not in (Call.RUN, Call.SUBMIT):
-                        self._in_flight.pop(future)  # its job stays submitted in the state
-                    else:
-                        self._settle(future)
+                    self._settle(future)
                 self._following.clear()
             # Jobs recorded as started whose dispatch the interrupt cut short: back to pending.
             self.store.recover_interrupted(self.apply_id, [p for p, i in PROVIDERS.items() if i.local])

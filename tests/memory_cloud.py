@@ -27,6 +27,7 @@ class MemoryCloud:
         self.stall = False  # created jobs stay queued
         self.silent = threading.Event()  # set: every call hangs until it is cleared
         self.released = threading.Event()
+        self.hanging = threading.Event()  # some call hangs on the silent service
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -53,6 +54,8 @@ class MemoryCloud:
         return handle
 
     def _hang_if_silent(self) -> None:
+        if self.silent.is_set():
+            self.hanging.set()
         while self.silent.is_set() and not self.released.is_set():
             self.released.wait(0.05)
 

@@ -190,3 +190,18 @@ def test_bad_silence_limit_is_a_usage_error(manifest, monkeypatch):
     monkeypatch.setenv("QRUN_SILENCE_LIMIT", "soon")
     with pytest.raises(QrunError, match="QRUN_SILENCE_LIMIT"):
         api.apply(manifest)
+
+
+def test_ctrl_c_does_not_wait_for_a_silent_service(cloud, manifest, monkeypatch):
+    import _thread
+
+    monkeypatch.setattr(engine, "STOP_GRACE", 0.5)
+    cloud.silent.set()
+    threading.Thread(target=lambda: cloud.hanging.wait(30) and _thread.interrupt_main(), daemon=True).start()
+    started = time.monotonic()
+    report = api.apply(manifest)
+    assert report.interrupted and time.monotonic() - started < 4
+    assert _unresolved(manifest) == EXPERIMENTS  # their tags are looked up by the next apply
+    cloud.silent.clear()
+    cloud.released.set()
+    assert api.apply(manifest).all_done and set(cloud.accepted.values()) == {1}

@@ -61,7 +61,7 @@ def _crash_with_submissions_unrecorded(cloud, manifest, db) -> None:
 
 
 def test_a_refused_lookup_never_leads_to_a_second_payment(cloud, project, _state_dir):
-    cloud.start(latency=1.5)  # every answer comes 1.5 s after the work: a window for the kill
+    cloud.start(latency=0.5)  # every answer comes 0.5 s after the work: a window for the kill
     manifest = cloud.campaign(project, "refused")
     db = _state_dir / "refused.sqlite"
     _crash_with_submissions_unrecorded(cloud, manifest, db)
