@@ -88,19 +88,25 @@ def test_a_refused_lookup_never_leads_to_a_second_payment(cloud, project, _state
     _all_right(cloud, db)
 
 
-def test_a_job_the_provider_forgot_is_looked_up_then_run_again(cloud, project, _state_dir):
-    cloud.start(stall=True)  # accepted jobs stay queued
-    manifest = cloud.campaign(project, "forgot")
-    db = _state_dir / "forgot.sqlite"
+def _submitted_then_forgotten(cloud, manifest, db) -> set:
+    """An apply submits every job (which stay queued) and is killed; the service then comes
+    back from a backup that has never heard of them. Returns the forgotten jobs' tags."""
     process = start_apply(manifest)
     submitted = wait_until(lambda: clouds.job_states(db)["submitted"] == EXPERIMENTS, process,
                            timeout=120)
     out = kill(process)
     assert submitted, _output(out)
     forgotten = set(cloud.accepted())
-
     cloud.stop()
-    cloud.start()  # the service restored from a backup: it has never heard of those jobs
+    cloud.start()
+    return forgotten
+
+
+def test_a_job_the_provider_forgot_is_looked_up_then_run_again(cloud, project, _state_dir):
+    cloud.start(stall=True)  # accepted jobs stay queued
+    manifest = cloud.campaign(project, "forgot")
+    db = _state_dir / "forgot.sqlite"
+    forgotten = _submitted_then_forgotten(cloud, manifest, db)
     started = time.monotonic()
     again = _apply(manifest)
     assert again.returncode == 0, _output(again)
@@ -115,13 +121,7 @@ def test_cancel_of_a_job_the_provider_forgot(cloud, project, _state_dir):
     cloud.start(stall=True)
     manifest = cloud.campaign(project, "gone")
     db = _state_dir / "gone.sqlite"
-    process = start_apply(manifest)
-    submitted = wait_until(lambda: clouds.job_states(db)["submitted"] == EXPERIMENTS, process,
-                           timeout=120)
-    out = kill(process)
-    assert submitted, _output(out)
-    cloud.stop()
-    cloud.start()
+    _submitted_then_forgotten(cloud, manifest, db)
     cancelled = qrun("cancel", manifest)
     assert cancelled.returncode == 0, _output(cancelled)
     assert clouds.job_states(db)["cancelled"] == EXPERIMENTS

@@ -91,6 +91,15 @@ def _done(db) -> int:
         return 0
 
 
+def _started_with_workers(manifest, db, results: int) -> subprocess.Popen:
+    """An apply, once it stored `results` results and runs its fork server and workers."""
+    process = _start(manifest)
+    if not wait_until(lambda: _done(db) >= results and len(_session(process.pid)) >= 3, process, 120):
+        _cleanup(process)
+        pytest.fail("the apply did not get going: " + "".join(process.communicate()))
+    return process
+
+
 def _cleanup(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -102,9 +111,8 @@ def _cleanup(process: subprocess.Popen) -> None:
 def test_sigterm_is_handled_as_ctrl_c(project, _state_dir):
     manifest = _campaign_of(24, project)
     db = _state_dir / "busy.sqlite"
-    process = _start(manifest)
+    process = _started_with_workers(manifest, db, results=2)
     try:
-        assert wait_until(lambda: _done(db) >= 2 and len(_session(process.pid)) >= 3, process, 120)
         process.send_signal(signal.SIGTERM)  # the coordinator only, as `kill PID` does
         out, err = process.communicate(timeout=120)
     finally:
@@ -129,9 +137,8 @@ def test_sigterm_is_handled_as_ctrl_c(project, _state_dir):
 def test_no_process_outlives_a_killed_coordinator(project, _state_dir):
     manifest = _campaign_of(40, project)
     db = _state_dir / "busy.sqlite"
-    process = _start(manifest)
+    process = _started_with_workers(manifest, db, results=1)
     try:
-        assert wait_until(lambda: _done(db) >= 1 and len(_session(process.pid)) >= 3, process, 120)
         helpers = [p.pid for p in _session(process.pid) if p.pid != process.pid]
         assert helpers, "the apply has a fork server and workers"
         os.kill(process.pid, signal.SIGKILL)  # the coordinator alone: its children are not told
