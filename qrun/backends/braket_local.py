@@ -13,6 +13,7 @@ maps them to qrun's bit order (base.py) and refuses a result it cannot map.
 from __future__ import annotations
 
 import logging
+import warnings
 
 from braket.devices import LocalSimulator
 from braket.ir.openqasm import Program as OpenQASMProgram
@@ -24,6 +25,8 @@ from .base import Task, run_each, sdk_versions
 # Braket's interpreter warns on every run of a program with mid-circuit measurements or
 # conditions ("may not be supported on QPUs"); on a local simulator they are.
 logging.getLogger("braket.default_simulator.openqasm.interpreter").setLevel(logging.ERROR)
+# braket_dm says so on every run of a circuit without noise; running one is what was asked.
+warnings.filterwarnings("ignore", message="You are running a noise-free circuit")
 
 
 class Adapter:
