@@ -415,8 +415,7 @@ class _Writer:
     def write_circuit(self) -> None:
         scope = _Scope({q: i for i, q in enumerate(self.circuit.qubits)},
                        {b: i for i, b in enumerate(self.circuit.clbits)})
-        body = _deferred_measures(self.circuit)
-        self._block(body, scope, indent="")
+        self._block(_deferred_measures(self.circuit), scope, indent="")
 
     def program(self) -> BraketProgram:
         n = self.circuit.num_clbits
@@ -433,8 +432,8 @@ class _Writer:
 
     # -- statements
 
-    def _block(self, circuit: QuantumCircuit, scope: _Scope, indent: str) -> None:
-        for instruction in circuit.data:
+    def _block(self, instructions, scope: _Scope, indent: str) -> None:
+        for instruction in instructions:
             self._statement(instruction, scope, indent)
 
     def _statement(self, instruction, scope: _Scope, indent: str) -> None:
@@ -454,7 +453,8 @@ class _Writer:
         elif isinstance(operation, ForLoopOp):
             self._for_loop(operation, instruction, scope, indent)
         elif isinstance(operation, BoxOp):
-            self._block(operation.blocks[0], _inner(scope, operation.blocks[0], instruction), indent)
+            self._block(operation.blocks[0].data, _inner(scope, operation.blocks[0], instruction),
+                        indent)
         elif isinstance(operation, Gate) and _is_braket_gate(operation):
             braket = BRAKET_NAME[operation.base_class]
             if braket not in self.device.operations:
@@ -498,10 +498,11 @@ class _Writer:
         true_block = operation.blocks[0]
         false_block = operation.blocks[1] if len(operation.blocks) > 1 else None
         self.lines.append(f"{indent}if ({text}) {{")
-        self._block(true_block, _inner(scope, true_block, instruction, inside_if=True), indent + "  ")
+        self._block(true_block.data, _inner(scope, true_block, instruction, inside_if=True),
+                    indent + "  ")
         if false_block is not None and false_block.data:
             self.lines.append(f"{indent}}} else {{")
-            self._block(false_block, _inner(scope, false_block, instruction, inside_if=True),
+            self._block(false_block.data, _inner(scope, false_block, instruction, inside_if=True),
                         indent + "  ")
         self.lines.append(f"{indent}}}")
 
@@ -510,7 +511,7 @@ class _Writer:
         inner = _inner(scope, body, instruction)
         for value in indexset:  # unrolled: every device runs a straight line
             bound = body.assign_parameters({loop_parameter: value}) if loop_parameter is not None else body
-            self._block(bound, inner, indent)  # a bound copy keeps the body's bits
+            self._block(bound.data, inner, indent)  # a bound copy keeps the body's bits
 
     # -- parameters
 
@@ -563,38 +564,34 @@ def _inner(scope: _Scope, block: QuantumCircuit, instruction, inside_if: bool = 
                   scope.inside_if or inside_if)
 
 
-def _deferred_measures(circuit: QuantumCircuit) -> QuantumCircuit:
-    """Final measurements moved to the end, in classical-bit order.
+def _deferred_measures(circuit: QuantumCircuit) -> list:
+    """The circuit's instructions with final measurements moved last, in classical-bit order.
 
     Then the order in which Braket lists measured elements (c[0], c[1], ...) is also the
     order of the measure statements, whichever of the two a Braket device reports in. Done
     only where it changes nothing: no control flow, each measurement the last operation on
     its qubit and the only write of its bit.
     """
-    data = circuit.data
-    if any(hasattr(i.operation, "blocks") for i in data):
-        return circuit
+    data = list(circuit.data)
     last_use: dict = {}
     writes: dict = {}
     for position, instruction in enumerate(data):
+        if instruction.operation.name in ("if_else", "for_loop", "while_loop", "switch_case", "box"):
+            return data
         for qubit in instruction.qubits:
             last_use[qubit] = position
-        if isinstance(instruction.operation, Measure):
+        if instruction.operation.name == "measure":
             writes[instruction.clbits[0]] = writes.get(instruction.clbits[0], 0) + 1
     measures, others = [], []
     for position, instruction in enumerate(data):
-        if isinstance(instruction.operation, Measure):
+        if instruction.operation.name == "measure":
             if last_use[instruction.qubits[0]] != position or writes[instruction.clbits[0]] > 1:
-                return circuit
+                return data
             measures.append(instruction)
         else:
             others.append(instruction)
-    result = circuit.copy_empty_like()
-    for instruction in others:
-        result.append(instruction, copy=False)
-    for instruction in sorted(measures, key=lambda i: circuit.find_bit(i.clbits[0]).index):
-        result.append(instruction, copy=False)
-    return result
+    clbit_index = {bit: i for i, bit in enumerate(circuit.clbits)}
+    return others + sorted(measures, key=lambda i: clbit_index[i.clbits[0]])
 
 
 class _Condition:
