@@ -238,7 +238,7 @@ def check_program(program, device: str, options: dict) -> str | None:
         translate(parse_circuit(program.format, program.content, program.origin, program.index),
                   target)
     except (Untranslatable, SourceError) as exc:
-        return f"{program.origin} cannot run on Braket device {device}: {exc}"
+        return f"{program.origin}: {exc}"
     return None
 
 
@@ -260,8 +260,9 @@ def check_braket_circuit(circuit, device: Device) -> None:
                                  f"(it declares {', '.join(sorted(device.operations))})")
         used = set()
         if instruction.control:
-            used |= {"ctrl" if bit else "negctrl"
-                     for bit in _control_bits(instruction.control_state, len(instruction.control))}
+            state = instruction.control_state
+            bits = state.as_tuple if state is not None and state.size else [1] * len(instruction.control)
+            used |= {"ctrl" if bit else "negctrl" for bit in bits}
         if instruction.power != 1:
             used.add("pow" if instruction.power > 0 else "inv")
         missing = used - device.modifiers
@@ -276,10 +277,6 @@ def check_braket_circuit(circuit, device: Device) -> None:
                 "cphaseshift, ...) or build the circuit in Qiskit, which qrun translates")
 
 
-def _control_bits(control_state, count: int) -> list:
-    if control_state is None or control_state == ():
-        return [1] * count
-    return [int(bit) for bit in control_state]
 
 
 # -- gates into the device's operations
@@ -445,8 +442,8 @@ class _Writer:
         if isinstance(operation, Measure):
             self._measure(qubits[0], scope.clbits[instruction.clbits[0]], scope, indent)
         elif isinstance(operation, Reset):
-            self._touch(qubits)
             self._dynamic("reset")
+            self._touch(qubits)
             self.lines.append(f"{indent}reset q[{qubits[0]}];")
         elif isinstance(operation, IfElseOp):
             self._if_else(operation, instruction, scope, indent)
@@ -486,7 +483,9 @@ class _Writer:
 
     def _dynamic(self, reason: str) -> None:
         if not self.device.dynamic:
-            raise Untranslatable(f"{self.device.name} does not run {reason}")
+            raise Untranslatable(f"{self.device.name} does not run {reason} (Braket runs "
+                                 "mid-circuit measurement, reset and conditions on its local "
+                                 "simulators only)")
 
     def _if_else(self, operation: IfElseOp, instruction, scope: _Scope, indent: str) -> None:
         self._dynamic("conditions on measured bits (if/else)")
