@@ -139,11 +139,17 @@ def _exact_braket(adapter, task: Task) -> dict:
 
     prepared = prepare_program(task, adapter.target, {})
     lines = [line for line in prepared.source.splitlines() if "= measure" not in line]
-    qubits = [qubit for _, qubit in prepared.slots]
-    lines.append("#pragma braket result probability " + ", ".join(f"q[{i}]" for i in qubits))
+    slot_qubits = [qubit for _, qubit in prepared.slots]
+    targets = sorted(set(slot_qubits))  # Braket's probability lists its targets in this order
+    lines.append("#pragma braket result probability " + ", ".join(f"q[{i}]" for i in targets))
     result = adapter.simulator.run(Program(source="\n".join(lines)), shots=0).result()
-    outcomes = {format(i, f"0{len(qubits)}b"): float(p) for i, p in enumerate(result.values[0])}
-    return prepared.counts_by_clbit(qubits, outcomes)
+    outcomes: dict = {}
+    for index, p in enumerate(result.values[0]):
+        bits = format(index, f"0{len(targets)}b")
+        value = dict(zip(targets, bits))
+        outcome = "".join(value[q] for q in slot_qubits)  # what Braket reports per slot
+        outcomes[outcome] = outcomes.get(outcome, 0.0) + float(p)
+    return prepared.counts_by_clbit(slot_qubits, outcomes)
 
 
 def _exact_qiskit(fmt: str, text: str) -> dict:
