@@ -189,6 +189,39 @@ def test_parameters_become_inputs_and_keep_their_values():
     assert counts == {"11": 200}  # rx(pi) sets q0; crx(pi) then sets q1
 
 
+def test_parameters_of_any_name_and_unwritable_expressions():
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter, ParameterVector
+
+    from qrun.backends.braket_local import Adapter
+
+    theta = ParameterVector("θ", 2)
+    circuit = QuantumCircuit(2, 2)
+    circuit.crx(theta[0], 0, 1)
+    circuit.ry(2 * theta[1] + 0.1, 1)
+    circuit.measure([0, 1], [0, 1])
+    program = braket_program.translate(circuit, _local())
+    assert dict(program.inputs) == {"θ[0]": "input_0", "θ[1]": "input_1"}
+    assert "input float input_0;" in program.source and "θ" not in program.source
+    odd = QuantumCircuit(1, 1)
+    odd.rx(abs(Parameter("t")), 0)
+    odd.measure(0, 0)
+    with pytest.raises(braket_program.Untranslatable, match="cannot be written for Braket"):
+        braket_program.translate(odd, _local())
+    # Through the adapter, QPY: the values reach Braket under the inputs' names.
+    import io
+
+    import qiskit.qpy
+
+    buffer = io.BytesIO()
+    qiskit.qpy.dump(circuit, buffer)
+    content = buffer.getvalue()
+    task = Task("qpy", content, 0, hashlib.sha256(content).hexdigest(),
+                {"θ[0]": np.pi, "θ[1]": (np.pi - 0.1) / 2}, 100)
+    [counts] = Adapter("braket_sv", {}).run([task], None)
+    assert counts == {"01": 100}  # q0 stays 0, so crx does nothing; ry(pi) sets q1
+
+
 @pytest.mark.parametrize("device", ["braket_sv", "braket_dm"])
 def test_braket_circuits_with_modifiers_are_refused_on_the_local_simulators(device):
     from braket.circuits import Circuit

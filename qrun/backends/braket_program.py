@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from qiskit import ClassicalRegister, QuantumCircuit
 from qiskit.circuit import (BoxOp, ControlledGate, ForLoopOp, Gate, IfElseOp, Measure,
-                            ParameterExpression, Reset)
+                            Parameter, ParameterExpression, Reset)
 from qiskit.circuit import library as lib
 from qiskit.circuit.classical import expr, types
 
@@ -405,6 +405,7 @@ class _Writer:
     device: Device
     lines: list = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # Qiskit Parameter -> Braket input name
+    _symbols: dict = field(default_factory=dict)  # Braket input name -> its Qiskit Parameter
     last_measured: dict = field(default_factory=dict)  # clbit -> qubit measured into it last
     measured_qubits: set = field(default_factory=set)
     conditioned: bool = False
@@ -528,21 +529,21 @@ class _Writer:
         return repr(number)
 
     def _expression(self, value: ParameterExpression) -> str:
-        text = str(value)
-        names = {p.name: self._input(p) for p in value.parameters}
+        # Each parameter renamed to its Braket input first (a Qiskit name may be `θ[0]`),
+        # then only those names, OpenQASM's functions, numbers and operators may remain.
+        renamed = {}
+        for parameter in value.parameters:
+            name = self._input(parameter)
+            if name != parameter.name:
+                renamed[parameter] = self._symbols.setdefault(name, Parameter(name))
+        text = str(value.subs(renamed) if renamed else value)
+        allowed = set(self.inputs.values()) | _EXPRESSION_WORDS
         tokens = _EXPRESSION.findall(text)
-        if "".join(tokens) != text:
-            raise Untranslatable(f"parameter expression {text!r} cannot be written for Braket")
-        out = []
-        for token in tokens:
-            if _IDENTIFIER.fullmatch(token):
-                if token in names:
-                    token = names[token]
-                elif token not in _EXPRESSION_WORDS:
-                    raise Untranslatable(f"parameter expression {text!r} uses {token!r}, "
-                                         "which Braket does not know")
-            out.append(token)
-        return "".join(out)
+        if "".join(tokens) != text or any(_IDENTIFIER.fullmatch(t) and t not in allowed
+                                          for t in tokens):
+            raise Untranslatable(f"parameter expression {value} cannot be written for Braket "
+                                 "(OpenQASM 3 arithmetic, sin, cos, tan, exp, log, sqrt only)")
+        return text
 
     def _input(self, parameter) -> str:
         name = self.inputs.get(parameter)
@@ -551,7 +552,10 @@ class _Writer:
             taken = set(self.inputs.values())
             if not _IDENTIFIER.fullmatch(name) or name in _RESERVED or name in _EXPRESSION_WORDS \
                     or name in taken:
-                name = f"input_{len(self.inputs)}"
+                number = len(self.inputs)
+                while f"input_{number}" in taken:
+                    number += 1
+                name = f"input_{number}"
             self.inputs[parameter] = name
         return name
 
