@@ -223,15 +223,47 @@ def test_parameters_of_any_name_and_unwritable_expressions():
 
 
 @pytest.mark.parametrize("device", ["braket_sv", "braket_dm"])
-def test_braket_circuits_with_modifiers_are_refused_on_the_local_simulators(device):
-    from braket.circuits import Circuit
+def test_braket_circuits_with_modifiers_are_rewritten_without_them(device):
+    # Every ordered pair of 4 qubits, controlled and powered gates as the Braket SDK writes
+    # them (`ctrl @`, `negctrl @`, `pow(..) @`): rewritten in declared gates, and Braket's
+    # exact probabilities on the rewritten program equal the SDK's own matrix algebra
+    # (Circuit.to_unitary), which the simulator does not use.
+    import itertools
 
-    fine = Circuit().h(0).cnot(0, 1).cphaseshift(0, 1, 0.3)
-    braket_program.check_braket_circuit(fine, _local(device))
-    with pytest.raises(braket_program.Untranslatable, match="ctrl.*computed wrongly"):
-        braket_program.check_braket_circuit(Circuit().x(1, control=0), _local(device))
-    with pytest.raises(braket_program.Untranslatable, match="pow"):
-        braket_program.check_braket_circuit(Circuit().rx(0, 0.2, power=0.5), _local(device))
+    from braket.circuits import Circuit
+    from braket.ir.openqasm import Program
+
+    from qrun.backends.braket_local import Adapter
+
+    adapter = Adapter(device, {})
+    as_written = Circuit().h(0).cnot(0, 1).cphaseshift(0, 1, 0.3)
+    assert braket_program.braket_circuit_for(as_written, adapter.target, "TEXT") == "TEXT"
+    wrong = []
+    for a, b in itertools.permutations(range(4), 2):
+        circuit = Circuit()
+        for q in range(4):
+            circuit.ry(q, 0.4 + 0.3 * q).rz(q, 0.2 * q)
+        circuit.x(b, control=a).ry(a, 0.7, control=b).h(b, control=a, control_state=[0])
+        circuit.rx(a, 0.9, power=0.5).phaseshift(b, 1.1, control=a, power=-1)
+        source = braket_program.braket_circuit_for(circuit, adapter.target, circuit.to_ir().source)
+        assert "@" not in source
+        lines = [line for line in source.splitlines() if "measure" not in line]
+        lines.append("#pragma braket result probability q[0], q[1], q[2], q[3]")
+        got = adapter.simulator.run(Program(source="\n".join(lines)), shots=0).result().values[0]
+        want = np.abs(circuit.to_unitary()[:, 0]) ** 2
+        if not np.allclose(got, want, atol=1e-9):
+            wrong.append((a, b))
+    assert not wrong, wrong
+
+
+def test_braket_circuits_refused_when_they_cannot_be_rewritten():
+    from braket.circuits import Circuit, FreeParameter
+
+    with pytest.raises(braket_program.Untranslatable, match="free parameter"):
+        braket_program.check_braket_circuit(Circuit().rx(1, FreeParameter("t"), control=0), _local())
+    with pytest.raises(braket_program.Untranslatable, match="noise channel 'bit_flip'"):
+        braket_program.check_braket_circuit(Circuit().h(0).bit_flip(0, 0.1), _local("braket_sv"))
+    braket_program.check_braket_circuit(Circuit().h(0).bit_flip(0, 0.1), _local("braket_dm"))
 
 
 def test_validation_refuses_what_cannot_run_and_says_why(project):

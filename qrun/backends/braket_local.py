@@ -3,8 +3,10 @@
 Every gate-model program (OpenQASM 2 or 3, QPY) is parsed by Qiskit and written anew as
 Braket's OpenQASM 3 in the operations the simulator declares (its properties'
 ``supportedOperations``), without gate modifiers, its classical bits in one register
-(braket_program.py says why and how). Braket circuits built by factories run as written,
-once checked against the same declarations; their outcomes keep Braket's order.
+(braket_program.py says why and how). Braket circuits built by factories run as written
+when they use only declared operations and no modifier; a gate with a modifier (which the
+simulators compute wrongly) is replaced by declared gates. Their outcomes keep Braket's
+order.
 
 Outcomes come back by measured element of that register; ``BraketProgram.counts_by_clbit``
 maps them to qrun's bit order (base.py) and refuses a result it cannot map.
@@ -63,10 +65,10 @@ def prepare_program(task: Task, target: "braket_program.Device", cache: dict):
     prepared = cache.get(task.program_digest)
     if prepared is None:
         if task.program_format == "braket":
+            text = task.program_content.decode("utf-8")
             circuit = parse_braket(task.program_content)
-            braket_program.check_braket_circuit(circuit, target)
-            prepared = braket_program.BraketProgram.as_written(task.program_content.decode("utf-8"),
-                                                               circuit.qubit_count)
+            source = braket_program.braket_circuit_for(circuit, target, text)
+            prepared = braket_program.BraketProgram.as_written(source, circuit.qubit_count)
         else:
             circuit = parse_circuit(task.program_format, task.program_content, index=task.program_item)
             prepared = braket_program.translate(circuit, target)

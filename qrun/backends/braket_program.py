@@ -243,40 +243,103 @@ def check_program(program, device: str, options: dict) -> str | None:
 
 
 def check_braket_circuit(circuit, device: Device) -> None:
-    """Refuse (Untranslatable) a Braket ``Circuit`` using what ``device`` does not declare,
-    or modifiers where they are declared but computed wrongly (the local simulators)."""
-    from braket.circuits import Gate, Noise
+    """Refuse (Untranslatable) a Braket ``Circuit`` that cannot run right on ``device``."""
+    braket_circuit_for(circuit, device)
 
+
+def braket_circuit_for(circuit, device: Device, text: str | None = None) -> str:
+    """A Braket ``Circuit``'s OpenQASM for ``device``: ``text`` (its own) when it uses only
+    operations the device declares and no modifier (or only modifiers the device declares
+    and computes right); otherwise each other gate is replaced by declared ones, its matrix
+    synthesized by Qiskit. Outcomes keep Braket's order: the qubits are the same."""
+    from braket.circuits import Circuit, Gate, Noise
+    from braket.circuits.serialization import IRType
+
+    replaced = False
+    rebuilt = Circuit()
     for instruction in circuit.instructions:
         operator = instruction.operator
-        if isinstance(operator, Gate):
-            name = operator._qasm_name
-        elif isinstance(operator, Noise):
+        if isinstance(operator, Noise):
             name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(operator).__name__).lower()
-        else:
-            continue  # measurements, verbatim boxes: Braket's own statements
-        if name not in device.operations:
-            raise Untranslatable(f"{device.name} does not declare the operation {name!r} "
-                                 f"(it declares {', '.join(sorted(device.operations))})")
-        used = set()
-        if instruction.control:
-            state = instruction.control_state
-            bits = state.as_tuple if state is not None and state.size else [1] * len(instruction.control)
-            used |= {"ctrl" if bit else "negctrl" for bit in bits}
-        if instruction.power != 1:
-            used.add("pow" if instruction.power > 0 else "inv")
-        missing = used - device.modifiers
-        if missing:
-            why = ("declared, but computed wrongly by the local simulators (braket_sv on some "
-                   "qubit pairs, braket_dm always)" if device.name in LOCAL_DEVICES else
-                   "not declared by the device")
-            raise Untranslatable(
-                f"the circuit uses the gate modifier(s) {', '.join(sorted(missing))} "
-                f"({operator.name} on qubits {[int(q) for q in instruction.target]}): {why}; "
-                "write the controlled gate as one the device declares (cnot, ccnot, "
-                "cphaseshift, ...) or build the circuit in Qiskit, which qrun translates")
+            if name not in device.operations:
+                raise Untranslatable(f"{device.name} does not declare the noise channel {name!r}")
+        elif isinstance(operator, Gate) and not _runs_as_written(instruction, device):
+            rebuilt.add(_synthesized(instruction, device))
+            replaced = True
+            continue
+        rebuilt.add_instruction(instruction)
+    if not replaced and text is not None:
+        return text
+    # A qubit the synthesis no longer touches must stay in the circuit: Braket measures
+    # the qubits a circuit uses, and the outcome strings would lose its character.
+    for qubit in sorted(set(circuit.qubits) - set(rebuilt.qubits)):
+        if "i" not in device.operations:
+            raise Untranslatable(f"{device.name} declares no identity to keep qubit {qubit}")
+        rebuilt.i(qubit)
+    for result_type in circuit.result_types:
+        rebuilt.add_result_type(result_type)
+    return rebuilt.to_ir(IRType.OPENQASM).source
 
 
+def _runs_as_written(instruction, device: Device) -> bool:
+    if instruction.operator._qasm_name not in device.operations:
+        return False
+    used = set()
+    if instruction.control:
+        state = instruction.control_state
+        bits = state.as_tuple if state is not None and state.size else [1] * len(instruction.control)
+        used |= {"ctrl" if bit else "negctrl" for bit in bits}
+    if instruction.power != 1:
+        used.add("pow" if instruction.power > 0 else "inv")
+    return used <= device.modifiers
+
+
+def _synthesized(instruction, device: Device) -> list:
+    """Braket instructions, all declared by ``device`` and without modifiers, doing what
+    ``instruction`` does (its matrix, synthesized by Qiskit)."""
+    from braket.circuits import Circuit, Instruction
+    from qiskit.circuit.library import UnitaryGate
+
+    operator = instruction.operator
+    if getattr(operator, "parameters", None) and any(
+            not isinstance(p, (int, float)) for p in operator.parameters):
+        raise Untranslatable(f"{operator.name} on qubits {[int(q) for q in instruction.target]} "
+                             f"uses a free parameter and needs a modifier or operation "
+                             f"{device.name} does not run right; bind it in the factory")
+    alone = Circuit().add_instruction(instruction)
+    qubits = [int(q) for q in alone.qubits]  # ascending; Braket's matrix is big-endian
+    n = len(qubits)
+    qiskit_circuit = QuantumCircuit(n)
+    qiskit_circuit.append(UnitaryGate(alone.to_unitary(), check_input=False), range(n))
+    lowered = to_basis(qiskit_circuit, device)
+    classes = _braket_classes()
+    out = []
+    for inner in lowered.data:
+        operation = inner.operation
+        if not _is_braket_gate(operation):
+            raise Untranslatable(f"{operation.name} left after translating {operator.name}")
+        gate = classes[BRAKET_NAME[operation.base_class]](*[float(p) for p in operation.params])
+        # Qiskit's qubit j is the j-th least significant: Braket's qubit qubits[n - 1 - j].
+        targets = [qubits[n - 1 - lowered.find_bit(q).index] for q in inner.qubits]
+        out.append(Instruction(gate, targets))
+    return out
+
+
+def _braket_classes() -> dict:
+    """Braket operation name -> the Braket SDK's gate class."""
+    import inspect
+
+    import braket.circuits.gates as gates
+    from braket.circuits import Gate
+
+    classes = {}
+    for _, cls in inspect.getmembers(gates, inspect.isclass):
+        if issubclass(cls, Gate) and cls is not Gate:
+            try:
+                classes[cls._qasm_name.fget(None)] = cls  # a property that needs no instance
+            except NotImplementedError:  # abstract bases
+                continue
+    return classes
 
 
 # -- gates into the device's operations
