@@ -112,6 +112,11 @@ def _library_circuits(seed: int, full: bool):
                                   reset=True, seed=int(rng.integers(1 << 30))))
             yield f"random_{n}_{depth}", random_circuit(n, depth, max_operands=4, measure=True,
                                                         seed=int(rng.integers(1 << 30)))
+    if full:  # more dynamic circuits: the class where Braket's reports are subtle
+        for k in range(24):
+            yield (f"random_dynamic_extra_{k}",
+                   random_circuit(3 + k % 3, 4 + k % 4, max_operands=2, measure=True,
+                                  conditional=True, reset=True, seed=int(rng.integers(1 << 30))))
     oracle = QuantumCircuit(3)
     oracle.ccz(0, 1, 2)
     grover = QuantumCircuit(3)

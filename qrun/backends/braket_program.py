@@ -21,15 +21,19 @@ last into each. A qubit measured twice appears twice. :class:`BraketProgram.slot
 per position, the classical bit and the qubit qrun expects there; ``counts_by_clbit``
 refuses a result whose measured qubits differ rather than guess.
 
-Dynamic circuits (mid-circuit measurement, reset, ``if``/``else``) run on the local
-simulators; what Braket computes differently from OpenQASM's meaning is refused here: a
-measurement inside an ``if`` (Braket then reports the qubit's final state for the bit, not the
-bit's earlier value), conditions Braket's interpreter cannot evaluate (``!`` or ``^`` on bits,
-``bool()``, whole-register comparisons), ``while``, ``switch`` and classical variables.
+Dynamic circuits (mid-circuit measurement, reset, ``if``/``else``, ``for``) run on the local
+simulators. Conditions are written in the forms Braket's interpreter evaluates right (bit
+comparisons joined by ``&&``, ``||``, ``!``): it refuses ``!`` or ``^`` on bits, gets
+``bool(c[0]) && bool(c[1])`` wrong and fails on ``c == 3`` for a register, which qrun writes
+bit by bit. Refused, because Braket computes them differently from OpenQASM's meaning or
+not at all: a measurement inside an ``if`` (Braket then reports the qubit's final state for
+the bit, not the bit's earlier value), register comparisons other than equality,
+``while``, ``switch`` and classical variables. Cloud devices run no dynamic feature.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -60,18 +64,11 @@ BRAKET_NAME = {
 }
 
 
-def _qiskit_names() -> dict:
-    """Braket operation name -> Qiskit gate name, for the gates above."""
-    names = {}
-    for cls, braket in BRAKET_NAME.items():
-        params = [0.0] * _PARAMETER_COUNT.get(braket, 0)
-        names[braket] = cls(*params).name
-    return names
-
-
 _PARAMETER_COUNT = {"rx": 1, "ry": 1, "rz": 1, "phaseshift": 1, "U": 3, "prx": 2,
                     "cphaseshift": 1, "xx": 1, "yy": 1, "zz": 1}
-QISKIT_NAME = _qiskit_names()
+# Braket operation name -> Qiskit gate name (the names Qiskit's translator works with).
+QISKIT_NAME = {braket: cls(*[0.0] * _PARAMETER_COUNT.get(braket, 0)).name
+               for cls, braket in BRAKET_NAME.items()}
 
 # Instructions with nothing to compute on an ideal simulator (and that SV1 refuses).
 _DROPPED = {"barrier", "delay"}
@@ -178,15 +175,6 @@ def translate(circuit: QuantumCircuit, device: Device) -> BraketProgram:
     writer = _Writer(translated, device)
     writer.write_circuit()
     return writer.program()
-
-
-def problem(circuit: QuantumCircuit, device: Device) -> str | None:
-    """Why ``circuit`` cannot run on ``device``, or None."""
-    try:
-        translate(circuit, device)
-    except Untranslatable as exc:
-        return str(exc)
-    return None
 
 
 # -- checks at validation (no SDK, no network)
@@ -325,6 +313,7 @@ def _synthesized(instruction, device: Device) -> list:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def _braket_classes() -> dict:
     """Braket operation name -> the Braket SDK's gate class."""
     import inspect
@@ -644,6 +633,8 @@ def _deferred_measures(circuit: QuantumCircuit) -> list:
     for position, instruction in enumerate(data):
         if instruction.operation.name in ("if_else", "for_loop", "while_loop", "switch_case", "box"):
             return data
+        if instruction.operation.name in _DROPPED:  # not written: no use of its qubits
+            continue
         for qubit in instruction.qubits:
             last_use[qubit] = position
         if instruction.operation.name == "measure":
