@@ -61,6 +61,28 @@ def test_the_local_simulators_declarations_are_copied_faithfully():
         assert properties.paradigm.qubitCount == device.max_qubits
 
 
+@pytest.mark.parametrize("device", ["braket_sv", "braket_dm"])
+def test_how_braket_reports_outcomes(device):
+    # The facts the outcome map rests on (amazon-braket-default-simulator 1.41.2): one
+    # character per measured element of the register, in element order, not in the order of
+    # the measure statements; a qubit measured twice is listed twice; a bit written twice
+    # once, with the qubit measured last.
+    from braket.devices import LocalSimulator
+    from braket.ir.openqasm import Program
+
+    simulator = LocalSimulator(device)
+
+    def run(body, bits):
+        source = f"OPENQASM 3.0; qubit[3] q; bit[{bits}] c; {body}"
+        result = simulator.run(Program(source=source), shots=20).result()
+        return list(result.measured_qubits), dict(result.measurement_counts)
+
+    assert run("x q[2]; c[3] = measure q[2]; c[1] = measure q[0];", 4) == ([0, 2], {"01": 20})
+    assert run("x q[0]; c[0] = measure q[0]; reset q[0]; c[1] = measure q[0];", 2) == \
+        ([0, 0], {"10": 20})
+    assert run("x q[1]; c[0] = measure q[0]; c[0] = measure q[1];", 1) == ([1], {"1": 20})
+
+
 def _local(device="braket_sv"):
     return braket_program.LOCAL_DEVICES[device]
 
