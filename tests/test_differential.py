@@ -294,7 +294,7 @@ def within_shot_noise(counts: dict, exact: dict, shots: int) -> list:
         p, f = exact.get(key, 0.0), counts.get(key, 0) / shots
         if p == 0.0 and counts.get(key):
             problems.append(f"{key}: {counts[key]} counts of an impossible outcome")
-        elif abs(f - p) > 5.5 * math.sqrt(p * (1 - p) / shots) + 2 / shots:
+        elif abs(f - p) > 5.5 * math.sqrt(max(0.0, p * (1 - p)) / shots) + 2 / shots:
             problems.append(f"{key}: frequency {f:.4f}, probability {p:.4f}")
     return problems
 
