@@ -214,7 +214,9 @@ def check_program(program, device: str, options: dict) -> str | None:
     from ..sources.gate import parse_braket, parse_circuit
 
     cloud = device.startswith("arn:")
-    target = Device(device, frozenset(QISKIT_NAME)) if cloud else LOCAL_DEVICES[device]
+    target = Device(device, frozenset(QISKIT_NAME)) if cloud else LOCAL_DEVICES.get(device)
+    if target is None:  # an unknown device: validation says so already
+        return None
     try:
         if program.format == "braket":
             if not cloud:
