@@ -110,7 +110,9 @@ PEER = '''
 import boto3
 from braket.aws import AwsQuantumTaskBatch, AwsSession
 from braket.ir.openqasm import Program
-from qrun.backends.braket_local import for_braket
+from qrun.backends import braket_program
+from qrun.fakes._braket_devices import SV1_OPERATIONS
+from qrun.sources.gate import parse_circuit
 
 session = boto3.Session(region_name="us-east-1")
 class AtFake(boto3.Session):
@@ -122,7 +124,9 @@ class AtFake(boto3.Session):
         return super().resource(*a, **k)
 boto_session = AtFake(region_name="us-east-1")
 aws = AwsSession(boto_session=boto_session, braket_client=boto_session.client("braket"))
-source = for_braket("""{circuit}""")
+# The program as qrun writes it for SV1 (both sides send the same text).
+sv1 = braket_program.Device("sv1", frozenset(SV1_OPERATIONS))
+source = braket_program.translate(parse_circuit("qasm3", b"""{circuit}"""), sv1).source
 programs = [Program(source=source, inputs={{"theta": 3.14159 * i / {jobs}}}) for i in range({jobs})]
 batch = AwsQuantumTaskBatch(aws, "arn:aws:braket:::device/quantum-simulator/amazon/sv1", programs,
                             ("bench", "peer"), 100, max_parallel={parallel},

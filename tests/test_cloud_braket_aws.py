@@ -9,13 +9,18 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
+import uuid
 
 import pytest
 
 from qrun.fakes.braket_aws import FakeBraket
 
 from .conftest import kill_after_more_accepted, qrun, write
+
+# The fake's DM1 runs noise-free circuits on Braket's density-matrix simulator, which says so.
+pytestmark = pytest.mark.filterwarnings("ignore:You are running a noise-free circuit")
 
 SECRET = "s3cr3t-AKIA-planted-9f8e7d"
 DEVICE = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
@@ -208,3 +213,146 @@ def test_unreachable_service_is_left_for_the_next_apply(project, aws_env, _state
         assert len(back.accepted) == 2 and set(back.accepted.values()) == {1}
     finally:
         back.stop()
+
+
+# -- the fake refuses what the real service refuses, and serves the devices' properties
+
+SV1 = DEVICE
+DM1 = "arn:aws:braket:::device/quantum-simulator/amazon/dm1"
+TN1 = "arn:aws:braket:::device/quantum-simulator/amazon/tn1"
+
+
+def _sdk_session(url: str):
+    from qrun.backends.braket_aws import Adapter
+
+    return Adapter._session({"endpoint": url}, {})
+
+
+def _create(session, device: str, source: str, shots: int = 10):
+    from braket.aws import AwsQuantumTask
+    from braket.ir.openqasm import Program
+
+    return AwsQuantumTask.create(session, device, Program(source=source), ("bucket", "prefix"),
+                                 shots, quiet=True)
+
+
+def test_get_device_serves_the_published_capabilities(fake, aws_env):
+    import botocore.exceptions
+    from braket.schema_common import BraketSchemaBase
+
+    from qrun.fakes._braket_devices import SV1_OPERATIONS
+
+    session = _sdk_session(fake.start())
+    answers = {arn: session.get_device(arn) for arn in (SV1, DM1, TN1)}
+    sv1 = BraketSchemaBase.parse_raw_schema(answers[SV1]["deviceCapabilities"])
+    action = sv1.action["braket.ir.openqasm.program"]
+    assert action.supportedOperations == SV1_OPERATIONS and action.supportedModifiers == []
+    assert (sv1.paradigm.qubitCount, tuple(sv1.service.shotsRange)) == (34, (0, 100000))
+    dm1 = BraketSchemaBase.parse_raw_schema(answers[DM1]["deviceCapabilities"])
+    assert dm1.paradigm.qubitCount == 17
+    assert "depolarizing" in dm1.action["braket.ir.openqasm.program"].supportedOperations
+    assert [answers[a]["deviceStatus"] for a in (SV1, DM1, TN1)] == ["ONLINE", "ONLINE", "RETIRED"]
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFoundException"):
+        session.get_device("arn:aws:braket:::device/quantum-simulator/amazon/nope")
+
+
+@pytest.mark.parametrize("device, source, shots, words", [
+    (SV1, "ctrl @ x q[0], q[1];", 10, "ValidationException.*unsupported GateModifer: 'ctrl'"),
+    (SV1, "U(0.1, 0.2, 0.3) q[0];", 10, "ValidationException.*gate: U which is not supported"),
+    (SV1, "reset q[0];", 10, "ValidationException.*QuantumReset is not supported"),
+    (SV1, "gate g a { x a; } g q[0];", 10, "QuantumGateDefinition is not supported"),
+    (SV1, "b[0] = measure q[0]; x q[0];", 10, "mid-circuit measurement"),
+    (SV1, "#pragma braket noise bit_flip(0.1) q[0]", 10, "braket_noise_bit_flip"),
+    (SV1, "h q[0];", 100_001, "Number of shots 100001 is not in the range"),
+    (TN1, "h q[0];", 10, "DeviceRetiredException"),
+    ("arn:aws:braket:::device/quantum-simulator/amazon/nope", "h q[0];", 10,
+     "ValidationException.*does not exist"),
+])
+def test_the_fake_refuses_what_the_device_does_not_declare(fake, aws_env, device, source, shots, words):
+    import botocore.exceptions
+
+    session = _sdk_session(fake.start())
+    program = f"OPENQASM 3.0;\nbit[2] b;\nqubit[2] q;\n{source}\n"
+    with pytest.raises(botocore.exceptions.ClientError, match=words):
+        _create(session, device, program, shots)
+    assert not fake.tasks and fake.refused  # nothing was accepted, hence nothing paid
+    assert _create(session, DM1, "OPENQASM 3.0;\nqubit[1] q;\nh q[0];\n")  # DM1 takes a plain one
+
+
+def test_task_ids_are_unique_across_restarts(aws_env):
+    first = FakeBraket()
+    url = first.start()
+    port = int(url.rsplit(":", 1)[1])
+    ids = [_create(_sdk_session(url), SV1, "OPENQASM 3.0;\nqubit[1] q;\nh q[0];\n").id]
+    first.stop()
+    again = FakeBraket()  # a killed and restarted service: it remembers nothing
+    again.start(port)
+    try:
+        ids.append(_create(_sdk_session(url), SV1, "OPENQASM 3.0;\nqubit[1] q;\nh q[0];\n").id)
+    finally:
+        again.stop()
+    assert ids[0] != ids[1]
+    for arn in ids:
+        task_id = arn.rsplit("/", 1)[1]
+        assert uuid.UUID(task_id).version == 4, arn
+
+
+def test_programs_are_translated_for_the_devices_declarations(project, fake, aws_env, _state_dir):
+    # Gates SV1 and DM1 do not declare (crx, ch, cu, u3, ...), two registers and a loose bit:
+    # translated by qrun, accepted by the fake's checks, counts right.
+    from .test_differential import _exact_qiskit, within_shot_noise
+
+    text = textwrap.dedent("""\
+        OPENQASM 3.0;
+        include "stdgates.inc";
+        qubit[4] q;
+        bit[2] a;
+        bit b;
+        bit[1] d;
+        ry(0.8) q[1];
+        h q[0];
+        crx(1.3) q[1], q[3];
+        ch q[0], q[2];
+        cu(0.4, 0.3, 0.2, 0.1) q[3], q[0];
+        u3(0.5, 0.6, 0.7) q[2];
+        ccx q[0], q[1], q[2];
+        a[1] = measure q[0];
+        b = measure q[1];
+        a[0] = measure q[2];
+        d[0] = measure q[3];
+    """)
+    write(project, "circuits/mixed.qasm", text)
+    manifest = write(project, "mixed.yaml", f"""
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {{name: mixed}}
+        spec:
+          shots: 2000
+          circuits: [{{name: mixed, source: circuits/mixed.qasm}}]
+          backends:
+            - {{name: sv1, provider: braket.aws, device: {SV1}, options: {{endpoint: "{fake.start()}"}}}}
+            - {{name: dm1, provider: braket.aws, device: {DM1}, options: {{endpoint: "{fake.start()}"}}}}
+    """)
+    result = qrun("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    assert not fake.refused and len(fake.accepted) == 2
+    exact = _exact_qiskit("qasm3", text)
+    for row in _rows(manifest):
+        assert not within_shot_noise(row["counts"], exact, 2000), row
+
+
+def test_a_retired_device_fails_clearly_and_nothing_is_sent(project, fake, aws_env, _state_dir):
+    manifest = write(project, "tn1.yaml", f"""
+        apiVersion: qrun/v1
+        kind: Campaign
+        metadata: {{name: tn1}}
+        spec:
+          shots: 10
+          circuits: [{{name: ghz, source: circuits/ghz.qasm}}]
+          backends:
+            - {{name: tn1, provider: braket.aws, device: {TN1}, options: {{endpoint: "{fake.start()}"}}}}
+    """)
+    result = qrun("apply", manifest)
+    assert result.returncode == 1
+    assert "is retired" in result.stderr
+    assert not fake.tasks

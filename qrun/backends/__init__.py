@@ -63,6 +63,9 @@ class ProviderInfo:
     device_pattern: str | None = None
     cloud_limits: Limits = field(default_factory=Limits)  # every device of a cloud provider
     checks_programs: bool = False  # its adapter module has check_program (imported to ask)
+    # Where check_program is, when not in the adapter module: one that spares validation the
+    # SDK's import.
+    check_module: str | None = None
 
     @property
     def family(self) -> str:
@@ -105,6 +108,8 @@ class ProviderInfo:
         """Why this backend cannot run ``program`` beyond family and size, or None."""
         if not self.checks_programs:  # spare validation the SDK's import
             return None
+        if self.check_module:
+            return importlib.import_module(self.check_module).check_program(program, device, options)
         return adapter_module(self.id).check_program(program, device, options)
 
 
@@ -156,6 +161,10 @@ PROVIDERS: dict[str, ProviderInfo] = {
         default_device="braket_sv",
         local=True,
         sdk_packages=("amazon-braket-sdk", "amazon-braket-default-simulator"),
+        # What the simulators run wrongly is refused (mid-circuit measurements in an `if`,
+        # conditions Braket misreads), without importing the Braket SDK.
+        checks_programs=True,
+        check_module="qrun.backends.braket_program",
     ),
     "pulser.local": ProviderInfo(
         id="pulser.local",
@@ -215,6 +224,10 @@ PROVIDERS.update({
         tuning_options=frozenset({"s3_bucket", "s3_prefix"}),
         device_pattern=r"arn:aws:braket:[a-z0-9-]*:[0-9]*:device/.+",
         cloud_limits=Limits(max_experiments_per_job=1),  # a quantum task holds one circuit
+        # Dynamic circuits are refused at validation; the gates a device declares are read
+        # from its properties when tasks are submitted.
+        checks_programs=True,
+        check_module="qrun.backends.braket_program",
     ),
     "pasqal.cloud": ProviderInfo(
         id="pasqal.cloud",

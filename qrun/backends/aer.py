@@ -55,7 +55,7 @@ class Adapter:
 
         Prepared once per program, before binding, so a sweep pays for it once.
         """
-        if set(circuit.count_ops()) <= self._supported:
+        if _instruction_names(circuit) <= self._supported:
             return circuit
         if self._pass_manager is None:
             self._pass_manager = generate_preset_pass_manager(optimization_level=1,
@@ -65,6 +65,17 @@ class Adapter:
     def metadata(self) -> dict:
         return {"provider": self.provider, "device": self.device,
                 "sdk": sdk_versions(("qiskit", "qiskit-aer"))}
+
+
+def _instruction_names(circuit) -> set:
+    """Names of every instruction, inside control-flow blocks too (count_ops stops at the
+    block: a gate Aer lacks inside an `if` went untranslated, and Aer refused the batch)."""
+    names = set()
+    for instruction in circuit.data:
+        names.add(instruction.operation.name)
+        for block in getattr(instruction.operation, "blocks", ()):
+            names |= _instruction_names(block)
+    return names
 
 
 def _group_by_shots(tasks: list[Task], runnable: dict) -> dict:

@@ -6,6 +6,12 @@ qrun's idempotency tag as the task tag `qrun-tag`; `find` looks it up with
 SearchQuantumTasks, whose summaries list each task's tags. Results are read from S3, where
 Braket writes them, by the SDK (`AwsQuantumTask.result`).
 
+Programs are translated, as for braket.local (braket_program.py), into the operations the
+device declares: its properties are read once per adapter with GetDevice
+(``AwsSession.get_device``). Mid-circuit measurement, reset and conditions are refused:
+Braket's cloud simulators do not run them. Tasks over the device's qubit or shot range are
+refused before they are sent.
+
 Credentials are boto3's own: a profile name (`credentials: {profile: NAME}`) or the standard
 environment variables; qrun never reads or stores the keys. `options.endpoint` sends every
 AWS call (Braket and S3) to one address: a local fake service in rehearsals and tests.
@@ -22,9 +28,11 @@ import botocore.exceptions
 from botocore.config import Config
 from braket.aws import AwsQuantumTask, AwsSession
 from braket.ir.openqasm import Program as OpenQASMProgram
+from braket.schema_common import BraketSchemaBase
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
                       stop_after_delay, wait_random_exponential)
 
+from . import braket_program
 from .base import JobNotFound, RemoteStatus, Task, TransientBackendError, sdk_versions
 from .braket_local import measure_counts, prepare_program
 
@@ -66,7 +74,22 @@ class Adapter:
         self.bucket = options.get("s3_bucket", "amazon-braket-qrun")
         self.prefix = options.get("s3_prefix", "qrun")
         self.session = self._session(options, credentials)
-        self._prepared: dict = {}
+        self._prepared: dict = {}  # program digest -> BraketProgram for this device
+        self._target: braket_program.Device | None = None  # from the device's properties
+        self._target_lock = threading.Lock()
+
+    def target(self) -> braket_program.Device:
+        """What the device declares (GetDevice), asked once per adapter."""
+        with self._target_lock:
+            if self._target is None:
+                answer = self._call(self.session.get_device, self.device)
+                if answer.get("deviceStatus") == "RETIRED":
+                    raise RuntimeError(f"Braket device {self.device} is retired")
+                properties = BraketSchemaBase.parse_raw_schema(answer["deviceCapabilities"])
+                # Cloud devices take no mid-circuit measurement, reset or condition.
+                self._target = braket_program.Device.from_properties(self.device, properties,
+                                                                     dynamic=False)
+            return self._target
 
     @staticmethod
     def _session(options: dict, credentials: dict) -> AwsSession:
@@ -78,8 +101,10 @@ class Adapter:
         client = boto_session.client("braket", config=config)
         return AwsSession(boto_session=boto_session, braket_client=client, config=config)
 
-    def _call(self, function, *args, tries: int = RETRY_CALLS, **kwargs):
-        """Call the SDK, retrying transient failures (throttling, 5xx, lost connections)."""
+    def _call(self, function, *args, tries: int = RETRY_CALLS, about_task: bool = False, **kwargs):
+        """Call the SDK, retrying transient failures (throttling, 5xx, lost connections).
+
+        ``about_task``: the call names one quantum task, so "not found" means the task is gone."""
         try:
             for attempt in Retrying(retry=retry_if_exception(_transient),
                                     stop=stop_after_attempt(tries) | stop_after_delay(RETRY_SECONDS),
@@ -93,20 +118,25 @@ class Adapter:
                                         f"{exc.last_attempt.attempt_number} tries: "
                                         f"{_error_text(cause)}") from None
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            if about_task and exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                 raise JobNotFound(f"Braket: {_error_text(exc)}") from None
             raise RuntimeError(f"Braket refused: {_error_text(exc)}") from None
 
     def submit(self, tasks: list[Task], seed, tag: str) -> str:
         (task,) = tasks
-        source, _, _ = prepare_program(task, self._prepared)
-        program = OpenQASMProgram(source=source, inputs=task.params or None)
+        target = self.target()
+        prepared = prepare_program(task, target, self._prepared)
+        size = target.size_problem(prepared.num_qubits, task.shots)
+        if size:
+            raise RuntimeError(size)
+        inputs = prepared.inputs_for(task.params)
+        program = OpenQASMProgram(source=prepared.source, inputs=inputs)
         # One try only: a create whose answer was lost may have made the task, and a blind
         # retry would make a second one (the SDK sends a fresh client token each call). The
         # engine retries instead, after looking the tag up.
         created = self._call(AwsQuantumTask.create, self.session, self.device, program,
                              (self.bucket, self.prefix), task.shots, tags={TAG_KEY: tag},
-                             inputs=task.params or None, quiet=True, tries=1)
+                             inputs=inputs, quiet=True, tries=1)
         return created.id
 
     def find(self, tag: str) -> str | None:
@@ -125,7 +155,8 @@ class Adapter:
                 return None
 
     def poll(self, handle: str) -> RemoteStatus:
-        answer = self._call(self.session.braket_client.get_quantum_task, quantumTaskArn=handle)
+        answer = self._call(self.session.braket_client.get_quantum_task, quantumTaskArn=handle,
+                            about_task=True)
         state = answer["status"]
         tags = answer.get("tags")
         return RemoteStatus(state=STATES.get(state, "queued"), provider_state=state,
@@ -134,15 +165,15 @@ class Adapter:
 
     def fetch(self, handle: str, tasks: list[Task]) -> list:
         (task,) = tasks
-        _, clbit_of, num_clbits = prepare_program(task, self._prepared)
+        prepared = prepare_program(task, self.target(), self._prepared)  # same text, same map
         remote = AwsQuantumTask(handle, aws_session=self.session)
-        result = self._call(remote.result)
+        result = self._call(remote.result, about_task=True)
         if result is None:
             raise RuntimeError(f"Braket has no result for {handle} ({remote.state()})")
-        return [measure_counts(result, clbit_of, num_clbits)]
+        return [measure_counts(result, prepared)]
 
     def cancel(self, handle: str) -> None:
-        self._call(self.session.cancel_quantum_task, handle)
+        self._call(self.session.cancel_quantum_task, handle, about_task=True)
 
     def metadata(self) -> dict:
         return {"provider": self.provider, "device": self.device,

@@ -1,10 +1,18 @@
 """A fake Amazon Braket (and the S3 it writes results to), for the unmodified Braket SDK.
 
-Speaks the REST-JSON operations the SDK's task path uses: CreateQuantumTask,
+Speaks the REST-JSON operations the SDK's task path uses: GetDevice, CreateQuantumTask,
 GetQuantumTask, CancelQuantumTask, SearchQuantumTasks, ListTagsForResource, and S3
-GetObject (path style) for results. Tasks run on Braket's local state-vector simulator and
-their results are written in Braket's own result schema, as the real service does.
-Requests are not authenticated (the SDK signs them with whatever keys it has).
+GetObject (path style) for results. Tasks run on Braket's local simulators (state vector,
+density matrix for DM1) and their results are written in Braket's own result schema, as the
+real service does. Requests are not authenticated (the SDK signs them with whatever keys it
+has).
+
+It refuses what the real service refuses, the way it does (_braket_devices.py): an unknown
+device ARN, a retired device (TN1), shots outside the device's range, and a program using an
+operation, modifier, pragma or statement the device does not declare (a 400
+ValidationException with a message naming the line). GetDevice serves SV1's, DM1's and
+TN1's published capabilities, so rehearsals translate for the same device. Task ids are
+random (uuid4), as real ones: a restarted fake never hands out an id it gave before.
 
     python -m qrun.fakes.braket_aws --port 8123 [--error-rate 0.3 --latency 0.05 ...]
     # backends: [{name: sv1, provider: braket.aws, device: arn:aws:braket:::device/quantum-simulator/amazon/sv1,
@@ -13,21 +21,24 @@ Requests are not authenticated (the SDK signs them with whatever keys it has).
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
 import time
 import urllib.parse
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
+from ._braket_devices import DEVICES, RETIRED
 from ._http import FakeServer, serve
 
 ACCOUNT = "000000000000"
 
-# Programs arrive with qrun's gate definitions, about which Braket's interpreter warns.
+# Braket's simulators warn on programs they run as asked (noise-free ones on the density
+# matrix simulator, advanced OpenQASM features): not the fake's business.
 logging.getLogger("braket.default_simulator.openqasm.interpreter").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="You are running a noise-free circuit")
 
 
 @dataclass
@@ -48,7 +59,8 @@ class _Task:
 class FakeBraket(FakeServer):
     name = "braket"
 
-    def __init__(self, simulate: bool = True, access_key: str | None = None, **kwargs):
+    def __init__(self, simulate: bool = True, retired: tuple = RETIRED,
+                 access_key: str | None = None, **kwargs):
         super().__init__(**kwargs)
         # The one access key id accepted (requests are signed with SigV4, whose Authorization
         # header names it); None accepts any. Rotating it rehearses an expired credential.
@@ -56,10 +68,11 @@ class FakeBraket(FakeServer):
         # simulate=False answers every task with all-zero outcomes at once: for benchmarks
         # that measure the client, not the simulator.
         self.simulate = simulate
+        self.retired = set(retired)  # device ARNs GetDevice calls RETIRED; their tasks refused
         self.tasks: dict[str, _Task] = {}
         self.by_client_token: dict[str, str] = {}
         self.objects: dict[tuple, bytes] = {}  # (bucket, key) -> bytes
-        self._ids = itertools.count(1)
+        self.refused: list[str] = []  # messages of the CreateQuantumTask calls refused
 
     # -- routing
 
@@ -71,6 +84,8 @@ class FakeBraket(FakeServer):
                 f"Credential={self.access_key}/" not in headers.get("Authorization", ""):
             return 403, {"message": "The security token included in the request is invalid."}, \
                 {"x-amzn-ErrorType": "UnrecognizedClientException"}
+        if method == "GET" and len(parts) == 2 and parts[0] == "device":
+            return self._device(parts[1])
         if method == "POST" and parts == ["quantum-task"]:
             return self._create(request)
         if method == "GET" and len(parts) == 2 and parts[0] == "quantum-task":
@@ -94,12 +109,36 @@ class FakeBraket(FakeServer):
 
     # -- operations
 
+    def _device(self, arn: str):
+        device = DEVICES.get(arn)
+        if device is None:
+            return 404, {"message": f"Braket device {arn} not found"}, \
+                {"x-amzn-ErrorType": "ResourceNotFoundException"}
+        return 200, device.describe("RETIRED" if arn in self.retired else "ONLINE"), {}
+
+    def _refusal(self, request: dict):
+        """The error the real service answers this CreateQuantumTask with, or None."""
+        arn = request.get("deviceArn", "")
+        device = DEVICES.get(arn)
+        if device is None:
+            return _error(400, "ValidationException", f"Device {arn} does not exist or is not "
+                                                      "available to this account")
+        if arn in self.retired:
+            return _error(410, "DeviceRetiredException", f"Device {arn} is retired")
+        problem = device.refusal(request.get("action", ""), int(request.get("shots", -1)))
+        return _error(400, "ValidationException", problem) if problem else None
+
     def _create(self, request: dict):
         token = request.get("clientToken")
+        refusal = self._refusal(request)
+        if refusal:
+            with self.lock:
+                self.refused.append(refusal[1]["message"])
+            return refusal
         with self.lock:
             if token in self.by_client_token:  # AWS idempotency: same token, same task
                 return 201, {"quantumTaskArn": self.by_client_token[token]}, {}
-            task_id = f"{uuid.UUID(int=next(self._ids)).hex}"
+            task_id = str(uuid.uuid4())  # unique across restarts, as Braket's are
             arn = f"arn:aws:braket:us-east-1:{ACCOUNT}:quantum-task/{task_id}"
             task = _Task(arn=arn, device=request["deviceArn"], shots=request["shots"],
                          bucket=request["outputS3Bucket"],
@@ -139,10 +178,12 @@ class FakeBraket(FakeServer):
 
     @staticmethod
     def _simulated(task: _Task) -> str:
-        from braket.default_simulator import StateVectorSimulator
+        from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
         from braket.ir.openqasm import Program
 
-        result = StateVectorSimulator().run(Program.parse_raw(task.action), shots=task.shots)
+        simulator = DensityMatrixSimulator if DEVICES[task.device].simulator == "dm" \
+            else StateVectorSimulator
+        result = simulator().run(Program.parse_raw(task.action), shots=task.shots)
         result.taskMetadata.id = task.arn
         result.taskMetadata.deviceId = task.device
         return result.json()
@@ -201,6 +242,10 @@ class FakeBraket(FakeServer):
     @staticmethod
     def _not_found(arn: str):
         return 404, {"message": f"{arn} not found"}, {"x-amzn-ErrorType": "ResourceNotFoundException"}
+
+
+def _error(status: int, code: str, message: str) -> tuple:
+    return status, {"message": message}, {"x-amzn-ErrorType": code}
 
 
 def _iso(moment: float) -> str:
