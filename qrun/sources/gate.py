@@ -7,24 +7,32 @@ Python factory) keep Braket's own OpenQASM dialect and are read by the Braket SD
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import re
-import sys
-import tempfile
-import threading
 from pathlib import Path
 
 from . import Facts, SourceError, one_line
 
-# The standard gate libraries, which Qiskit has built in (each parser judges the other
-# version's). A program is its own text, sent to backends without the files it includes,
-# so no other include can work.
-STANDARD_INCLUDES = ("qelib1.inc", "stdgates.inc")
+# The standard gate library of each version, which Qiskit has built in. A program reaches
+# backends as its own text, without the files it includes, so no other include can work.
+# The other version's library is refused too: each parser looks for it on disk (Qiskit's
+# native OpenQASM 3 importer reads a qelib1.inc in the current folder, its OpenQASM 2
+# parser a stdgates.inc beside the circuit), and the complete importer refuses qelib1.inc.
+STANDARD_INCLUDE = {"qasm2": "qelib1.inc", "qasm3": "stdgates.inc"}
+_VERSION = {"qasm2": ("OpenQASM 2", "2.0"), "qasm3": ("OpenQASM 3", "3.0")}
 # Comments (skipped) and strings (kept whole: a file name may hold "//").
 _COMMENT_OR_STRING = re.compile(r'"[^"\n]*"|//[^\n]*|/\*.*?\*/', re.DOTALL)
 _INCLUDE = re.compile(r'\binclude\s*"([^"\n]*)"')
+
+# Registers are refused past this many qubits or bits in all, before a parser sees them:
+# Qiskit builds a register bit by bit, and a typo such as `qubit[100000000] q;` took minutes
+# and tens of GB before it could be refused (10**6 qubits: 1 s and 400 MB). No backend qrun
+# drives has a thousandth of it.
+MAX_DECLARED_BITS = 100_000
+_INTEGER = r"(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)"
+_DECLARATION = re.compile(r"\b(?:(qubit|bit)\s*|(qreg|creg)\s+[A-Za-z_][A-Za-z0-9_]*\s*)"
+                          rf"\[\s*{_INTEGER}\s*\]")
+_PHYSICAL_QUBIT = re.compile(rf"\${_INTEGER}")
 
 
 def inspect(fmt: str, content: bytes, origin: str, index: int | None,
@@ -32,28 +40,77 @@ def inspect(fmt: str, content: bytes, origin: str, index: int | None,
     if fmt == "braket":
         return _inspect_braket(content, origin)
     if fmt in ("qasm2", "qasm3"):
-        _check_includes(content, origin)
+        _check_text(fmt, _text(content, origin), origin)
     circuit = parse_circuit(fmt, content, origin, index, include_dir)
     names = tuple(sorted(p.name for p in circuit.parameters))
     return Facts(parameters=names, required=names, width=circuit.num_qubits,
                  clbits=circuit.num_clbits)
 
 
-def _check_includes(content: bytes, origin: str) -> None:
-    """Refuse an include of any other file before a parser opens it.
+def _check_text(fmt: str, text: str, origin: str) -> None:
+    """What is refused before a parser reads the program: other files, huge registers and,
+    in OpenQASM 3, directives."""
+    code = _COMMENT_OR_STRING.sub(lambda m: m.group() if m.group().startswith('"') else " ", text)
+    _check_includes(fmt, code, origin)
+    _check_sizes(code, origin)
+    if fmt == "qasm3":
+        from . import qasm3
+
+        qasm3.refuse_directives(text, origin)
+
+
+def _check_includes(fmt: str, code: str, origin: str) -> None:
+    """Refuse an include of any file but the version's standard library before a parser
+    opens it.
 
     Qiskit's OpenQASM 2 parser opens any path (`include "/etc/hostname";` showed the file's
     first word in its error), and its native OpenQASM 3 importer reads `include "/dev/zero";`
     forever; neither include could reach a backend anyway.
     """
-    text = content.decode("utf-8", errors="replace")
-    code = _COMMENT_OR_STRING.sub(lambda m: m.group() if m.group().startswith('"') else " ", text)
     for name in _INCLUDE.findall(code):
-        if name not in STANDARD_INCLUDES:
-            raise SourceError(f"{origin} includes {name!r}; a program reaches backends as its "
-                              "own text, so only the standard qelib1.inc (OpenQASM 2) or "
-                              "stdgates.inc (OpenQASM 3) may be included: copy the definitions "
-                              "into the file")
+        if name == STANDARD_INCLUDE[fmt]:
+            continue
+        other = next((f for f, library in STANDARD_INCLUDE.items() if library == name), None)
+        if other is not None:
+            version, number = _VERSION[fmt]
+            other_version, other_number = _VERSION[other]
+            raise SourceError(f"{origin} includes {name!r}, {other_version}'s gate library; "
+                              f"{version} includes {STANDARD_INCLUDE[fmt]!r} (if the program "
+                              f"is {other_version}, begin it with OPENQASM {other_number}; "
+                              f"or set format: {other})")
+        raise SourceError(f"{origin} includes {name!r}; a program reaches backends as its "
+                          "own text, so only the standard qelib1.inc (OpenQASM 2) or "
+                          "stdgates.inc (OpenQASM 3) may be included: copy the definitions "
+                          "into the file")
+
+
+def _check_sizes(code: str, origin: str) -> None:
+    totals = {"qubits": 0, "bits": 0}
+    for match in _DECLARATION.finditer(code):
+        kind = "qubits" if (match.group(1) or match.group(2)) in ("qubit", "qreg") else "bits"
+        totals[kind] += _integer(match.group(3))
+    physical = [_integer(m.group(1)) for m in _PHYSICAL_QUBIT.finditer(code)]
+    if physical:
+        totals["qubits"] = max(totals["qubits"], max(physical) + 1)
+    for kind, total in totals.items():
+        if total > MAX_DECLARED_BITS:
+            raise SourceError(f"{origin} declares {total:,} {kind}; qrun takes programs of at "
+                              f"most {MAX_DECLARED_BITS:,} {kind}")
+
+
+def _integer(literal: str) -> int:
+    digits = literal.replace("_", "")
+    try:
+        return int(digits, 0)
+    except ValueError:  # a decimal with leading zeros, which base 0 refuses
+        return int(digits, 10) if digits.isdigit() else 0
+
+
+def _text(content: bytes, origin: str) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{origin} is not UTF-8 text (byte {exc.start})") from None
 
 
 def parse_circuit(fmt: str, content: bytes, origin: str = "<circuit>", index: int | None = None,
@@ -61,10 +118,7 @@ def parse_circuit(fmt: str, content: bytes, origin: str = "<circuit>", index: in
     """Parse program bytes into a Qiskit ``QuantumCircuit`` (free parameters unbound)."""
     if fmt == "qpy":
         return _parse_qpy(content, origin, index)
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"{origin} is not UTF-8 text (byte {exc.start})") from None
+    text = _text(content, origin)
     if fmt == "qasm2":
         return _parse_qasm2(text, origin, include_dir)
     return _parse_qasm3(text, origin)
@@ -84,63 +138,9 @@ def _parse_qasm2(text: str, origin: str, include_dir: Path | None):
 
 
 def _parse_qasm3(text: str, origin: str):
-    """Qiskit's native importer when it can (30x faster: 0.7 ms against 21 ms a circuit in
-    bench/peer_braket.py's circuits), else its complete one (inputs, and whatever the native
-    one does not handle yet), whose verdict and messages count."""
-    import warnings
+    from . import qasm3
 
-    import qiskit.qasm3
-
-    try:
-        with warnings.catch_warnings(), _native_output_hidden():
-            warnings.simplefilter("ignore")  # "experimental native version of the importer"
-            return qiskit.qasm3.loads_experimental(text)
-    except Exception:
-        pass
-    try:
-        return qiskit.qasm3.loads(text)
-    except Exception as exc:
-        raise SourceError(f"{origin} is not valid OpenQASM 3: {one_line(exc)}") from None
-
-
-_OUTPUT_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _native_output_hidden():
-    """Hide what the native importer prints while it runs.
-
-    It prints each error it finds (a framed excerpt of the program) straight to file
-    descriptor 1, past sys.stdout; its verdict is not the one that counts, and the lines
-    broke `qrun validate`'s output (nothing on stdout, one line per problem on stderr).
-    Both descriptors are hidden. What other threads print meanwhile is written out
-    afterwards if the import succeeds, and lost with the noise if it fails.
-    """
-    with _OUTPUT_LOCK, contextlib.ExitStack() as stack:
-        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-            stack.enter_context(_descriptor_hidden(fd, stream))
-        yield
-
-
-@contextlib.contextmanager
-def _descriptor_hidden(fd: int, stream):
-    try:
-        stream.flush()
-        saved = os.dup(fd)
-    except (OSError, ValueError, AttributeError):  # nothing to hide (closed, or no stream)
-        yield
-        return
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), fd)
-            try:
-                yield
-            finally:
-                os.dup2(saved, fd)
-            sink.seek(0)
-            os.write(fd, sink.read())  # reached only on success
-    finally:
-        os.close(saved)
+    return qasm3.parse(text, origin)
 
 
 def _parse_qpy(content: bytes, origin: str, index: int | None):

@@ -23,7 +23,7 @@ def load(content: bytes, origin: str = "<circuit>"):
         obj = deserialize(document["serialized"].strip())
     except Exception as exc:
         raise SourceError(f"{origin} is not a Perceval serialization: {one_line(exc)}") from None
-    if isinstance(obj, pcvl.Circuit):
+    if isinstance(obj, pcvl.ACircuit):  # a Circuit, or one component (a BS, a PS...)
         experiment = pcvl.Experiment(obj)
     elif isinstance(obj, pcvl.Experiment):
         experiment = obj
@@ -63,6 +63,8 @@ def serialize(obj) -> tuple | None:
     import perceval as pcvl
     from perceval.serialization import serialize as pcvl_serialize
 
-    if isinstance(obj, (pcvl.Circuit, pcvl.Experiment)):
+    # A component (a beam splitter, a phase shifter, any ACircuit) is a circuit to Perceval:
+    # it serializes as one, and is read back as a Circuit.
+    if isinstance(obj, (pcvl.ACircuit, pcvl.Experiment)):
         return "perceval", pcvl_serialize(obj).encode()
     return None
