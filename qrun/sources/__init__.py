@@ -111,11 +111,16 @@ def guess_format(path: Path, content: bytes) -> str | None:
     if suffix == ".json":
         return "pulser" if b'"register"' in content else None
     if suffix in (".qasm", ".inc", ".txt", ""):
-        version = _QASM_VERSION.match(content)
-        if version:
-            return "qasm2" if version.group(1) == b"2" else "qasm3"
-        return "qasm3" if suffix == ".qasm" else None
+        return qasm_version(content) or ("qasm3" if suffix == ".qasm" else None)
     return None
+
+
+def qasm_version(content: bytes) -> str | None:
+    """"qasm2" or "qasm3", as the program's OPENQASM statement says; None without one."""
+    version = _QASM_VERSION.match(content)
+    if version is None:
+        return None
+    return "qasm2" if version.group(1) == b"2" else "qasm3"
 
 
 _PERCEVAL_START = re.compile(rb"\s*:PCVL")

@@ -40,16 +40,18 @@ def inspect(fmt: str, content: bytes, origin: str, index: int | None,
     if fmt == "braket":
         return _inspect_braket(content, origin)
     if fmt in ("qasm2", "qasm3"):
-        _check_text(fmt, _text(content, origin), origin)
+        _check_text(fmt, content, origin)
     circuit = parse_circuit(fmt, content, origin, index, include_dir)
     names = tuple(sorted(p.name for p in circuit.parameters))
     return Facts(parameters=names, required=names, width=circuit.num_qubits,
                  clbits=circuit.num_clbits)
 
 
-def _check_text(fmt: str, text: str, origin: str) -> None:
-    """What is refused before a parser reads the program: other files, huge registers and,
-    in OpenQASM 3, directives."""
+def _check_text(fmt: str, content: bytes, origin: str) -> None:
+    """What is refused before a parser reads the program: the other version, other files,
+    huge registers and, in OpenQASM 3, directives."""
+    _check_version(fmt, content, origin)
+    text = _text(content, origin)
     code = _COMMENT_OR_STRING.sub(lambda m: m.group() if m.group().startswith('"') else " ", text)
     _check_includes(fmt, code, origin)
     _check_sizes(code, origin)
@@ -57,6 +59,18 @@ def _check_text(fmt: str, text: str, origin: str) -> None:
         from . import qasm3
 
         qasm3.refuse_directives(text, origin)
+
+
+def _check_version(fmt: str, content: bytes, origin: str) -> None:
+    """A program read as the other version than it declares is named as such, before its
+    include or a parser's first complaint hides why."""
+    from . import qasm_version
+
+    declared = qasm_version(content)
+    if declared in _VERSION and declared != fmt:
+        raise SourceError(f"{origin} declares OPENQASM {_VERSION[declared][1]} but is read as "
+                          f"{_VERSION[fmt][0]} (format: {fmt}); set format: {declared}, or "
+                          "leave format out")
 
 
 def _check_includes(fmt: str, code: str, origin: str) -> None:
@@ -72,12 +86,9 @@ def _check_includes(fmt: str, code: str, origin: str) -> None:
             continue
         other = next((f for f, library in STANDARD_INCLUDE.items() if library == name), None)
         if other is not None:
-            version, number = _VERSION[fmt]
-            other_version, other_number = _VERSION[other]
-            raise SourceError(f"{origin} includes {name!r}, {other_version}'s gate library; "
-                              f"{version} includes {STANDARD_INCLUDE[fmt]!r} (if the program "
-                              f"is {other_version}, begin it with OPENQASM {other_number}; "
-                              f"or set format: {other})")
+            raise SourceError(f"{origin} includes {name!r}, {_VERSION[other][0]}'s gate library, "
+                              f"but is read as {_VERSION[fmt][0]}, whose library is "
+                              f"{STANDARD_INCLUDE[fmt]!r}")
         raise SourceError(f"{origin} includes {name!r}; a program reaches backends as its "
                           "own text, so only the standard qelib1.inc (OpenQASM 2) or "
                           "stdgates.inc (OpenQASM 3) may be included: copy the definitions "
