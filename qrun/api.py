@@ -39,9 +39,10 @@ def state_path(manifest: Manifest, state_dir: str | Path | None = None) -> Path:
     return Path(folder) / f"{manifest.name}.sqlite"
 
 
-def validate(path: str | Path) -> Manifest:
-    """Load and check a manifest; raises ManifestError listing every problem."""
-    return manifests.load(path)
+def validate(path: str | Path, root: str | Path | None = None) -> Manifest:
+    """Load and check a manifest; raises ManifestError listing every problem. Its paths must
+    stay inside ``root`` (else $QRUN_ROOT, else its git repository: see manifest.path_root)."""
+    return manifests.load(path, root)
 
 
 # ---------------------------------------------------------------- plan
@@ -62,9 +63,9 @@ class PlanReport:
         return self.to_run > 0
 
 
-def plan(path: str | Path, state_dir=None) -> PlanReport:
+def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
     """What `apply` would do, and why, without writing anything."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     store = Store.open(db_path, readonly=True) if db_path.exists() else None
     tally: Counter = Counter()  # (circuit, backend, provider, reason) -> experiments
@@ -137,7 +138,7 @@ class RunOptions:
 
 
 def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorChoice(),
-          progress=None, retry_failed: bool = False, on_planned=None) -> ApplyReport:
+          progress=None, retry_failed: bool = False, on_planned=None, root=None) -> ApplyReport:
     """Store the manifest's plan and run every experiment not done yet.
 
     Resumes whatever an earlier, interrupted apply left. With ``retry_failed``, experiments
@@ -146,7 +147,7 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     is stored, before anything runs (the CLI starts its progress bar there). Faults asked
     for by QRUN_FAULTS are injected into local runs (a rehearsal; see backends/faults.py).
     """
-    manifest = validate(path)
+    manifest = validate(path, root)
     run_options = RunOptions(executor=executor, faults=faults.from_env())
     git = git_state(manifest.path, [manifest.folder / c.program.origin
                                     for c in manifest.circuits.values()])
@@ -233,9 +234,9 @@ def _write_exports(store: Store, manifest: Manifest, apply_id: int) -> list:
 
 # ---------------------------------------------------------------- status, export, unlock
 
-def status(path: str | Path, state_dir=None) -> dict:
+def status(path: str | Path, state_dir=None, root=None) -> dict:
     """The campaign's state: experiment counts, per-backend breakdown, jobs, last apply."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
               "experiments": None, "backends": [], "jobs": {}, "last_apply": None,
@@ -264,9 +265,10 @@ def status(path: str | Path, state_dir=None) -> dict:
     return report
 
 
-def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None) -> int:
+def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None,
+           root=None) -> int:
     """Write one row per experiment of the last applied plan; return the row count."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     fmt = exporter.format_for(str(output), fmt)
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
@@ -278,14 +280,14 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
         return exporter.write(store.export_rows(apply_id), fmt, output)
 
 
-def cancel(path: str | Path, state_dir=None) -> dict:
+def cancel(path: str | Path, state_dir=None, root=None) -> dict:
     """Cancel the campaign's unfinished jobs: remote ones at their provider, then in the state.
 
     Their experiments are recorded as failed ("cancelled"); `qrun retry` runs them again.
     """
     from .backends import PROVIDERS, adapter_for
 
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         raise StateError(f"campaign {manifest.name} has no state at {db_path}; nothing to cancel")
@@ -312,9 +314,9 @@ def cancel(path: str | Path, state_dir=None) -> dict:
     return summary
 
 
-def unlock(path: str | Path, state_dir=None, force: bool = False) -> dict | None:
+def unlock(path: str | Path, state_dir=None, force: bool = False, root=None) -> dict | None:
     """Break the campaign lock if its holder is gone (or with ``force``)."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         return None
