@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from pathlib import Path
 
 from . import Facts, SourceError, one_line
@@ -157,10 +158,11 @@ def _parse_qasm3(text: str, origin: str):
 def _parse_qpy(content: bytes, origin: str, index: int | None):
     import qiskit.qpy
 
+    _check_qpy_sizes(content, origin)
     try:
         circuits = qiskit.qpy.load(io.BytesIO(content))
     except Exception as exc:
-        raise SourceError(f"{origin} is not a readable QPY file: {one_line(exc)}") from None
+        raise SourceError(f"{origin} is not a readable QPY file: {_qpy_message(exc)}") from None
     if index is None:
         if len(circuits) != 1:
             raise SourceError(f"{origin} holds {len(circuits)} circuits; choose one with index:")
@@ -168,6 +170,67 @@ def _parse_qpy(content: bytes, origin: str, index: int | None):
     if index >= len(circuits):
         raise SourceError(f"{origin} holds {len(circuits)} circuits; index {index} is out of range")
     return circuits[index]
+
+
+# QPY's layout (qiskit/qpy/formats.py): a file header (19 bytes from version 10, 18 before),
+# a program type byte (from version 5), a table of 8-byte offsets, one per program (from
+# version 16), then each circuit, whose header holds its qubit and clbit counts.
+_QPY_CIRCUIT = b"q"
+_QPY_COUNTS_AT = {1: 10, 2: 5}  # where the two counts start in a circuit header, by version
+
+
+def _check_qpy_sizes(content: bytes, origin: str) -> None:
+    """Refuse a QPY file whose circuits declare more than MAX_DECLARED_BITS qubits or clbits,
+    before Qiskit reads it.
+
+    Qiskit's reader (Rust, past any Ctrl-C) builds the declared bits first: one byte changed
+    in a 342-byte file declared 335 million qubits and kept it busy for minutes (3 million:
+    3 s and 800 MB). Only the counts are read here; all the rest is Qiskit's to judge, and a
+    file too damaged to find them in is left to it.
+    """
+    if len(content) < 19 or not content.startswith(b"QISKIT"):
+        return
+    version = content[6]
+    position = 19 if version >= 10 else 18
+    if version >= 5:
+        if content[position:position + 1] != _QPY_CIRCUIT:
+            return
+        position += 1
+    programs = struct.unpack_from("!Q", content, 10)[0]
+    starts = [position]
+    if version >= 16:  # the table gives every circuit's start; the first follows the table
+        entries = min(programs, (len(content) - position) // 8)
+        starts = [struct.unpack_from("!Q", content, position + 8 * i)[0] for i in range(entries)]
+        starts.append(position + 8 * programs)
+    counts_at = _QPY_COUNTS_AT[1 if version < 2 else 2]
+    for start in starts:
+        if start + counts_at + 8 > len(content):
+            continue
+        qubits, clbits = struct.unpack_from("!II", content, start + counts_at)
+        for count, kind in ((qubits, "qubits"), (clbits, "clbits")):
+            if count > MAX_DECLARED_BITS:
+                raise SourceError(f"{origin} declares a circuit of {count:,} {kind}; qrun takes "
+                                  f"programs of at most {MAX_DECLARED_BITS:,} {kind}")
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _qpy_message(exc: Exception) -> str:
+    """Qiskit's QPY error, without the Rust backtrace frame (box drawing, ANSI colours and
+    source locations) that its message carries."""
+    message = getattr(exc, "message", None)  # QiskitError's str() is its message's repr
+    text = _ANSI_ESCAPE.sub("", message if isinstance(message, str) else str(exc))
+    kept = []
+    for line in text.splitlines():
+        line = line.strip(" \"'")
+        if not line or "Backtrace" in line or line.startswith(("╺", "at crates/")):
+            continue
+        kept.append(re.sub(r"^\d+: (Error: )?", "", line))
+    joined = ""
+    for line in kept:  # "binary parsing error:" leads what it found, the rest is a list
+        joined += (" " if joined.endswith(":") else "; ") + line if joined else line
+    return one_line(joined) if joined else one_line(exc)
 
 
 def _inspect_braket(content: bytes, origin: str) -> Facts:
