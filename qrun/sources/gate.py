@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import re
 import struct
+import warnings
 from pathlib import Path
 
-from . import Facts, SourceError, one_line
+from . import Facts, SourceError, _rust, one_line
 
 # The standard gate library of each version, which Qiskit has built in. A program reaches
 # backends as its own text, without the files it includes, so no other include can work.
@@ -140,13 +141,20 @@ def _parse_qasm2(text: str, origin: str, include_dir: Path | None):
     import qiskit.qasm2
 
     try:
-        return qiskit.qasm2.loads(
-            text,
-            include_path=[str(include_dir)] if include_dir else (),
-            custom_instructions=qiskit.qasm2.LEGACY_CUSTOM_INSTRUCTIONS,
-        )
+        return _rust.call(qiskit.qasm2.loads, text,
+                          include_path=[str(include_dir)] if include_dir else (),
+                          custom_instructions=qiskit.qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+    except _rust.RustPanic as exc:  # `x q[99999999999999999999];` overflowed its lexer
+        raise SourceError(f"{origin} is not readable by Qiskit's OpenQASM 2 parser, which "
+                          f"failed on it: {_panic_words(exc)}") from None
     except Exception as exc:  # qiskit raises several types; all mean "does not parse"
         raise SourceError(f"{origin} is not valid OpenQASM 2: {one_line(exc)}") from None
+
+
+def _panic_words(exc: Exception) -> str:
+    if "Overflow" in str(exc):
+        return "an integer too large (over 64 bits)"
+    return f"internal error ({one_line(exc)})"
 
 
 def _parse_qasm3(text: str, origin: str):
@@ -160,8 +168,10 @@ def _parse_qpy(content: bytes, origin: str, index: int | None):
 
     _check_qpy_sizes(content, origin)
     try:
-        circuits = qiskit.qpy.load(io.BytesIO(content))
-    except Exception as exc:
+        with warnings.catch_warnings():  # "written by a newer Qiskit": any error says more
+            warnings.simplefilter("ignore")
+            circuits = _rust.call(qiskit.qpy.load, io.BytesIO(content))
+    except Exception as exc:  # RustPanic included
         raise SourceError(f"{origin} is not a readable QPY file: {_qpy_message(exc)}") from None
     if index is None:
         if len(circuits) != 1:
@@ -261,8 +271,8 @@ def serialize(obj) -> tuple | None:
             # OpenQASM 3, not QPY: QPY stores each parameter's random UUID, so the same
             # circuit built twice would get two digests, and every apply would rerun it.
             try:
-                return "qasm3", qiskit.qasm3.dumps(obj).encode()
-            except Exception as exc:
+                return "qasm3", _rust.call(qiskit.qasm3.dumps, obj).encode()
+            except Exception as exc:  # RustPanic included
                 raise SourceError(f"the circuit cannot be written as OpenQASM 3: "
                                   f"{one_line(exc)}") from None
     if module.startswith("braket"):

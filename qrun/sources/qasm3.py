@@ -3,12 +3,10 @@
 Qiskit has two OpenQASM 3 importers. The native one (Rust) is 30x faster (0.7 ms against
 21 ms a circuit in bench/peer_braket.py's circuits) but handles only part of the language;
 on what it does not handle it raises an error, prints to the process's file descriptors,
-or panics. A Rust panic reaches Python as ``pyo3_runtime.PanicException``, which derives
-from BaseException (so that ``except Exception`` does not swallow it); Qiskit 2.6 panics on
-`include "qelib1.inc"`, `def` subroutines, `defcalgrammar` and `^` in a condition. Whatever
-the native importer refuses, however it refuses it, goes to the complete importer
-(qiskit-qasm3-import), whose verdict counts and whose messages are turned here into
-`file:line: what` for the manifest's reader.
+or panics (Qiskit 2.6 on `include "qelib1.inc"`, `def` subroutines, `defcalgrammar`, `^`
+or `!` in a condition): see _rust.py. Whatever the native importer refuses, however it
+refuses it, goes to the complete importer (qiskit-qasm3-import), whose verdict counts and
+whose messages are turned here into `file:line: what` for the manifest's reader.
 
 Directives (pragmas and annotations) are refused before either importer runs, wherever
 they are: see :func:`refuse_directives`.
@@ -18,14 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import sys
-import tempfile
-import threading
 import warnings
 
-from . import SourceError, one_line
+from . import SourceError, _rust, one_line
 
 
 def parse(text: str, origin: str):
@@ -107,65 +101,16 @@ def _quoted(source_line: str) -> str:
 # ---------------------------------------------------------------- the native importer
 
 def _native_import(text: str):
-    """The circuit, or None when the native importer does not take the program."""
+    """The circuit, or None when the native importer does not take the program (however it
+    says so: an error, a panic), silently."""
     import qiskit.qasm3
 
     try:
-        with warnings.catch_warnings(), _native_output_hidden():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental native version of the importer"
-            return qiskit.qasm3.loads_experimental(text)
-    except Exception:
+            return _rust.call(qiskit.qasm3.loads_experimental, text)
+    except Exception:  # RustPanic included
         return None
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit and the like go on
-        if _is_rust_panic(exc):
-            return None
-        raise
-
-
-def _is_rust_panic(exc: BaseException) -> bool:
-    kind = type(exc)
-    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
-
-
-_OUTPUT_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _native_output_hidden():
-    """Hide what the native importer prints while it runs.
-
-    It prints each error it finds (a framed excerpt of the program) straight to file
-    descriptor 1, past sys.stdout, and a panic prints its message (and, with
-    RUST_BACKTRACE set, a backtrace) to descriptor 2; its verdict is not the one that
-    counts, and the lines broke `qrun validate`'s output (nothing on stdout, one line per
-    problem on stderr). Both descriptors are hidden. What other threads print meanwhile is
-    written out afterwards if the import succeeds, and lost with the noise if it fails.
-    """
-    with _OUTPUT_LOCK, contextlib.ExitStack() as stack:
-        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-            stack.enter_context(_descriptor_hidden(fd, stream))
-        yield
-
-
-@contextlib.contextmanager
-def _descriptor_hidden(fd: int, stream):
-    try:
-        stream.flush()
-        saved = os.dup(fd)
-    except (OSError, ValueError, AttributeError):  # nothing to hide (closed, or no stream)
-        yield
-        return
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), fd)
-            try:
-                yield
-            finally:
-                os.dup2(saved, fd)
-            sink.seek(0)
-            os.write(fd, sink.read())  # reached only on success
-    finally:
-        os.close(saved)
 
 
 # ---------------------------------------------------------------- the complete importer
