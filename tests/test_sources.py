@@ -193,6 +193,37 @@ def test_qasm2_parser_panic_on_a_huge_integer_is_an_error(capfd):
     assert capfd.readouterr() == ("", "")  # the panic's message stayed hidden
 
 
+def test_native_importer_gives_up_at_its_first_printed_error(capfd):
+    """Printing its errors made the native importer quadratic: 10,000 `measure ... -> ...`
+    lines (valid OpenQASM 3 it does not parse) took 12 s before the fallback; a 40 kB line
+    of stray `$` 11 s."""
+    import time
+
+    arrows = HEADER + "qubit[1] q;\nbit[1] c;\n" + "measure q[0] -> c[0];\n" * 10_000
+    started = time.monotonic()
+    assert qasm3._native_import(arrows) is None
+    assert time.monotonic() - started < 3
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="token recognition error"):
+        make_program("qasm3", (HEADER + "qubit q;\n" + "$ " * 20_000).encode(), "d.qasm")
+    assert time.monotonic() - started < 3
+    assert capfd.readouterr() == ("", "")
+
+
+def test_rust_output_is_refused_while_python_output_goes_on(capfd):
+    import os
+    import threading
+
+    with _rust.output_hidden():
+        with pytest.raises(OSError):
+            os.write(1, b"what a Rust parser prints")
+        thread = threading.Thread(target=print, args=("a progress line",))
+        thread.start()
+        thread.join()
+        print("python output")
+    assert capfd.readouterr().out == "a progress line\npython output\n"
+
+
 # ---------------------------------------------------------------- directives
 
 @pytest.mark.parametrize("body, line, message", [
