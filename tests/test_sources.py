@@ -524,3 +524,16 @@ def test_schema_patterns_end_where_the_text_ends():
     assert pattern(r"^a\$$").search("a$") and not pattern(r"^a\$$").search("a$\n")
     assert pattern("^[$]+$").search("$$") and not pattern("^[$]+$").search("$\n")
     assert not pattern(r"^\d$").search("\u0663")  # ECMA's \d is ASCII, as the schema means
+
+
+def test_a_zipped_perceval_serialization_is_inflated_within_a_cap():
+    import base64
+    import zlib
+
+    from qrun.sources import perceval, wrap_photonic
+
+    bomb = zlib.compress(b":PCVL:Circuit:" + b"A" * (perceval.MAX_INFLATED_BYTES + 1), 9)
+    text = ":PCVL:zip:" + base64.b64encode(bomb).decode()
+    assert len(text) < 200_000  # a small file...
+    with pytest.raises(SourceError, match="inflates to more than 67108864 bytes"):
+        make_program("perceval", wrap_photonic(text.encode(), "|1,1>"), "bomb.pcvl")
