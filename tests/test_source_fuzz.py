@@ -148,7 +148,7 @@ TOKENS = [
     "int", "uint", "float", "angle", "bool", "complex", "duration", "stretch", "input",
     "output", "const", "let", "gate", "opaque", "def", "return", "box", "barrier", "reset",
     "delay", "100ns", "10dt", "ctrl", "negctrl", "inv", "pow", "@", "$0", "$7", "0", "1", "2",
-    "65535", "4294967296", "1e-3", "0x1f", "1_000", "true", "false", "==", "!=", "&&", "||",
+    "65535", "4294967296", "9" * 5000, "1e-3", "0x1f", "1_000", "true", "false", "==", "!=", "&&", "||",
     "!", "~", "^", "&", "|", "<<", ">>", "+", "-", "*", "/", "%", "**", "//", "/*", "*/",
     "#pragma", "pragma", "@ann", "defcal", "defcalgrammar", '"openpulse"', "cal", "extern",
     "switch", "case", "default", "break", "continue", "end", "gphase", "sizeof", "array",
@@ -275,8 +275,10 @@ def text_edits(draw, bases: list[str], tokens: list[str]) -> str:
             numbers = list(re.finditer(r"\d+", text))
             if numbers:
                 hit = draw(st.sampled_from(numbers))
-                value = draw(st.sampled_from([0, 1, 2, 7, 99, 65536, 10**6, 2**31, 2**64, 10**30]))
-                text = text[:hit.start()] + str(value) + text[hit.end():]
+                value = draw(st.sampled_from(["0", "1", "2", "7", "99", "65536", str(10**6),
+                                              str(2**31), str(2**64), str(10**30), "9" * 5000,
+                                              "0" * 30 + "1", "0x" + "f" * 40]))
+                text = text[:hit.start()] + value + text[hit.end():]
         else:
             text = text[:at]
     return text

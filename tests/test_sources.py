@@ -276,6 +276,7 @@ def test_directive_refusal_reaches_the_cli_with_the_manifest_line(tmp_path):
     ("qasm3", HEADER + "qubit[100000000] q;\n", "declares 100,000,000 qubits"),
     ("qasm3", HEADER + "bit[0x10_0000] c;\n", "declares 1,048,576 bits"),
     ("qasm3", HEADER + "h $500000;\n", "declares 500,001 qubits"),
+    ("qasm3", HEADER + f"qubit[{'9' * 5000}] q;\n", "size or qubit index of 5000 digits"),
     ("qasm2", 'OPENQASM 2.0;\ninclude "qelib1.inc";\n' + "qreg q[60000];\nqreg r[60000];\n",
      "declares 120,000 qubits"),
     ("qasm2", 'OPENQASM 2.0;\ninclude "stdgates.inc";\nqreg q[1];\n',

@@ -101,8 +101,8 @@ def _check_sizes(code: str, origin: str) -> None:
     totals = {"qubits": 0, "bits": 0}
     for match in _DECLARATION.finditer(code):
         kind = "qubits" if (match.group(1) or match.group(2)) in ("qubit", "qreg") else "bits"
-        totals[kind] += _integer(match.group(3))
-    physical = [_integer(m.group(1)) for m in _PHYSICAL_QUBIT.finditer(code)]
+        totals[kind] += _integer(match.group(3), origin)
+    physical = [_integer(m.group(1), origin) for m in _PHYSICAL_QUBIT.finditer(code)]
     if physical:
         totals["qubits"] = max(totals["qubits"], max(physical) + 1)
     for kind, total in totals.items():
@@ -111,8 +111,11 @@ def _check_sizes(code: str, origin: str) -> None:
                               f"most {MAX_DECLARED_BITS:,} {kind}")
 
 
-def _integer(literal: str) -> int:
+def _integer(literal: str, origin: str) -> int:
     digits = literal.replace("_", "")
+    if len(digits) > 20:  # past 64 bits, and int() refuses 4,300 digits and more
+        raise SourceError(f"{origin} declares a register size or qubit index of {len(digits)} "
+                          f"digits; qrun takes programs of at most {MAX_DECLARED_BITS:,} qubits")
     try:
         return int(digits, 0)
     except ValueError:  # a decimal with leading zeros, which base 0 refuses
