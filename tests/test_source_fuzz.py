@@ -255,13 +255,17 @@ def assert_file_loads_or_refuses(capfd, folder: Path, name: str, content: bytes)
     assert out == "" and err == "", (out, err)
 
 
+ALL_EDITS = ("replace", "insert", "line", "number", "cut")
+STATEMENT_EDITS = ("line", "number")  # programs that mostly parse, to reach the converters
+
+
 @st.composite
-def text_edits(draw, bases: list[str], tokens: list[str]) -> str:
+def text_edits(draw, bases: list[str], tokens: list[str], actions=ALL_EDITS) -> str:
     """A valid program with 1 to 6 edits: a span deleted or replaced by a token, a line
     doubled or dropped, a number changed, the text cut short."""
     text = draw(st.sampled_from(bases))
     for _ in range(draw(st.integers(1, 6))):
-        action = draw(st.sampled_from(["replace", "insert", "line", "number", "cut"]))
+        action = draw(st.sampled_from(actions))
         at = draw(st.integers(0, len(text)))
         if action in ("replace", "insert"):
             end = at + (draw(st.integers(0, 8)) if action == "replace" else 0)
@@ -328,6 +332,8 @@ def qasm3_edit(capfd, text):
 
 test_fuzz_qasm3_edits, test_fuzz_qasm3_edits_long = fuzz(
     150, text_edits(QASM3, TOKENS))(qasm3_edit)
+test_fuzz_qasm3_statement_edits, test_fuzz_qasm3_statement_edits_long = fuzz(
+    100, text_edits(QASM3, TOKENS, STATEMENT_EDITS))(qasm3_edit)
 
 
 def qasm2_edit(capfd, text):
@@ -336,6 +342,8 @@ def qasm2_edit(capfd, text):
 
 test_fuzz_qasm2_edits, test_fuzz_qasm2_edits_long = fuzz(
     100, text_edits(QASM2, TOKENS))(qasm2_edit)
+test_fuzz_qasm2_statement_edits, test_fuzz_qasm2_statement_edits_long = fuzz(
+    60, text_edits(QASM2, TOKENS, STATEMENT_EDITS))(qasm2_edit)
 
 
 def token_soup(capfd, header, body, fmt):

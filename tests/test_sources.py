@@ -277,6 +277,9 @@ def test_directive_refusal_reaches_the_cli_with_the_manifest_line(tmp_path):
     ("qasm3", HEADER + "bit[0x10_0000] c;\n", "declares 1,048,576 bits"),
     ("qasm3", HEADER + "h $500000;\n", "declares 500,001 qubits"),
     ("qasm3", HEADER + f"qubit[{'9' * 5000}] q;\n", "size or qubit index of 5000 digits"),
+    ("qasm3", HEADER + "qubit q;\nfor int i in [0:18446744073709551616] { x q; }\n",
+     "big.qasm:4: a for loop's range reaches 18,446,744,073,709,551,616, past what Qiskit can "
+     "hold (2^62)"),
     ("qasm2", 'OPENQASM 2.0;\ninclude "qelib1.inc";\n' + "qreg q[60000];\nqreg r[60000];\n",
      "declares 120,000 qubits"),
     ("qasm2", 'OPENQASM 2.0;\ninclude "stdgates.inc";\nqreg q[1];\n',

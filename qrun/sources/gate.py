@@ -35,6 +35,12 @@ _INTEGER = r"(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)"
 _DECLARATION = re.compile(r"\b(?:(qubit|bit)\s*|(qreg|creg)\s+[A-Za-z_][A-Za-z0-9_]*\s*)"
                           rf"\[\s*{_INTEGER}\s*\]")
 _PHYSICAL_QUBIT = re.compile(rf"\${_INTEGER}")
+# A for loop's range past this is refused: Qiskit then builds the range whole (`for int i in
+# [0:18446744073709551616]` asked for gigabytes, and the process was killed), and no program
+# runs a quintillion iterations.
+MAX_LOOP_BOUND = 2**62
+_LOOP_RANGE = re.compile(r"\bin\s*\[([^\]\n]*)\]")
+_LITERAL = re.compile(rf"(?<![\w.]){_INTEGER}(?![\w.])")
 
 
 def inspect(fmt: str, content: bytes, origin: str, index: int | None,
@@ -57,6 +63,7 @@ def _check_text(fmt: str, content: bytes, origin: str) -> None:
     code = _COMMENT_OR_STRING.sub(lambda m: m.group() if m.group().startswith('"') else " ", text)
     _check_includes(fmt, code, origin)
     _check_sizes(code, origin)
+    _check_loop_ranges(code, origin)
     if fmt == "qasm3":
         from . import qasm3
 
@@ -109,6 +116,17 @@ def _check_sizes(code: str, origin: str) -> None:
         if total > MAX_DECLARED_BITS:
             raise SourceError(f"{origin} declares {total:,} {kind}; qrun takes programs of at "
                               f"most {MAX_DECLARED_BITS:,} {kind}")
+
+
+def _check_loop_ranges(code: str, origin: str) -> None:
+    for loop in _LOOP_RANGE.finditer(code):
+        for literal in _LITERAL.finditer(loop.group(1)):
+            value = _integer(literal.group(1), origin)
+            if value > MAX_LOOP_BOUND:
+                line = code.count("\n", 0, loop.start()) + 1
+                raise SourceError(f"{origin}:{line}: a for loop's range reaches {value:,}, past "
+                                  f"what Qiskit can hold (2^62); no program runs that many "
+                                  "iterations")
 
 
 def _integer(literal: str, origin: str) -> int:

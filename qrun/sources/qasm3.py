@@ -160,8 +160,11 @@ def _refusal(exc: Exception, text: str, origin: str) -> str:
     unsupported = _UNSUPPORTED_NODE.search(message)
     if unsupported:
         node = unsupported.group(1)
-        what = _CONSTRUCTS.get(node, f"{_words(node)} statements")
-        return (f"{where}: {what}: valid OpenQASM 3, but not supported by Qiskit's OpenQASM 3 "
+        if node in _CONSTRUCTS:  # language features, valid wherever the grammar puts them
+            return (f"{where}: {_CONSTRUCTS[node]}: valid OpenQASM 3, but not supported by "
+                    f"Qiskit's OpenQASM 3 importer, which qrun reads programs with"
+                    f"{_excerpt(text, line)}")
+        return (f"{where}: {_plural(_words(node))} are not supported by Qiskit's OpenQASM 3 "
                 f"importer, which qrun reads programs with{_excerpt(text, line)}")
     if type(exc).__name__ == "QASM3ParsingError":
         return f"{where}: not valid OpenQASM 3: {message or 'syntax error'}{_excerpt(text, line)}"
@@ -198,3 +201,11 @@ def _excerpt(text: str, line: int | None) -> str:
 
 def _words(camel_case: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", camel_case).lower()
+
+
+def _plural(words: str) -> str:
+    """'expression statement' -> 'expression statements', 'quantum phase' -> 'quantum phase
+    statements'."""
+    if words.endswith(("statement", "declaration", "definition", "expression")):
+        return words + "s"
+    return words + " statements"
