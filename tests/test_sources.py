@@ -250,6 +250,12 @@ def test_directives_are_refused_with_their_line_and_text(body, line, message):
     assert str(refused.value) == f"circuits/p.qasm:{line}: {message}"
 
 
+def test_sizes_and_control_counts_written_as_expressions_are_read():
+    text = HEADER + ("qubit[2*2] q;\nbit[(4)] c;\nctrl(1+1) @ x q[0], q[1], q[2];\n"
+                     "negctrl(1) @ ctrl @ x q[1], q[2], q[3];\nc = measure q;\n")
+    assert make_program("qasm3", text.encode(), "ok.qasm").facts.width == 4
+
+
 def test_what_only_looks_like_a_directive_is_read():
     text = HEADER + ("qubit[2] q;\nbit[2] c;\n// #pragma braket noise\n/* @annotation\n"
                      "pragma x */ x q[0];\nctrl @ x q[0], q[1];\nnegctrl @ x q[0], q[1];\n"
@@ -277,6 +283,10 @@ def test_directive_refusal_reaches_the_cli_with_the_manifest_line(tmp_path):
     ("qasm3", HEADER + "bit[0x10_0000] c;\n", "declares 1,048,576 bits"),
     ("qasm3", HEADER + "h $500000;\n", "declares 500,001 qubits"),
     ("qasm3", HEADER + f"qubit[{'9' * 5000}] q;\n", "size or qubit index of 5000 digits"),
+    ("qasm3", HEADER + "qubit[100000*100000] q;\n", "declares 10,000,000,000 qubits"),
+    ("qasm3", HEADER + "qubit[3] q;\nctrl(2147483648) @ x q[0], q[1], q[2];\n",
+     "big.qasm:4: ctrl(2147483648) asks for 2,147,483,648 controls, but the statement lists 3 "
+     "operands"),
     ("qasm3", HEADER + "qubit q;\nfor int i in [0:18446744073709551616] { x q; }\n",
      "big.qasm:4: a for loop's range reaches 18,446,744,073,709,551,616, past what Qiskit can "
      "hold (2^62)"),

@@ -7,6 +7,7 @@ Python factory) keep Braket's own OpenQASM dialect and are read by the Braket SD
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import struct
@@ -22,8 +23,6 @@ from . import Facts, SourceError, _rust, one_line
 # parser a stdgates.inc beside the circuit), and the complete importer refuses qelib1.inc.
 STANDARD_INCLUDE = {"qasm2": "qelib1.inc", "qasm3": "stdgates.inc"}
 _VERSION = {"qasm2": ("OpenQASM 2", "2.0"), "qasm3": ("OpenQASM 3", "3.0")}
-# Comments (skipped) and strings (kept whole: a file name may hold "//").
-_COMMENT_OR_STRING = re.compile(r'"[^"\n]*"|//[^\n]*|/\*.*?\*/', re.DOTALL)
 _INCLUDE = re.compile(r'\binclude\s*"([^"\n]*)"')
 
 # Registers are refused past this many qubits or bits in all, before a parser sees them:
@@ -32,9 +31,15 @@ _INCLUDE = re.compile(r'\binclude\s*"([^"\n]*)"')
 # drives has a thousandth of it.
 MAX_DECLARED_BITS = 100_000
 _INTEGER = r"(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)"
+# A size is a literal or a constant expression (`qubit[100000*100000] q;`, which Qiskit's
+# complete importer evaluates); what is not one is left to the parsers.
 _DECLARATION = re.compile(r"\b(?:(qubit|bit)\s*|(qreg|creg)\s+[A-Za-z_][A-Za-z0-9_]*\s*)"
-                          rf"\[\s*{_INTEGER}\s*\]")
+                          r"\[([^\[\]\n]+)\]")
 _PHYSICAL_QUBIT = re.compile(rf"\${_INTEGER}")
+# `ctrl(n) @` makes Qiskit build an n-control gate before it counts the operands:
+# `ctrl(2147483648) @ x q[0], q[1];` took all 24 GB of memory. n must be below the number
+# of operands the statement lists, as in any valid program.
+_CONTROLS = re.compile(r"\b(?:neg)?ctrl\s*\(((?:[^()\n]|\([^()\n]*\))*)\)")
 # A for loop's range past this is refused: Qiskit then builds the range whole (`for int i in
 # [0:18446744073709551616]` asked for gigabytes, and the process was killed), and no program
 # runs a quintillion iterations.
@@ -57,17 +62,53 @@ def inspect(fmt: str, content: bytes, origin: str, index: int | None,
 
 def _check_text(fmt: str, content: bytes, origin: str) -> None:
     """What is refused before a parser reads the program: the other version, other files,
-    huge registers and, in OpenQASM 3, directives."""
+    huge registers and, in OpenQASM 3, huge control counts and loop ranges, and directives."""
     _check_version(fmt, content, origin)
     text = _text(content, origin)
-    code = _COMMENT_OR_STRING.sub(lambda m: m.group() if m.group().startswith('"') else " ", text)
-    _check_includes(fmt, code, origin)
+    _check_includes(fmt, blank_comments(text), origin)
+    code = blank_comments(text, strings=True)
     _check_sizes(code, origin)
-    _check_loop_ranges(code, origin)
-    if fmt == "qasm3":
+    if fmt == "qasm3":  # modifiers, loops and directives are OpenQASM 3's
         from . import qasm3
 
-        qasm3.refuse_directives(text, origin)
+        _check_controls(code, origin)
+        _check_loop_ranges(code, origin)
+        qasm3.refuse_directives(text, code, origin)
+
+
+_LEXEME = re.compile(r'"[^"\n]*"|//[^\n]*|/\*')
+_LEXEME_WITHOUT_BLOCKS = re.compile(r'"[^"\n]*"|//[^\n]*')
+
+
+def blank_comments(text: str, strings: bool = False) -> str:
+    """``text`` with its comments (and, with ``strings``, its strings) turned to spaces,
+    newlines kept so that lines stay where they are; a string is kept whole otherwise, as a
+    file name may hold "//".
+
+    One pass: a regular expression for `/* ... */` took 9 s on 60 kB of `/* ` without a
+    `*/`, trying every start to the end. A `/*` never closed is left as code (what follows
+    it is checked as code; the parsers refuse it), and no later `/*` can close either.
+    """
+    pieces, position, lexeme = [], 0, _LEXEME
+    while (found := lexeme.search(text, position)) is not None:
+        start, end = found.span()
+        if found.group() == "/*":
+            close = text.find("*/", end)
+            if close < 0:
+                lexeme = _LEXEME_WITHOUT_BLOCKS
+                pieces.append(text[position:end])
+                position = end
+                continue
+            end = close + 2
+        elif found.group().startswith('"') and not strings:
+            pieces.append(text[position:end])
+            position = end
+            continue
+        pieces.append(text[position:start])
+        pieces.append(re.sub(r"[^\n]", " ", text[start:end]))
+        position = end
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def _check_version(fmt: str, content: bytes, origin: str) -> None:
@@ -98,7 +139,8 @@ def _check_includes(fmt: str, code: str, origin: str) -> None:
             raise SourceError(f"{origin} includes {name!r}, {_VERSION[other][0]}'s gate library, "
                               f"but is read as {_VERSION[fmt][0]}, whose library is "
                               f"{STANDARD_INCLUDE[fmt]!r}")
-        raise SourceError(f"{origin} includes {name!r}; a program reaches backends as its "
+        shown = repr(name) if len(name) <= 80 else repr(name[:77] + "...")
+        raise SourceError(f"{origin} includes {shown}; a program reaches backends as its "
                           "own text, so only the standard qelib1.inc (OpenQASM 2) or "
                           "stdgates.inc (OpenQASM 3) may be included: copy the definitions "
                           "into the file")
@@ -108,7 +150,7 @@ def _check_sizes(code: str, origin: str) -> None:
     totals = {"qubits": 0, "bits": 0}
     for match in _DECLARATION.finditer(code):
         kind = "qubits" if (match.group(1) or match.group(2)) in ("qubit", "qreg") else "bits"
-        totals[kind] += _integer(match.group(3), origin)
+        totals[kind] += _size(match.group(3), origin) or 0
     physical = [_integer(m.group(1), origin) for m in _PHYSICAL_QUBIT.finditer(code)]
     if physical:
         totals["qubits"] = max(totals["qubits"], max(physical) + 1)
@@ -116,6 +158,68 @@ def _check_sizes(code: str, origin: str) -> None:
         if total > MAX_DECLARED_BITS:
             raise SourceError(f"{origin} declares {total:,} {kind}; qrun takes programs of at "
                               f"most {MAX_DECLARED_BITS:,} {kind}")
+
+
+def _check_controls(code: str, origin: str) -> None:
+    for match in _CONTROLS.finditer(code):
+        controls = _size(match.group(1), origin)
+        if controls is None:
+            continue
+        end = code.find(";", match.end())
+        operands = _top_level_items(code[match.end():end if end >= 0 else len(code)])
+        if controls >= operands or controls > MAX_DECLARED_BITS:
+            line = code.count("\n", 0, match.start()) + 1
+            raise SourceError(f"{origin}:{line}: {match.group().strip()} asks for {controls:,} "
+                              f"controls, but the statement lists {operands:,} operands")
+
+
+def _top_level_items(statement: str) -> int:
+    """How many comma-separated items ``statement`` holds outside brackets and braces."""
+    depth, items = 0, 1
+    for char in statement:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items += 1
+    return items
+
+
+def _size(expression: str, origin: str) -> int | None:
+    """The integer a size or count designates: a literal, or a constant expression of
+    literals (+, -, *, /, parentheses), as Qiskit evaluates them; None for anything else."""
+    text = expression.strip()
+    if re.fullmatch(_INTEGER, text):
+        return _integer(text, origin)
+    if len(text) > 200 or not re.fullmatch(r"[0-9a-fA-FxXoObB_+\-*/() \t]+", text):
+        return None
+    try:
+        tree = ast.parse(re.sub(r"(?<=[0-9a-fA-F])_(?=[0-9a-fA-F])", "", text), mode="eval")
+    except (SyntaxError, ValueError):  # ValueError: a literal past int()'s 4,300 digits
+        return None
+    return _evaluated(tree.body)
+
+
+_OPERATIONS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+               ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a // b if b else None,
+               ast.FloorDiv: lambda a, b: a // b if b else None}
+_BEYOND_ANY_SIZE = 10**30  # results are capped here, so that 200 characters stay cheap
+
+
+def _evaluated(node) -> int | None:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return min(node.value, _BEYOND_ANY_SIZE)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        value = _evaluated(node.operand)
+        return None if value is None else (-value if isinstance(node.op, ast.USub) else value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATIONS:
+        left, right = _evaluated(node.left), _evaluated(node.right)
+        if left is None or right is None:
+            return None
+        value = _OPERATIONS[type(node.op)](left, right)
+        return None if value is None else max(min(value, _BEYOND_ANY_SIZE), -_BEYOND_ANY_SIZE)
+    return None
 
 
 def _check_loop_ranges(code: str, origin: str) -> None:

@@ -32,9 +32,6 @@ def parse(text: str, origin: str):
 
 # ---------------------------------------------------------------- directives
 
-# Comments are blanked (their newlines kept, so line numbers stay right); strings are
-# blanked too, as a string may hold "@" or "pragma". A string never spans lines.
-_COMMENT_OR_STRING = re.compile(r'"[^"\n]*"|//[^\n]*|/\*.*?\*/', re.DOTALL)
 # A directive starts a statement: at a line's start or after `;`, `{` or `}`. It runs to
 # the end of the line (the grammar's RemainingLineContent). `ctrl @ x` is no annotation:
 # its `@` follows a modifier.
@@ -51,7 +48,7 @@ _PRAGMA_LOSSES = {
 }
 
 
-def refuse_directives(text: str, origin: str) -> None:
+def refuse_directives(text: str, code: str, origin: str) -> None:
     """Refuse a program holding a pragma or an annotation, naming the first one and its line.
 
     Both are valid OpenQASM 3. The specification lets a reader ignore directives it does not
@@ -61,8 +58,10 @@ def refuse_directives(text: str, origin: str) -> None:
     refuses pragmas and drops annotations on gates without a word), so a program reaches
     every backend without them; the same program must give the same counts everywhere, and
     dropping a directive silently could change them. So each is refused, with its place.
+
+    ``code`` is ``text`` with comments and strings blanked (gate.blank_comments), which may
+    hold "@" or "pragma".
     """
-    code = _blank(text)
     found = list(_DIRECTIVE.finditer(code))
     if not found:
         return
@@ -87,11 +86,6 @@ def refuse_directives(text: str, origin: str) -> None:
     raise SourceError(
         f"{origin}:{line}: pragma {_quoted(directive)} cannot be honoured: qrun reads "
         f"OpenQASM 3 with Qiskit, which takes no pragmas, so {loss}; remove it{more}")
-
-
-def _blank(text: str) -> str:
-    """``text`` with comments and strings replaced by spaces, newlines kept."""
-    return _COMMENT_OR_STRING.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
 
 
 def _quoted(source_line: str) -> str:
