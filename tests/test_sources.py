@@ -24,6 +24,9 @@ from qrun.sources import SourceError, _rust, guess_format, load_file, make_progr
 
 from .conftest import GHZ2, qrun, write
 
+# Some tests call the native importer directly, to show its failures.
+pytestmark = pytest.mark.filterwarnings("ignore:This is an experimental native version")
+
 HEADER = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n'
 
 # Valid OpenQASM 3 that Qiskit 2.6's native importer panics on.
