@@ -39,9 +39,10 @@ def state_path(manifest: Manifest, state_dir: str | Path | None = None) -> Path:
     return Path(folder) / f"{manifest.name}.sqlite"
 
 
-def validate(path: str | Path) -> Manifest:
-    """Load and check a manifest; raises ManifestError listing every problem."""
-    return manifests.load(path)
+def validate(path: str | Path, root: str | Path | None = None) -> Manifest:
+    """Load and check a manifest; raises ManifestError listing every problem. Its paths must
+    stay inside ``root`` (else $QRUN_ROOT, else its git repository: see manifest.path_root)."""
+    return manifests.load(path, root)
 
 
 # ---------------------------------------------------------------- plan
@@ -62,9 +63,9 @@ class PlanReport:
         return self.to_run > 0
 
 
-def plan(path: str | Path, state_dir=None) -> PlanReport:
+def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
     """What `apply` would do, and why, without writing anything."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     store = Store.open(db_path, readonly=True) if db_path.exists() else None
     tally: Counter = Counter()  # (circuit, backend, provider, reason) -> experiments
@@ -173,7 +174,7 @@ def refuse_if_locked(manifest: Manifest, db_path: Path) -> None:
 
 def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorChoice(),
           progress=None, retry_failed: bool = False, on_planned=None,
-          resubmit_unresolved: bool = False) -> ApplyReport:
+          resubmit_unresolved: bool = False, root=None) -> ApplyReport:
     """Store the manifest's plan and run every experiment not done yet.
 
     Resumes whatever an earlier, interrupted apply left. With ``retry_failed``, experiments
@@ -184,7 +185,7 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     ``resubmit_unresolved`` (with ``retry_failed``) takes the user's word that submissions
     whose fate could not be looked up are not at the provider: their jobs are sent anew.
     """
-    manifest = validate(path)
+    manifest = validate(path, root)
     run_options = RunOptions(executor=executor, faults=faults.from_env(),
                              silence_limit=silence_limit_from_env())
     db_path = state_path(manifest, state_dir)
@@ -277,9 +278,9 @@ def _write_exports(store: Store, manifest: Manifest, apply_id: int) -> list:
 
 # ---------------------------------------------------------------- status, export, unlock
 
-def status(path: str | Path, state_dir=None) -> dict:
+def status(path: str | Path, state_dir=None, root=None) -> dict:
     """The campaign's state: experiment counts, per-backend breakdown, jobs, last apply."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
               "experiments": None, "backends": [], "jobs": {}, "last_apply": None,
@@ -309,9 +310,10 @@ def status(path: str | Path, state_dir=None) -> dict:
     return report
 
 
-def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None) -> int:
+def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None,
+           root=None) -> int:
     """Write one row per experiment of the last applied plan; return the row count."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     fmt = exporter.format_for(str(output), fmt)
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
@@ -323,7 +325,7 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
         return exporter.write(store.export_rows(apply_id), fmt, output)
 
 
-def cancel(path: str | Path, state_dir=None) -> dict:
+def cancel(path: str | Path, state_dir=None, root=None) -> dict:
     """Cancel the campaign's unfinished jobs: remote ones at their provider, then in the state.
 
     Their experiments are recorded as failed ("cancelled"); `qrun retry` runs them again. A
@@ -333,7 +335,7 @@ def cancel(path: str | Path, state_dir=None) -> dict:
     """
     from .backends import PROVIDERS, adapter_for
 
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         raise StateError(f"campaign {manifest.name} has no state at {db_path}; nothing to cancel")
@@ -391,9 +393,9 @@ def _cancel_at_provider(adapter, handle: str) -> None:
         pass  # the provider holds nothing under it any more: nothing to stop
 
 
-def unlock(path: str | Path, state_dir=None, force: bool = False) -> dict | None:
+def unlock(path: str | Path, state_dir=None, force: bool = False, root=None) -> dict | None:
     """Break the campaign lock if its holder is gone (or with ``force``)."""
-    manifest = validate(path)
+    manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         return None

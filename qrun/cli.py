@@ -26,6 +26,10 @@ manifest_argument = click.argument("manifest", type=click.Path(dir_okay=False, p
 state_dir_option = click.option(
     "--state-dir", envvar="QRUN_STATE_DIR", type=click.Path(file_okay=False), default=None,
     help="Folder of state databases [env QRUN_STATE_DIR; default ./runs].")
+root_option = click.option(
+    "--root", envvar="QRUN_ROOT", type=click.Path(exists=True, file_okay=False), default=None,
+    help="Folder the manifest's paths must stay inside [env QRUN_ROOT; default: its git "
+         "repository, else the current folder if it holds the manifest, else its folder].")
 
 
 def reports_errors(command):
@@ -75,30 +79,34 @@ def main():
 
 @main.command()
 @manifest_argument
+@state_dir_option
+@root_option
 @reports_errors
-def validate(manifest):
+def validate(manifest, state_dir, root):
     """Check a manifest: schema, names, sources, sweeps. Exit 2 on any problem."""
     from . import api, planner
 
-    loaded = api.validate(manifest)
+    loaded = api.validate(manifest, root)
     experiments = sum(1 for _ in planner.experiments(loaded))
     click.echo(f"{manifest}: ok: campaign {loaded.name}, {len(loaded.circuits)} circuits, "
-               f"{len(loaded.backends)} backends, {experiments} experiments")
+               f"{len(loaded.backends)} backends, {experiments} experiments; state in "
+               f"{api.state_path(loaded, state_dir)}")
 
 
 @main.command()
 @manifest_argument
 @state_dir_option
+@root_option
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to do, 2 when there is work to do, 1 on error.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @reports_errors
-def plan(manifest, state_dir, detailed_exitcode, output):
+def plan(manifest, state_dir, root, detailed_exitcode, output):
     """Show what apply would run and why (new, cached, failed, resume). Writes nothing."""
     from . import api
 
     try:
-        report = api.plan(manifest, state_dir)
+        report = api.plan(manifest, state_dir, root)
     except QrunError as exc:
         if not detailed_exitcode:
             raise
@@ -133,7 +141,7 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def _run(manifest, state_dir, run_options, no_progress, retry_failed, resubmit_unresolved=False):
+def _run(manifest, state_dir, root, run_options, no_progress, retry_failed, resubmit_unresolved=False):
     from . import api, render
 
     signal.signal(signal.SIGTERM, _on_sigterm)  # systemd, CI time-outs, kill: as Ctrl-C
@@ -143,7 +151,7 @@ def _run(manifest, state_dir, run_options, no_progress, retry_failed, resubmit_u
     started = time.monotonic()
     try:
         report = api.apply(manifest, state_dir, executor=choice, progress=progress,
-                           retry_failed=retry_failed, on_planned=progress.start,
+                           retry_failed=retry_failed, on_planned=progress.start, root=root,
                            resubmit_unresolved=resubmit_unresolved)
     finally:
         progress.stop()
@@ -183,17 +191,19 @@ no_progress_option = click.option("--no-progress", is_flag=True,
 @main.command()
 @manifest_argument
 @state_dir_option
+@root_option
 @executor_options
 @no_progress_option
 @reports_errors
-def apply(manifest, state_dir, run_options, no_progress):
+def apply(manifest, state_dir, root, run_options, no_progress):
     """Run every experiment of the manifest that is not done yet; resume after any stop."""
-    _run(manifest, state_dir, run_options, no_progress, retry_failed=False)
+    _run(manifest, state_dir, root, run_options, no_progress, retry_failed=False)
 
 
 @main.command()
 @manifest_argument
 @state_dir_option
+@root_option
 @executor_options
 @no_progress_option
 @click.option("--resubmit-unresolved", is_flag=True,
@@ -201,25 +211,26 @@ def apply(manifest, state_dir, run_options, no_progress):
                    "(a service without lookup, a refused credential). Only after checking at "
                    "the provider that they are not there: otherwise they are paid twice.")
 @reports_errors
-def retry(manifest, state_dir, run_options, no_progress, resubmit_unresolved):
+def retry(manifest, state_dir, root, run_options, no_progress, resubmit_unresolved):
     """Give failed experiments new attempts, then apply.
 
     A job whose submission's fate is unknown is looked up by its tag first, never sent
     blindly again."""
-    _run(manifest, state_dir, run_options, no_progress, retry_failed=True,
+    _run(manifest, state_dir, root, run_options, no_progress, retry_failed=True,
          resubmit_unresolved=resubmit_unresolved)
 
 
 @main.command()
 @manifest_argument
 @state_dir_option
+@root_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @reports_errors
-def status(manifest, state_dir, output):
+def status(manifest, state_dir, root, output):
     """Show the campaign's experiments by state, per backend, and its last apply."""
     from . import api
 
-    report = api.status(manifest, state_dir)
+    report = api.status(manifest, state_dir, root)
     if output == "json":
         click.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -231,15 +242,16 @@ def status(manifest, state_dir, output):
 @main.command()
 @manifest_argument
 @state_dir_option
+@root_option
 @click.option("-f", "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
               help="Output format [default: from the file extension].")
 @click.option("-o", "--output", required=True, help="File to write, or - for standard output.")
 @reports_errors
-def export(manifest, state_dir, fmt, output):
+def export(manifest, state_dir, root, fmt, output):
     """Write one row per experiment: key, circuit, backend, params, counts, provenance."""
     from . import api
 
-    count = api.export(manifest, output, fmt=fmt, state_dir=state_dir)
+    count = api.export(manifest, output, fmt=fmt, state_dir=state_dir, root=root)
     if output != "-":
         click.echo(f"wrote {count} rows to {output}", err=True)
 
@@ -247,12 +259,13 @@ def export(manifest, state_dir, fmt, output):
 @main.command()
 @manifest_argument
 @state_dir_option
+@root_option
 @reports_errors
-def cancel(manifest, state_dir):
+def cancel(manifest, state_dir, root):
     """Cancel queued and running jobs (at their provider too); `qrun retry` resumes them."""
     from . import api
 
-    summary = api.cancel(manifest, state_dir)
+    summary = api.cancel(manifest, state_dir, root)
     click.echo(f"cancelled {summary['cancelled_remote']} remote and {summary['cancelled_local']} "
                "local jobs")
     for error in summary["errors"]:
@@ -263,13 +276,14 @@ def cancel(manifest, state_dir):
 @main.command()
 @manifest_argument
 @state_dir_option
+@root_option
 @click.option("--force", is_flag=True, help="Break the lock even if its holder seems alive.")
 @reports_errors
-def unlock(manifest, state_dir, force):
+def unlock(manifest, state_dir, root, force):
     """Break a campaign lock left by a process that is gone."""
     from . import api
 
-    holder = api.unlock(manifest, state_dir, force=force)
+    holder = api.unlock(manifest, state_dir, force=force, root=root)
     if holder is None:
         click.echo("campaign is not locked")
     else:

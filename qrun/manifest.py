@@ -23,7 +23,7 @@ from pathlib import Path
 from . import sweep as sweeps
 from . import yamlpos
 from .backends import PROVIDERS, Limits
-from .errors import ManifestError, Problem
+from .errors import ManifestError, Problem, QrunError
 from .errors import BackendUnavailable
 from .sources import Program, SourceError, load_file
 from .sources.factory import load_factory
@@ -119,10 +119,15 @@ def schema() -> dict:
     return json.loads(repo_copy.read_text(encoding="utf-8"))
 
 
-def load(path: str | Path) -> Manifest:
-    """Load and validate a manifest; raise :class:`ManifestError` listing every problem."""
+def load(path: str | Path, root: str | Path | None = None) -> Manifest:
+    """Load and validate a manifest; raise :class:`ManifestError` listing every problem.
+
+    ``root`` is the folder every path of the manifest must stay inside (else $QRUN_ROOT,
+    else the rule of :func:`path_root`).
+    """
     path = Path(path)
     shown = str(path)
+    allowed = path_root(path.resolve().parent, root or os.environ.get("QRUN_ROOT") or None)
     raw_bytes = _read(path, shown)
     wide = _wide_encoding(raw_bytes)
     if wide:
@@ -141,7 +146,7 @@ def load(path: str | Path) -> Manifest:
     problems = _schema_problems(doc)
     if problems:  # semantic checks assume the shapes the schema guarantees
         raise ManifestError(problems)
-    checker = _Checker(doc, path.resolve())
+    checker = _Checker(doc, path.resolve(), allowed)
     manifest = checker.build(hashlib.sha256(raw_bytes).hexdigest())
     if checker.problems:
         raise ManifestError(checker.problems)
@@ -200,7 +205,41 @@ def _validator_class():
         return isinstance(value, int) and not isinstance(value, bool)
 
     checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", is_integer)
-    return validators.extend(Draft202012Validator, type_checker=checker)
+    return validators.extend(Draft202012Validator, type_checker=checker,
+                             validators={"pattern": _ecma_pattern_keyword})
+
+
+def _ecma_pattern_keyword(validator, pattern: str, instance, schema):
+    """JSON Schema's `pattern`, matched as the schema means it (ECMA-262 regular expressions).
+
+    jsonschema hands the pattern to Python's `re`, whose `$` also matches before a final
+    newline: `metadata.name: "abc\\n"` passed `^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$` and became a
+    campaign name (an editor, which reads the schema with ECMA-262's `$`, refused it).
+    """
+    from jsonschema.exceptions import ValidationError
+
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@lru_cache(maxsize=64)
+def _ecma_regex(pattern: str) -> re.Pattern:
+    """``pattern`` compiled so that `$` matches only at the very end, as in ECMA-262 (without
+    the multiline flag), and `\\d`, `\\w` only ASCII, as there; the rest reads the same."""
+    translated, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        translated.append(char)
+    return re.compile("".join(translated), re.ASCII)
 
 
 def _schema_problems(doc: yamlpos.Located) -> list[Problem]:
@@ -365,11 +404,12 @@ def _type_name(value) -> str:
 class _Checker:
     """Checks what the schema cannot, collecting every problem instead of stopping."""
 
-    def __init__(self, doc: yamlpos.Located, manifest_path: Path):
+    def __init__(self, doc: yamlpos.Located, manifest_path: Path, root: PathRoot):
         self.doc = doc
         self.path = manifest_path
         self.folder = manifest_path.parent
-        self.root = _allowed_root(self.folder)
+        self.root = root.folder
+        self.root_rule = root.rule
         self.problems: list[Problem] = []
         self.sources: dict = {}  # resolved source file -> name of its circuit
 
@@ -449,7 +489,7 @@ class _Checker:
             return None
 
     def _inside_root(self, relative: str, where: tuple) -> Path | None:
-        """Resolve a manifest path; refuse one that escapes the repository (or folder)."""
+        """Resolve a manifest path; refuse one that escapes the root (see path_root)."""
         if "\0" in relative:  # no file system accepts it; resolve() would raise ValueError
             self.report(where, f"{relative!r} contains a NUL character")
             return None
@@ -463,10 +503,10 @@ class _Checker:
             self.report(where, f"{relative!r} starts with '~', which qrun does not expand: "
                                "paths are relative to the manifest's folder")
             return None
-        candidate = (self.folder / relative).resolve()
+        candidate = (self.folder / relative).resolve()  # symbolic links followed
         if not candidate.is_relative_to(self.root):
-            self.report(where, f"{relative!r} points outside {self.root}; "
-                               "paths must stay inside the manifest's repository")
+            self.report(where, f"{relative!r} points outside {self.root}; paths must stay "
+                               f"inside {self.root_rule}")
             return None
         return candidate
 
@@ -772,9 +812,65 @@ def _duplicate(kind: str, name: str, seen: dict) -> str | None:
            "in more than case"
 
 
-def _allowed_root(folder: Path) -> Path:
-    """The git repository holding the manifest, or the manifest's folder outside git."""
+@dataclass(frozen=True)
+class PathRoot:
+    """The folder every path of a manifest must stay inside, and the rule that chose it."""
+
+    folder: Path
+    rule: str  # which folder and why, as messages say it
+
+
+# What the refusal of a path suggests when the root was not given.
+_WIDEN = "; --root DIR (or QRUN_ROOT) allows another folder"
+
+
+def path_root(manifest_folder: Path, chosen: str | Path | None = None,
+              cwd: Path | None = None) -> PathRoot:
+    """Where a manifest's paths may lead, so that a manifest cannot read or overwrite files
+    of another project (an export to `../../.bashrc`), and a campaign's inputs stay in the
+    repository whose commit its provenance records:
+
+    - the folder given by --root or QRUN_ROOT, when one is;
+    - else the git repository holding the manifest;
+    - else (no git) the current folder, when the manifest is inside it: `qrun apply
+      manifests/a.yaml` run from a project holding `manifests/` and `circuits/`. Not when
+      the current folder is the home folder or the file system's root, which hold far more
+      than one project;
+    - else the manifest's own folder.
+    """
+    if chosen is not None:
+        folder = Path(chosen).expanduser().resolve()
+        if not folder.is_dir():
+            raise QrunError(f"--root {chosen}: no such folder (it is the folder every path "
+                            "of the manifest must stay inside)")
+        return PathRoot(folder, "the folder --root (or QRUN_ROOT) gives")
+    repository = _git_root(manifest_folder)
+    if repository is not None:
+        return PathRoot(repository, f"the manifest's git repository{_WIDEN}")
+    cwd = (cwd or Path.cwd()).resolve()
+    if not manifest_folder.is_relative_to(cwd):
+        return PathRoot(manifest_folder, "the manifest's folder, as no git repository holds "
+                                         f"the manifest and the current folder does not{_WIDEN}")
+    too_wide = _too_wide_folders().get(cwd)
+    if too_wide:
+        return PathRoot(manifest_folder, "the manifest's folder, as no git repository holds "
+                                         f"the manifest and the current folder is {too_wide}"
+                                         f"{_WIDEN}")
+    return PathRoot(cwd, f"the current folder, as no git repository holds the manifest{_WIDEN}")
+
+
+def _too_wide_folders() -> dict:
+    folders = {Path(Path.cwd().anchor): "the file system's root"}
+    try:
+        folders[Path.home().resolve()] = "the home folder"
+    except (RuntimeError, KeyError):  # no HOME and no password entry: no home to protect
+        pass
+    return folders
+
+
+def _git_root(folder: Path) -> Path | None:
+    """The git repository holding ``folder`` (a worktree's .git is a file), or None."""
     for candidate in (folder, *folder.parents):
         if (candidate / ".git").exists():
             return candidate
-    return folder
+    return None

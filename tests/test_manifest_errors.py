@@ -40,7 +40,7 @@ KEY_PATH = re.compile(r"""^(?:[A-Za-z0-9_.-]+|\[\d+\]|\['(?:[^'\\]|\\.)*'\]|\["(
 
 def expectations(path: Path) -> set[tuple[int, str, str]]:
     """The (line, key path, message) triples a corpus file's comments expect."""
-    root = str(manifest._allowed_root(path.parent.resolve()))
+    root = str(manifest.path_root(path.parent.resolve()).folder)
     expected = set()
     for text in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         if not text.startswith(EXPECT):
@@ -356,7 +356,9 @@ def test_symlinks_out_of_the_folder_are_refused(project):
     (project / "results").symlink_to(project.parent / "outside")
     path = write(project, "m.yaml", manifest_with("circuits/link.qasm", "results/out.csv"))
     problems, _ = problems_in(path)
-    outside = "points outside {}; paths must stay inside the manifest's repository".format(project)
+    outside = (f"points outside {project}; paths must stay inside the manifest's folder, as "
+               "no git repository holds the manifest and the current folder does not; "
+               "--root DIR (or QRUN_ROOT) allows another folder")
     assert problems == {
         (SOURCE_LINE, "spec.circuits[0].source", f"'circuits/link.qasm' {outside}"),
         (EXPORT_LINE, "spec.export[0].path", f"'results/out.csv' {outside}")}

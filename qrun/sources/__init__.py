@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,19 +106,30 @@ def guess_format(path: Path, content: bytes) -> str | None:
     by_suffix = {".qpy": "qpy", ".qasm2": "qasm2", ".qasm3": "qasm3", ".pcvl": "perceval"}
     if suffix in by_suffix:
         return by_suffix[suffix]
-    head = content[:4096].decode("utf-8", errors="replace")
-    if head.lstrip().startswith(":PCVL"):
+    if _PERCEVAL_START.match(content):
         return "perceval"
     if suffix == ".json":
-        return "pulser" if '"register"' in content.decode("utf-8", errors="replace") else None
+        return "pulser" if b'"register"' in content else None
     if suffix in (".qasm", ".inc", ".txt", ""):
-        for line in head.splitlines():
-            stripped = line.split("//", 1)[0].strip()
-            if stripped.upper().startswith("OPENQASM"):
-                version = stripped.split()[1] if len(stripped.split()) > 1 else "3"
-                return "qasm2" if version.startswith("2") else "qasm3"
-        return "qasm3" if suffix == ".qasm" else None
+        return qasm_version(content) or ("qasm3" if suffix == ".qasm" else None)
     return None
+
+
+def qasm_version(content: bytes) -> str | None:
+    """"qasm2" or "qasm3", as the program's OPENQASM statement says; None without one."""
+    version = _QASM_VERSION.match(content)
+    if version is None:
+        return None
+    return "qasm2" if version.group(1) == b"2" else "qasm3"
+
+
+_PERCEVAL_START = re.compile(rb"\s*:PCVL")
+# The OpenQASM version statement opens a program, after any whitespace and comments
+# (`//` to the end of the line, `/* ... */`), as many as there are: a long licence header
+# is no reason to read an OpenQASM 2 file as OpenQASM 3. Possessive repeats (nothing to
+# give back) keep the match linear in the file's size; a UTF-8 byte order mark may lead.
+_QASM_VERSION = re.compile(rb"(?:\xef\xbb\xbf)?(?:\s++|//[^\n]*+|/\*.*?\*/)*+OPENQASM\s*+([0-9]*)",
+                           re.DOTALL)
 
 
 def _read(path: Path, origin: str) -> bytes:

@@ -3,9 +3,10 @@
 The function is imported from the manifest's folder (which is put first on the import path,
 as Hydra and Snakemake do with a project's code) and called with ``args``. It returns a
 Qiskit ``QuantumCircuit``, a Braket ``Circuit``, a Pulser ``Sequence`` or a Perceval
-``Circuit`` or ``Experiment``; what it returns is serialized, and that serialization is the
-program: its digest is the key's, and the state database keeps it. So the factory runs at
-validation time only, in the coordinator, never in workers.
+``Circuit``, component (``pcvl.BS()``, any ``ACircuit``) or ``Experiment``; what it returns
+is serialized, and that serialization is the program: its digest is the key's, and the
+state database keeps it. So the factory runs at validation time only, in the coordinator,
+never in workers.
 
 This runs code from the repository holding the manifest: review factories as you would
 any code you run. A factory must be deterministic (same args, same circuit), or every apply
@@ -78,4 +79,4 @@ def _serialize(built, target: str) -> tuple:
             return result
     raise SourceError(f"{target} returned a {type(built).__name__}; expected a Qiskit "
                       "QuantumCircuit, a Braket Circuit, a Pulser Sequence or a Perceval "
-                      "Circuit or Experiment")
+                      "circuit, component or Experiment")

@@ -7,7 +7,9 @@ Circuit parameters (``pcvl.P("theta")``) are swept like OpenQASM inputs.
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from pathlib import Path
 
 from . import Facts, SourceError, one_line
@@ -19,11 +21,12 @@ def load(content: bytes, origin: str = "<circuit>"):
     from perceval.serialization import deserialize
 
     document = json.loads(content)
+    serialized = _unzipped(document["serialized"].strip(), origin)
     try:
-        obj = deserialize(document["serialized"].strip())
+        obj = deserialize(serialized)
     except Exception as exc:
         raise SourceError(f"{origin} is not a Perceval serialization: {one_line(exc)}") from None
-    if isinstance(obj, pcvl.Circuit):
+    if isinstance(obj, pcvl.ACircuit):  # a Circuit, or one component (a BS, a PS...)
         experiment = pcvl.Experiment(obj)
     elif isinstance(obj, pcvl.Experiment):
         experiment = obj
@@ -31,6 +34,30 @@ def load(content: bytes, origin: str = "<circuit>"):
         raise SourceError(f"{origin} holds a {type(obj).__name__}, not a circuit or experiment")
     state = _input_state(document.get("input"), experiment, origin)
     return experiment, state
+
+
+# Perceval writes `:PCVL:zip:` and base64 of a zlib stream; what it inflates to is capped,
+# as zlib inflates a thousandfold: a 270 kB file held 200 MB, and a file at the size cap
+# would take all memory. No circuit's serialization comes near the cap.
+_ZIP_PREFIX = ":PCVL:zip:"
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+
+
+def _unzipped(serialized: str, origin: str) -> str:
+    """The serialization with its zip layer undone (within MAX_INFLATED_BYTES)."""
+    if not serialized.startswith(_ZIP_PREFIX):
+        return serialized
+    try:
+        packed = base64.b64decode(serialized[len(_ZIP_PREFIX):])  # lenient, as Perceval is
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(packed, MAX_INFLATED_BYTES)
+        if inflater.unconsumed_tail:
+            raise SourceError(f"{origin} inflates to more than {MAX_INFLATED_BYTES} bytes; no "
+                              "circuit needs that")
+        return text.decode("utf-8")
+    except (ValueError, zlib.error) as exc:  # binascii.Error and UnicodeDecodeError included
+        raise SourceError(f"{origin} is not a Perceval serialization: its zipped part cannot "
+                          f"be read ({one_line(exc)})") from None
 
 
 def _input_state(text: str | None, experiment, origin: str):
@@ -63,6 +90,8 @@ def serialize(obj) -> tuple | None:
     import perceval as pcvl
     from perceval.serialization import serialize as pcvl_serialize
 
-    if isinstance(obj, (pcvl.Circuit, pcvl.Experiment)):
+    # A component (a beam splitter, a phase shifter, any ACircuit) is a circuit to Perceval:
+    # it serializes as one, and is read back as a Circuit.
+    if isinstance(obj, (pcvl.ACircuit, pcvl.Experiment)):
         return "perceval", pcvl_serialize(obj).encode()
     return None
