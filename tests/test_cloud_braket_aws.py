@@ -193,6 +193,7 @@ def test_secrets_never_leave_the_environment(project, fake, aws_env, _state_dir)
         assert SECRET.encode() not in path.read_bytes()
 
 
+@pytest.mark.slow  # ~20 s of the adapter's bounded retries; test_never_pay_twice leaves a silent one in CI
 def test_unreachable_service_is_left_for_the_next_apply(project, aws_env, _state_dir):
     down = FakeBraket()
     url = down.start()

@@ -246,6 +246,7 @@ def _handles(db: Path) -> set:
         return set()
 
 
+@pytest.mark.slow  # a soak of random kills; CI kills this provider in test_never_pay_twice
 def test_sigkill_at_any_moment_then_resume_accepts_each_batch_once(atoms, fakes, secret, _state_dir):
     # Every answer takes 0.4 s, so a batch is accepted well before qrun hears of it.
     fake = fakes(token=secret, latency=0.4)

@@ -237,6 +237,7 @@ def test_a_service_without_lookup_leaves_the_job_unresolved_instead_of_paying_tw
 # -- 4. crash safety
 
 
+@pytest.mark.slow  # a soak of random kills; CI kills this provider in test_never_pay_twice
 def test_kill_anywhere_then_reapply_finishes_without_duplicates(services, lab, _state_dir):
     fake, url = services(latency=0.25, seed=11)  # every answer comes 0.25 s after the work
     manifest = _manifest(lab, url, name="crashy", shots=300, split=1, mzi_points=4)
