@@ -26,6 +26,7 @@ only), more qubits than the device has, shots outside its range, inputs not give
 
 from __future__ import annotations
 
+import functools
 import json
 
 DEVICE_PREFIX = "arn:aws:braket:::device/quantum-simulator/amazon/"
@@ -175,8 +176,16 @@ class SimulatorDevice:
         header = (program.get("braketSchemaHeader") or {}).get("name")
         if header != "braket.ir.openqasm.program":
             return f"action type {header!r} is not supported by this fake (OpenQASM only)"
-        return _ProgramCheck(self, program.get("source", ""), program.get("inputs") or {},
-                             shots).problem()
+        return self._program_problem(program.get("source", ""),
+                                     frozenset(program.get("inputs") or {}), shots)
+
+    @functools.lru_cache(maxsize=1024)
+    def _program_problem(self, source: str, input_names: frozenset, shots: int) -> str | None:
+        # Parsing with Braket's ANTLR parser costs milliseconds of CPU per task, and a sweep
+        # sends one text a thousand times with other inputs: the verdict depends only on
+        # these three, so it is remembered (bench/remote_concurrency.py runs this fake in
+        # its own process, beside the two clients it compares).
+        return _ProgramCheck(self, source, dict.fromkeys(input_names), shots).problem()
 
 
 DEVICES = {device.arn: device for device in (
