@@ -281,6 +281,7 @@ def test_wrong_key_is_a_deterministic_error(fake, monkeypatch):
         missing.find("qrun-x-1")
 
 
+@pytest.mark.slow  # a soak of random kills; CI kills IBM in test_never_pay_twice (accepted, unrecorded)
 def test_sigkill_at_any_moment_never_submits_twice(project, fake, _state_dir):
     """Kill qrun while it talks to the provider, including after the provider accepted a job
     and before qrun committed its handle; re-apply until done: one job per tag, one result

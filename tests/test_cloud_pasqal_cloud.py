@@ -205,6 +205,7 @@ def test_failed_jobs_fail_their_experiments_with_the_providers_error(atoms, fake
     assert set(fake.accepted.values()) == {1}  # a failed job is not resubmitted blindly
 
 
+@pytest.mark.slow  # the same scenario runs in CI on Braket and IBM
 def test_a_share_of_failing_batches_then_retry_once_the_cause_is_gone(atoms, fakes, secret):
     fake = fakes(token=secret, fail_jobs=0.5, seed=4)
     durations = (300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300)

@@ -185,6 +185,7 @@ def test_failed_jobs_report_the_providers_error(services, lab, _state_dir):
     _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr)
 
 
+@pytest.mark.slow  # the same scenario runs in CI on Braket and IBM
 def test_a_share_of_failing_jobs_then_retry_once_the_cause_is_gone(services, lab, _state_dir):
     fake, url = services(fail_jobs=0.5, seed=4)
     manifest = _manifest(lab, url, name="some", shots=200, split=1, mzi_points=11)

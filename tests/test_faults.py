@@ -61,9 +61,13 @@ def _manifest(lab, name: str, max_attempts: int = 3):
 
 
 def _rows(manifest) -> list[dict]:
-    exported = qrun("export", manifest, "-o", "-", "-f", "jsonl")
-    assert exported.returncode == 0, exported.stderr
-    return [json.loads(line) for line in exported.stdout.splitlines()]
+    """What `qrun export` writes, read in this process (the CLI's export would validate the
+    manifest again, importing four SDKs, for every look)."""
+    from qrun import api
+    from qrun.store import Store
+
+    with Store.open(api.state_path(api.validate(manifest)), readonly=True) as store:
+        return [json.loads(json.dumps(row)) for row in store.export_rows(store.latest_plan_apply())]
 
 
 def _attempts(db) -> int:
