@@ -4,9 +4,11 @@ folder (several SDKs write there) and with its state databases in a temporary fo
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -17,22 +19,27 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
+# A private HOME for the whole test session, set when this file is imported, before any test
+# module is: some SDKs fix where they write at import time (Qiskit's transpiler plugins, via
+# stevedore, wrote their entry-point cache to the real ~/.cache while a session fixture set
+# HOME only later). Subprocesses inherit it.
+_HOME_VARIABLES = ("HOME", "MPLCONFIGDIR", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
+_SAVED_HOME = {k: os.environ.get(k) for k in _HOME_VARIABLES}
+_TEST_HOME = Path(tempfile.mkdtemp(prefix="qrun-tests-home-"))
+os.environ.update(HOME=str(_TEST_HOME), MPLCONFIGDIR=str(_TEST_HOME / "mpl"),
+                  XDG_DATA_HOME=str(_TEST_HOME / "data"), XDG_CONFIG_HOME=str(_TEST_HOME / "config"),
+                  XDG_CACHE_HOME=str(_TEST_HOME / "cache"))
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _private_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    saved = {k: os.environ.get(k) for k in ("HOME", "MPLCONFIGDIR", "XDG_DATA_HOME",
-                                            "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
-    os.environ["HOME"] = str(home)
-    os.environ["MPLCONFIGDIR"] = str(home / "mpl")
-    os.environ["XDG_DATA_HOME"] = str(home / "data")
-    os.environ["XDG_CONFIG_HOME"] = str(home / "config")
-    os.environ["XDG_CACHE_HOME"] = str(home / "cache")
-    yield home
-    for key, value in saved.items():
+def _private_home():
+    yield _TEST_HOME
+    for key, value in _SAVED_HOME.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    shutil.rmtree(_TEST_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
