@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench._common import machine  # noqa: E402
-from qrun.fakes.braket_aws import FakeBraket  # noqa: E402
+from qrun.providers.braket_aws.fake import FakeBraket  # noqa: E402
 
 CIRCUIT = """OPENQASM 3.0;
 include "stdgates.inc";
@@ -113,8 +113,8 @@ PEER = '''
 import boto3
 from braket.aws import AwsQuantumTaskBatch, AwsSession
 from braket.ir.openqasm import Program
-from qrun.backends import braket_program
-from qrun.fakes._braket_devices import SV1_OPERATIONS
+from qrun.providers.braket_local import program as braket_program
+from qrun.providers.braket_aws.devices import SV1_OPERATIONS
 from qrun.sources.gate import parse_circuit
 
 session = boto3.Session(region_name="us-east-1")

@@ -21,7 +21,7 @@ from . import __version__
 from . import exporter
 from . import manifest as manifests
 from . import planner
-from .backends import faults
+from .providers import faults
 from .engine import SILENCE_LIMIT, Engine, RunOutcome
 from .errors import LockedError, QrunError, StateError
 from .executors import ExecutorChoice
@@ -333,7 +333,7 @@ def cancel(path: str | Path, state_dir=None, root=None) -> dict:
     provider holds is cancelled there too; one whose lookup fails is left as it is (and
     reported), since cancelling it only here could leave a paid job running unseen.
     """
-    from .backends import PROVIDERS, adapter_for
+    from .providers import PROVIDERS, adapter_for
 
     manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
@@ -385,7 +385,7 @@ def _find_by_tags(store: Store, adapter, job_id: int) -> str | None:
 
 
 def _cancel_at_provider(adapter, handle: str) -> None:
-    from .backends.base import JobNotFound
+    from .providers.base import JobNotFound
 
     try:
         adapter.cancel(handle)
@@ -403,3 +403,31 @@ def unlock(path: str | Path, state_dir=None, force: bool = False, root=None) -> 
         refuse_if_locked(manifest, db_path)
     with Store.open(db_path, create=False) as store:
         return store.break_lock(manifest.name, force=force)
+
+
+def providers() -> dict:
+    """Every registered provider (qrun's and plugins'), and the plugins that failed to load."""
+    from .providers import PROVIDERS
+
+    rows = [{"id": spec.id, "kind": "local" if spec.local else "cloud",
+             "formats": list(spec.formats), "devices": _devices_shown(spec),
+             "package": spec.distribution, "fake": spec.fake is not None}
+            for spec in PROVIDERS.values()]
+    return {"providers": rows, "problems": PROVIDERS.problems}
+
+
+def _devices_shown(spec) -> str:
+    if spec.devices is not None:
+        return ", ".join(spec.devices)
+    if spec.device_pattern is not None:
+        return spec.device_hint or f"matching {spec.device_pattern}"
+    return "listed by its SDK"
+
+
+def manifest_schema(builtin_only: bool = False) -> str:
+    """The manifest's JSON Schema as text, listing every registered provider (or, with
+    ``builtin_only``, qrun's own: the checked-in schemas/qrun-v1.schema.json)."""
+    from .providers import PROVIDERS
+
+    ids = [spec.id for spec in PROVIDERS.builtin()] if builtin_only else None
+    return manifests.schema_text(ids)

@@ -288,3 +288,32 @@ def unlock(manifest, state_dir, root, force):
         click.echo("campaign is not locked")
     else:
         click.echo(f"lock of pid {holder['pid']} on {holder['host']} broken")
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@reports_errors
+def providers(output):
+    """List the providers a manifest may name: qrun's own and installed plugins'."""
+    from . import api
+
+    listing = api.providers()
+    if output == "json":
+        click.echo(json.dumps(listing, indent=2))
+    else:
+        from .render import providers_table
+
+        providers_table(listing)
+    for problem in listing["problems"]:
+        click.echo(f"left out: {problem}", err=True)
+
+
+@main.command()
+@click.option("--builtin", is_flag=True,
+              help="Only qrun's own providers (the schema checked in as schemas/qrun-v1.schema.json).")
+@reports_errors
+def schema(builtin):
+    """Print the manifest's JSON Schema, with every installed provider (for editors)."""
+    from . import api
+
+    click.echo(api.manifest_schema(builtin_only=builtin), nl=False)

@@ -38,10 +38,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from . import executors
-from .backends import PROVIDERS, adapter_for, run_local_job
-from .backends.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed,
+from .providers import PROVIDERS, adapter_for
+from .providers.local import run_local_job
+from .providers.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed,
                            TransientBackendError)
-from .backends.faults import NO_FAULTS, Faults
+from .providers.faults import NO_FAULTS, Faults
 from .errors import BackendUnavailable
 from .executors import ExecutorChoice
 from .manifest import Manifest
@@ -318,7 +319,7 @@ class Engine:
     def _limits(self, job: JobRow):
         if job.backend in self.manifest.backends:
             return job_limits(self.manifest, job.backend)
-        from .backends import Limits
+        from .providers import Limits
 
         return Limits()
 

@@ -23,7 +23,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from .backends.base import TransientBackendError
+from .providers.base import TransientBackendError
 from .errors import QrunError
 
 EXECUTORS = ("local", "ray")
@@ -123,7 +123,7 @@ class LocalPool:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
-            context.set_forkserver_preload(["qrun.backends.preload"])
+            context.set_forkserver_preload(["qrun.providers.preload"])
         threads = max(1, default_workers() // self.workers)  # the cores shared out
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
                                    initializer=_prepare_worker, initargs=(threads, os.getpid()))

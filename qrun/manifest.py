@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import sweep as sweeps
 from . import yamlpos
-from .backends import PROVIDERS, Limits
+from .providers import PROVIDERS, Limits
 from .errors import ManifestError, Problem, QrunError
 from .errors import BackendUnavailable
 from .sources import Program, SourceError, load_file
@@ -110,13 +110,29 @@ class Manifest:
 
 
 @lru_cache(maxsize=1)
-def schema() -> dict:
-    """The manifest's JSON Schema, shipped inside the package (and in schemas/ of the repo)."""
+@lru_cache(maxsize=1)
+def _checked_in_schema() -> str:
+    """The schema's text, shipped inside the package (and in schemas/ of the repo)."""
     packaged = resources.files("qrun") / "schemas" / "qrun-v1.schema.json"
     if packaged.is_file():
-        return json.loads(packaged.read_text(encoding="utf-8"))
+        return packaged.read_text(encoding="utf-8")
     repo_copy = Path(__file__).resolve().parent.parent / "schemas" / "qrun-v1.schema.json"
-    return json.loads(repo_copy.read_text(encoding="utf-8"))
+    return repo_copy.read_text(encoding="utf-8")
+
+
+def schema(provider_ids: list[str] | None = None) -> dict:
+    """The manifest's JSON Schema, listing ``provider_ids`` (default: every registered
+    provider, plugins included). The checked-in file lists qrun's own providers; a test
+    keeps it equal to ``schema([spec.id for spec in PROVIDERS.builtin()])``."""
+    document = json.loads(_checked_in_schema())
+    provider = document["$defs"]["backend"]["properties"]["provider"]
+    provider["enum"] = list(PROVIDERS) if provider_ids is None else list(provider_ids)
+    return document
+
+
+def schema_text(provider_ids: list[str] | None = None) -> str:
+    """The schema as the checked-in file writes it (``qrun schema``)."""
+    return json.dumps(schema(provider_ids), indent=2, ensure_ascii=False) + "\n"
 
 
 def load(path: str | Path, root: str | Path | None = None) -> Manifest:
@@ -262,6 +278,13 @@ def _schema_problems(doc: yamlpos.Located) -> list[Problem]:
     return problems
 
 
+def _plugin_problems(path: tuple) -> str:
+    """For an unknown provider: the installed plugins that failed to register one."""
+    if not path or path[-1] != "provider" or not PROVIDERS.problems:
+        return ""
+    return " (providers left out: " + "; ".join(PROVIDERS.problems) + ")"
+
+
 def _explain(doc: yamlpos.Located, error) -> list[Problem]:
     """Turn one jsonschema error into messages a manifest author understands."""
     path = tuple(error.absolute_path)
@@ -287,7 +310,7 @@ def _explain(doc: yamlpos.Located, error) -> list[Problem]:
         choices = ", ".join(map(str, error.validator_value))
         return [doc.problem(path, f"{_shown(error.instance)} is not one of: {choices}"
                                   f"{_suggest(str(error.instance), list(map(str, error.validator_value)))}"
-                                  f"{_unusual(error.instance)}")]
+                                  f"{_unusual(error.instance)}{_plugin_problems(path)}")]
     if error.validator == "type":
         wanted = error.validator_value
         if wanted == "integer" and isinstance(error.instance, float):

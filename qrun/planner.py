@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from .backends import PROVIDERS, Limits
+from .providers import PROVIDERS, Limits
 from .manifest import BackendSpec, Manifest
 from .sweep import combinations
 

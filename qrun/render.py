@@ -188,3 +188,13 @@ def status(report: dict) -> None:
 
 def _red(count: int) -> str:
     return f"[red]{count}[/red]" if count else "0"
+
+
+def providers_table(listing: dict) -> None:
+    table = Table(title="Providers", title_justify="left")
+    for column in ("provider", "kind", "formats", "devices", "package", "fake"):
+        table.add_column(column)
+    for row in listing["providers"]:
+        table.add_row(row["id"], row["kind"], ", ".join(row["formats"]), row["devices"],
+                      row["package"] or "", "yes" if row["fake"] else "")
+    out.print(table)

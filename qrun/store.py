@@ -962,7 +962,7 @@ def _job_row(r) -> JobRow:
 
 
 def _providers() -> dict:
-    from .backends import PROVIDERS
+    from .providers import PROVIDERS
 
     return PROVIDERS
 

@@ -151,7 +151,7 @@ def _levels(circuit, seed: int, full: bool):
 
 
 def task_for(program: Program, shots: int):
-    from qrun.backends.base import Task
+    from qrun.providers.base import Task
 
     content = program.text.encode()
     return Task(program.format, content, 0, hashlib.sha256(content).hexdigest(), {}, shots)

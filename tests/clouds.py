@@ -46,7 +46,7 @@ class Cloud:
             self.fake = None
 
     def set_latency(self, seconds: float) -> None:
-        faults = getattr(self.fake, "faults", None)  # the fakes on qrun.fakes._http keep them there
+        faults = getattr(self.fake, "faults", None)  # the fakes on qrun.fakes.server keep them there
         if hasattr(faults, "latency"):
             faults.latency = seconds
         else:
@@ -93,7 +93,7 @@ class Braket(Cloud):
                                             "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
 
     def _make(self, **faults):
-        from qrun.fakes.braket_aws import FakeBraket
+        from qrun.providers.braket_aws.fake import FakeBraket
 
         return FakeBraket(access_key="AKIAFAKEFAKEFAKE", **faults)
 
@@ -127,7 +127,7 @@ class IBM(Cloud):
         super().__init__("qiskit.ibm", env={"QRUN_TEST_IBM_KEY": SECRET})
 
     def _make(self, **faults):
-        from qrun.fakes.ibm_cloud import FakeIBMQuantum
+        from qrun.providers.ibm_cloud.fake import FakeIBMQuantum
 
         return FakeIBMQuantum(api_key=SECRET, backends=("fake_manila",), **faults)
 
@@ -170,7 +170,7 @@ class Pasqal(Cloud):
         super().__init__("pasqal.cloud", env={"QRUN_TEST_PASQAL_TOKEN": SECRET})
 
     def _make(self, **faults):
-        from qrun.fakes.pasqal_cloud import FakePasqal
+        from qrun.providers.pasqal_cloud.fake import FakePasqal
 
         return FakePasqal(token=SECRET, **faults)
 
@@ -210,7 +210,7 @@ class Quandela(Cloud):
         super().__init__("quandela.cloud", env={"QRUN_TEST_QUANDELA_TOKEN": SECRET})
 
     def _make(self, **faults):
-        from qrun.fakes.quandela_cloud import FakeQuandela
+        from qrun.providers.quandela_cloud.fake import FakeQuandela
 
         return FakeQuandela(token=SECRET, **faults)
 

@@ -13,7 +13,7 @@ import itertools
 import threading
 from collections import Counter
 
-from qrun.backends.base import JobNotFound, RemoteStatus, TransientBackendError
+from qrun.providers.base import JobNotFound, RemoteStatus, TransientBackendError
 
 
 class MemoryCloud:

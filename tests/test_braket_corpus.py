@@ -18,8 +18,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are running a noise-free cir
 
 @pytest.fixture(scope="module")
 def adapters():
-    from qrun.backends.aer import Adapter as Aer
-    from qrun.backends.braket_local import Adapter
+    from qrun.providers.aer.adapter import Adapter as Aer
+    from qrun.providers.braket_local.adapter import Adapter
 
     return {d: Adapter(d, {}) for d in ("braket_sv", "braket_dm")}, Aer("automatic", {})
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import Operator
 
-from qrun.backends import braket_program
-from qrun.backends.base import Task
+from qrun.providers.braket_local import program as braket_program
+from qrun.providers.base import Task
 from qrun.sources.gate import parse_circuit
 
 from .conftest import qrun, write
@@ -145,7 +145,7 @@ def test_only_declared_operations_are_used():
 def test_a_users_gate_that_takes_a_standard_name_is_expanded():
     # Without stdgates.inc, `cx` here is the user's own gate (it is a CZ): qrun must not
     # write it as Braket's cnot.
-    from qrun.backends.braket_local import Adapter
+    from qrun.providers.braket_local.adapter import Adapter
 
     text = """OPENQASM 3.0; gate cx a, b { U(pi / 2, 0, pi) b; U(0, 0, pi) a; U(pi / 2, 0, pi) b; }
         qubit[2] q; bit[2] c; U(pi, 0, pi) q[0]; cx q[0], q[1];
@@ -196,7 +196,7 @@ def test_cloud_devices_refuse_dynamic_circuits(text, words):
 
 
 def test_parameters_become_inputs_and_keep_their_values():
-    from qrun.backends.braket_local import Adapter
+    from qrun.providers.braket_local.adapter import Adapter
 
     text = ('OPENQASM 3.0; include "stdgates.inc"; input float c; input float theta; '
             'qubit[2] q; bit[2] c2; rx(c) q[0]; crx(2 * theta + 0.5) q[0], q[1]; '
@@ -215,7 +215,7 @@ def test_parameters_of_any_name_and_unwritable_expressions():
     from qiskit import QuantumCircuit
     from qiskit.circuit import Parameter, ParameterVector
 
-    from qrun.backends.braket_local import Adapter
+    from qrun.providers.braket_local.adapter import Adapter
 
     theta = ParameterVector("θ", 2)
     circuit = QuantumCircuit(2, 2)
@@ -255,7 +255,7 @@ def test_braket_circuits_with_modifiers_are_rewritten_without_them(device):
     from braket.circuits import Circuit
     from braket.ir.openqasm import Program
 
-    from qrun.backends.braket_local import Adapter
+    from qrun.providers.braket_local.adapter import Adapter
 
     adapter = Adapter(device, {})
     as_written = Circuit().h(0).cnot(0, 1).cphaseshift(0, 1, 0.3)

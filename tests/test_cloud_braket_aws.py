@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from qrun.fakes.braket_aws import FakeBraket
+from qrun.providers.braket_aws.fake import FakeBraket
 
 from .conftest import kill_after_more_accepted, qrun, write
 
@@ -224,7 +224,7 @@ TN1 = "arn:aws:braket:::device/quantum-simulator/amazon/tn1"
 
 
 def _sdk_session(url: str):
-    from qrun.backends.braket_aws import Adapter
+    from qrun.providers.braket_aws.adapter import Adapter
 
     return Adapter._session({"endpoint": url}, {})
 
@@ -241,7 +241,7 @@ def test_get_device_serves_the_published_capabilities(fake, aws_env):
     import botocore.exceptions
     from braket.schema_common import BraketSchemaBase
 
-    from qrun.fakes._braket_devices import SV1_OPERATIONS
+    from qrun.providers.braket_aws.devices import SV1_OPERATIONS
 
     session = _sdk_session(fake.start())
     answers = {arn: session.get_device(arn) for arn in (SV1, DM1, TN1)}

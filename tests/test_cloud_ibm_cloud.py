@@ -1,5 +1,5 @@
 """qiskit.ibm: the real qiskit-ibm-runtime SDK against qrun's local fake of IBM Quantum
-Platform (qrun.fakes.ibm_cloud), driven through the CLI as a user would.
+Platform (qrun.providers.ibm_cloud.fake), driven through the CLI as a user would.
 
 Nothing here leaves 127.0.0.1: the adapter points the SDK's Runtime API, IAM, Global Search
 and Global Catalog addresses at the fake (see qrun/backends/ibm_cloud.py)."""
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from qrun.fakes.ibm_cloud import FAILED_REASON, FakeIBMQuantum
+from qrun.providers.ibm_cloud.fake import FAILED_REASON, FakeIBMQuantum
 
 from .conftest import kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
 
@@ -217,8 +217,8 @@ def test_stalled_job_times_out_and_is_cancelled(project, fake):
 
 def test_adapter_contract_in_process(fake, monkeypatch):
     """The adapter's calls one by one: submit, find, poll, fetch, cancel, a bad circuit."""
-    from qrun.backends import ibm_cloud
-    from qrun.backends.base import Task, TaskFailed
+    from qrun.providers.ibm_cloud import adapter as ibm_cloud
+    from qrun.providers.base import Task, TaskFailed
 
     from .conftest import FLIP_FIRST, ROT3
 
@@ -263,8 +263,8 @@ def test_adapter_contract_in_process(fake, monkeypatch):
 
 
 def test_wrong_key_is_a_deterministic_error(fake, monkeypatch):
-    from qrun.backends import ibm_cloud
-    from qrun.backends.base import TransientBackendError
+    from qrun.providers.ibm_cloud import adapter as ibm_cloud
+    from qrun.providers.base import TransientBackendError
 
     for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
         monkeypatch.delenv(variable, raising=False)
@@ -335,8 +335,8 @@ def test_a_failed_backend_listing_is_not_a_missing_backend(fake, monkeypatch):
     listing lacks it; a listing that fails is transient."""
     from qiskit.providers.exceptions import QiskitBackendNotFoundError
 
-    from qrun.backends import ibm_cloud
-    from qrun.backends.base import TransientBackendError
+    from qrun.providers.ibm_cloud import adapter as ibm_cloud
+    from qrun.providers.base import TransientBackendError
 
     for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
         monkeypatch.delenv(variable, raising=False)

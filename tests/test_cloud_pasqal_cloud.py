@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from qrun.backends.base import Task, TaskFailed, TransientBackendError
-from qrun.fakes.pasqal_cloud import INJECTED_ERROR, FakePasqal
+from qrun.providers.base import Task, TaskFailed, TransientBackendError
+from qrun.providers.pasqal_cloud.fake import INJECTED_ERROR, FakePasqal
 
 from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
 
@@ -304,7 +304,7 @@ def _wait_done(adapter, handle, timeout=30):
 
 
 def test_email_password_login_and_a_refused_value(fakes, flip_first_atom, monkeypatch):
-    from qrun.backends.pasqal_cloud import Adapter, PasqalCloudError
+    from qrun.providers.pasqal_cloud.adapter import Adapter, PasqalCloudError
 
     fake = fakes(users={"ada@example.org": "correct horse"})
     monkeypatch.setenv("PASQAL_LOGIN", "ada@example.org:correct horse")
@@ -326,8 +326,8 @@ def test_email_password_login_and_a_refused_value(fakes, flip_first_atom, monkey
 
 
 def test_project_choice_cancel_and_unreachable_service(fakes, flip_first_atom, monkeypatch):
-    from qrun.backends import pasqal_cloud
-    from qrun.backends.pasqal_cloud import Adapter, PasqalCloudError
+    from qrun.providers.pasqal_cloud import adapter as pasqal_cloud
+    from qrun.providers.pasqal_cloud.adapter import Adapter, PasqalCloudError
 
     monkeypatch.setenv("PASQAL_TOKEN", "any")
     two = [{"id": "11111111-1111-4111-8111-111111111111", "name": "a"},
@@ -374,8 +374,8 @@ def test_a_refused_lookup_inside_a_submission_leaves_its_fate_unknown(fakes, fli
     """The adapter retries a creation whose answer was lost after looking the tag up; if that
     lookup is refused, the batch may exist: the submission must not read as refused (which
     would let `qrun retry` pay for it again)."""
-    from qrun.backends.base import SubmissionUnknown
-    from qrun.backends.pasqal_cloud import Adapter
+    from qrun.providers.base import SubmissionUnknown
+    from qrun.providers.pasqal_cloud.adapter import Adapter
 
     monkeypatch.setenv("PASQAL_TOKEN", "any")
     fake = fakes(lose_after_accept=1.0)

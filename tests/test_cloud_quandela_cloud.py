@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from qrun.backends.base import Task
-from qrun.fakes.quandela_cloud import FAILURE_TEXT, FakeQuandela
+from qrun.providers.base import Task
+from qrun.providers.quandela_cloud.fake import FAILURE_TEXT, FakeQuandela
 
 from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
 
@@ -292,7 +292,7 @@ def _wait(adapter, handle: str, timeout: float = 30.0):
 
 
 def test_adapter_finds_a_half_submitted_group_and_sends_only_the_rest(services, lab, monkeypatch):
-    from qrun.backends.quandela_cloud import Adapter
+    from qrun.providers.quandela_cloud.adapter import Adapter
 
     monkeypatch.setenv(TOKEN_VAR, SECRET)
     fake, url = services()
@@ -316,7 +316,7 @@ def test_adapter_finds_a_half_submitted_group_and_sends_only_the_rest(services, 
 
 
 def test_adapter_cancels_a_stalled_job(services, lab, monkeypatch):
-    from qrun.backends.quandela_cloud import Adapter
+    from qrun.providers.quandela_cloud.adapter import Adapter
 
     monkeypatch.setenv(TOKEN_VAR, SECRET)
     monkeypatch.setenv("QRUN_FAKE_STALL", "1")  # faults can come from the environment, read at start
@@ -334,8 +334,8 @@ def test_adapter_cancels_a_stalled_job(services, lab, monkeypatch):
 
 
 def test_adapter_refusals_are_deterministic_and_keep_the_secret(services, lab, monkeypatch):
-    from qrun.backends.base import TransientBackendError
-    from qrun.backends.quandela_cloud import Adapter
+    from qrun.providers.base import TransientBackendError
+    from qrun.providers.quandela_cloud.adapter import Adapter
 
     fake, url = services()
     tasks = [_task(lab, "hom.pcvl", "|1,1>", {}, 10)]

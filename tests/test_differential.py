@@ -38,7 +38,7 @@ from qiskit.circuit.library import XGate
 from qiskit.qasm3 import STDGATES_INC_GATES
 from qiskit.quantum_info import Statevector
 
-from qrun.backends.base import Task
+from qrun.providers.base import Task
 from qrun.sources.gate import parse_circuit
 
 from .conftest import qrun, write
@@ -61,14 +61,14 @@ def _format(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def braket():
-    from qrun.backends.braket_local import Adapter
+    from qrun.providers.braket_local.adapter import Adapter
 
     return {device: Adapter(device, {}) for device in BRAKET_DEVICES}
 
 
 @pytest.fixture(scope="module")
 def aer():
-    from qrun.backends.aer import Adapter
+    from qrun.providers.aer.adapter import Adapter
 
     return Adapter("automatic", {})
 
@@ -135,7 +135,7 @@ def _exact_braket(adapter, task: Task) -> dict:
     adapter's translation and outcome map."""
     from braket.ir.openqasm import Program
 
-    from qrun.backends.braket_local import prepare_program
+    from qrun.providers.braket_local.adapter import prepare_program
 
     prepared = prepare_program(task, adapter.target, {})
     lines = [line for line in prepared.source.splitlines() if "= measure" not in line]

@@ -25,7 +25,7 @@ EXPERIMENTS = 3
 def cloud(monkeypatch):
     memory = MemoryCloud()
     monkeypatch.setattr(engine, "adapter_for", lambda *args, **kwargs: memory)
-    monkeypatch.setattr("qrun.backends.adapter_for", lambda *args, **kwargs: memory)
+    monkeypatch.setattr("qrun.providers.adapter_for", lambda *args, **kwargs: memory)
     yield memory
     memory.released.set()  # calls left hanging end with the test
 

@@ -1,4 +1,4 @@
-"""`python -m qrun.fakes.<provider>`: the rehearsal services start, say where, and stop on kill."""
+"""`python -m qrun.fakes <provider>`: the rehearsal services start, say where, and stop on kill."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("provider", ["braket_aws", "ibm_cloud", "pasqal_cloud", "quandela_cloud"])
+@pytest.mark.parametrize("provider", ["braket.aws", "qiskit.ibm", "pasqal.cloud", "quandela.cloud"])
 def test_fake_serves_until_killed(provider):
-    service = subprocess.Popen([sys.executable, "-m", f"qrun.fakes.{provider}", "--port", "0",
+    service = subprocess.Popen([sys.executable, "-m", "qrun.fakes", provider, "--port", "0",
                                 "--error-rate", "0.1", "--stall"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from qrun.backends import faults
+from qrun.providers import faults
 from qrun.errors import QrunError
 
 from .conftest import EXAMPLES, qrun
@@ -144,7 +144,7 @@ def test_bad_fault_settings_stop_apply_before_anything_is_stored(lab, _state_dir
 
 
 def test_doomed_experiments_are_chosen_by_content():
-    from qrun.backends.base import Task, TaskFailed
+    from qrun.providers.base import Task, TaskFailed
 
     chosen = faults.Faults(permanent=0.5, seed=1)
     tasks = [Task("qasm3", b"", 0, "digest", {"theta": float(i)}, 10) for i in range(200)]

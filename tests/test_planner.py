@@ -6,7 +6,7 @@ import pytest
 
 from qrun import manifest as manifests
 from qrun import planner, sweep
-from qrun.backends import Limits
+from qrun.providers import Limits
 
 from .conftest import write
 

@@ -176,7 +176,7 @@ def test_mimic_qpu_refuses_a_virtual_device(lab):
 def test_registry_limits_match_the_sdk_device_objects():
     from braket.devices import LocalSimulator
 
-    from qrun.backends import PROVIDERS
+    from qrun.providers import PROVIDERS
 
     for device, limits in PROVIDERS["braket.local"].devices.items():
         assert LocalSimulator(device).properties.paradigm.qubitCount == limits.max_qubits

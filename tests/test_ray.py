@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qrun.backends import faults
+from qrun.providers import faults
 
 from .conftest import qrun, write
 

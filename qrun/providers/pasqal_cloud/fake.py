@@ -30,7 +30,7 @@ Faults, each from the constructor or, when not given there, from the environment
 `token` (QRUN_FAKE_TOKEN) is the one bearer token accepted (any non-empty one if None, and
 always the ones /oauth/token issued); `users` maps emails to passwords for /oauth/token.
 
-    python -m qrun.fakes.pasqal_cloud --port 8080 [--latency 0.2 --error-rate 0.1 ...]
+    python -m qrun.fakes pasqal.cloud --port 8080 [--latency 0.2 --error-rate 0.1 ...]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from ._http import fault_arguments, serve_until_stopped
+from qrun.fakes.server import fault_arguments, serve_until_stopped
 
 PROJECT_ID = "7a1c3e5f-0b2d-4c6e-8f90-a1b2c3d4e5f6"
 USER_ID = "qrun-fake-user"
@@ -336,7 +336,7 @@ class FakePasqal:
 
     def _run(self, batch_id: str) -> None:
         """Run a batch's jobs, one after the other, on qrun's pulser.local emulator."""
-        from ..backends.base import Task, TaskFailed
+        from qrun.providers.base import Task, TaskFailed
 
         with self._lock:
             batch = self.batches[batch_id]
@@ -376,7 +376,7 @@ class FakePasqal:
             batch.update(status="ERROR" if failed else "DONE", end_datetime=_now(), updated_at=_now())
 
     def _emulator(self, mimic_qpu: bool):
-        from ..backends.pulser_local import Adapter
+        from qrun.providers.pulser_local.adapter import Adapter
 
         with self._lock:
             if mimic_qpu not in self._emulators:
@@ -496,7 +496,7 @@ def _handler(fake: FakePasqal):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m qrun.fakes.pasqal_cloud",
+    parser = argparse.ArgumentParser(prog="python -m qrun.fakes pasqal.cloud",
                                      description="A local fake Pasqal Cloud for rehearsing qrun campaigns.")
     fault_arguments(parser, default=None)  # flags left out: QRUN_FAKE_* variables decide
     parser.add_argument("--seed", type=int, default=0)

@@ -16,7 +16,7 @@ token, proxies and timeouts). Perceval itself never lists jobs, and Quandela's p
 404/405, `find` raises an error that names the tag instead of guessing, so qrun never submits
 a second paid job on its own: the job stays unresolved until the user checks the cloud's job
 list for that group and, if it is not there, runs `qrun retry --resubmit-unresolved`. qrun's
-fake (qrun.fakes.quandela_cloud) serves the lookup.
+fake (qrun.providers.quandela_cloud.fake) serves the lookup.
 
 Shots: a task's shots are both the cloud's `max_shots` (what is billed) and `max_samples`;
 on a lossy QPU a result may hold fewer samples than shots. An experiment with no
@@ -47,9 +47,9 @@ from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
                       wait_random_exponential)
 
-from .base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
+from qrun.providers.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
                    sdk_versions)
-from ..sources.perceval import load
+from qrun.sources.perceval import load
 
 RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
 RETRY_DEADLINE = 30.0  # seconds one call may spend retrying

@@ -20,9 +20,9 @@ import warnings
 from braket.devices import LocalSimulator
 from braket.ir.openqasm import Program as OpenQASMProgram
 
-from ..sources.gate import parse_braket, parse_circuit
-from . import braket_program
-from .base import Task, run_each, sdk_versions
+from qrun.sources.gate import parse_braket, parse_circuit
+from qrun.providers.braket_local import program as braket_program
+from qrun.providers.base import Task, run_each, sdk_versions
 
 # Braket's interpreter warns on every run of a program with mid-circuit measurements or
 # conditions ("may not be supported on QPUs"); on a local simulator they are.

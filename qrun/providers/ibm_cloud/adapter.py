@@ -20,7 +20,7 @@ service is first contacted), ``{profile: NAME}`` (an account saved with
 ``QiskitRuntimeService.save_account(name=NAME)``), or nothing (the SDK's default account).
 ``options.instance`` names the service instance (CRN or name); without it the SDK picks one.
 
-Rehearsal against a local fake (``options.endpoint``: ``python -m qrun.fakes.ibm_cloud``).
+Rehearsal against a local fake (``options.endpoint``: ``python -m qrun.fakes qiskit.ibm``).
 The SDK talks to four IBM Cloud services, and every one of them can be moved by a setting the
 SDK itself reads, so no SDK object is patched or replaced:
   * the Runtime API: the service's ``url`` argument with a ``url_resolver`` (the SDK's
@@ -55,9 +55,9 @@ from qiskit_ibm_runtime.executor_sampler import Sampler
 from tenacity import (Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
                       wait_random_exponential)
 
-from ..sources.gate import parse_circuit
-from . import ibm_local
-from .base import (JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, qiskit_key_to_qrun,
+from qrun.sources.gate import parse_circuit
+from qrun.providers.ibm_local import adapter as ibm_local
+from qrun.providers.base import (JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, qiskit_key_to_qrun,
                    sdk_versions)
 
 # tenacity: tries of one call, its time budget, and the backoff between tries (seconds).

@@ -210,8 +210,8 @@ def check_program(program, device: str, options: dict) -> str | None:
     network: only what no cloud device runs (mid-circuit measurement, reset, conditions)
     is refused here; the gates are translated, or refused, when a task is submitted.
     """
-    from ..sources import SourceError
-    from ..sources.gate import parse_braket, parse_circuit
+    from qrun.sources import SourceError
+    from qrun.sources.gate import parse_braket, parse_circuit
 
     cloud = device.startswith("arn:")
     target = Device(device, frozenset(QISKIT_NAME)) if cloud else LOCAL_DEVICES.get(device)

@@ -7,14 +7,14 @@ density matrix for DM1) and their results are written in Braket's own result sch
 real service does. Requests are not authenticated (the SDK signs them with whatever keys it
 has).
 
-It refuses what the real service refuses, the way it does (_braket_devices.py): an unknown
+It refuses what the real service refuses, the way it does (devices.py): an unknown
 device ARN, a retired device (TN1), shots outside the device's range, and a program using an
 operation, modifier, pragma or statement the device does not declare (a 400
 ValidationException with a message naming the line). GetDevice serves SV1's, DM1's and
 TN1's published capabilities, so rehearsals translate for the same device. Task ids are
 random (uuid4), as real ones: a restarted fake never hands out an id it gave before.
 
-    python -m qrun.fakes.braket_aws --port 8123 [--error-rate 0.3 --latency 0.05 ...]
+    python -m qrun.fakes braket.aws --port 8123 [--error-rate 0.3 --latency 0.05 ...]
     # backends: [{name: sv1, provider: braket.aws, device: arn:aws:braket:::device/quantum-simulator/amazon/sv1,
     #             options: {endpoint: "http://127.0.0.1:8123"}}]
 """
@@ -30,8 +30,8 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 
-from ._braket_devices import DEVICES, RETIRED
-from ._http import FakeServer, serve
+from qrun.providers.braket_aws.devices import DEVICES, RETIRED
+from qrun.fakes.server import FakeServer, serve
 
 ACCOUNT = "000000000000"
 

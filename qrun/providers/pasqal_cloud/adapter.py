@@ -56,8 +56,8 @@ with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the 
     from pasqal_cloud.utils.filters import BatchFilters, PaginationParams
     from pulser.backend.remote import RemoteConnection
 
-from ..sources.pulser import build, load_sequence
-from .base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
+from qrun.sources.pulser import build, load_sequence
+from qrun.providers.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
                    sdk_versions)
 
 SDK_PACKAGES = ("pasqal-cloud", "pulser-core")

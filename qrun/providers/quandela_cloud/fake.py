@@ -18,7 +18,7 @@ was lost (see qrun/backends/quandela_cloud.py):
 `FakeQuandela(lookup=False)` answers that route with 405, as Quandela's published API does,
 to rehearse what qrun does against the real service.
 
-Jobs run on qrun's own local Perceval adapter (qrun.backends.perceval_local.Adapter): SLOS for
+Jobs run on qrun's own local Perceval adapter (qrun.providers.perceval_local.adapter.Adapter): SLOS for
 every platform except names containing "clifford" (CliffordClifford2017) or "naive". Requests
 must carry `Authorization: Bearer <token>`; with `token=` set, only that token is accepted.
 
@@ -33,7 +33,7 @@ Faults, from keyword arguments or (read at start) environment variables:
 `accepted` counts the jobs created per job name (qrun's tag, or "<tag>:<i>/<n>" for part i of a
 qrun job split across n programs), so a test can prove that nothing was accepted twice.
 
-    python -m qrun.fakes.quandela_cloud --port 8080 [--latency 0.2 --error-rate 0.3 ...]
+    python -m qrun.fakes quandela.cloud --port 8080 [--latency 0.2 --error-rate 0.3 ...]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ._http import fault_arguments, serve_until_stopped
+from qrun.fakes.server import fault_arguments, serve_until_stopped
 
 PLATFORMS = ("sim:slos", "sim:clifford", "sim:naive", "qpu:belenos", "qpu:ascella")
 FAILURE_TEXT = "the platform lost its photon source during the run (injected fault)"
@@ -284,8 +284,8 @@ class FakeQuandela:
         import perceval as pcvl
         from perceval.serialization import serialize
 
-        from ..backends.base import Task, TaskFailed
-        from ..backends.perceval_local import Adapter
+        from qrun.providers.base import Task, TaskFailed
+        from qrun.providers.perceval_local.adapter import Adapter
 
         computation = job.payload["computation"]
         parameters = job.payload.get("parameters") or {}
@@ -360,7 +360,7 @@ def _handler(fake: FakeQuandela):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m qrun.fakes.quandela_cloud",
+    parser = argparse.ArgumentParser(prog="python -m qrun.fakes quandela.cloud",
                                      description="a local fake Quandela cloud for rehearsals")
     fault_arguments(parser)
     parser.add_argument("--token", default=None, help="the only token accepted (default: any)")

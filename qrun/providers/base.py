@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -91,17 +92,53 @@ class RemoteStatus:
         return self.state in ("done", "failed", "cancelled")
 
 
-# A remote adapter (a provider's cloud) offers, besides metadata():
-#   submit(tasks, seed, tag) -> handle   sends one job, tagged with qrun's idempotency tag
-#   find(tag) -> handle | None           the job the provider holds under that tag, if any
-#   poll(handle) -> RemoteStatus
-#   fetch(handle, tasks) -> list         counts (or TaskFailed) per task, in qrun's bit order
-#   cancel(handle) -> None
-# Each raises TransientBackendError for what may pass (network, 429, 5xx) once its own
-# bounded retries are spent (every call's time is bounded), JobNotFound from poll, fetch and
-# cancel when the provider answers that the handle names no job, and any other exception for
-# what will not pass (bad circuit, auth). From submit, TransientBackendError and
-# SubmissionUnknown say the job may exist; anything else says the provider created nothing.
+Counts = dict[str, int]  # outcome string (qrun's bit order) -> how many shots gave it
+
+
+@runtime_checkable
+class LocalAdapter(Protocol):
+    """A provider that computes in this process (a simulator). Created once per worker as
+    ``Adapter(device=..., options=...)`` and handed one job's tasks at a time."""
+
+    def run(self, tasks: list[Task], seed: int | None) -> list[Counts | TaskFailed]:
+        """Counts (or TaskFailed) per task, in the tasks' order (see ``run_each``)."""
+        ...
+
+    def metadata(self) -> dict:
+        """What is recorded with results: provider, device, SDK versions (sdk_versions)."""
+        ...
+
+
+@runtime_checkable
+class RemoteAdapter(Protocol):
+    """A provider's cloud. Created as ``Adapter(device=..., options=..., credentials=...)``
+    where credentials hold references (a profile or variable name), never secrets.
+
+    Each call raises TransientBackendError for what may pass (network, 429, 5xx) once its
+    own bounded retries are spent (every call's time is bounded), JobNotFound from poll,
+    fetch and cancel when the provider answers that the handle names no job, and any other
+    exception for what will not pass (bad circuit, auth). From submit, TransientBackendError
+    and SubmissionUnknown say the job may exist; anything else says the provider created
+    nothing. The engine alone decides what is sent again: an adapter never resubmits.
+    """
+
+    def submit(self, tasks: list[Task], seed: int | None, tag: str) -> str:
+        """Send one job carrying qrun's idempotency ``tag``; return its handle."""
+        ...
+
+    def find(self, tag: str) -> str | None:
+        """The handle of the job the provider holds under ``tag``, or None if it has none."""
+        ...
+
+    def poll(self, handle: str) -> RemoteStatus: ...
+
+    def fetch(self, handle: str, tasks: list[Task]) -> list[Counts | TaskFailed]:
+        """Counts (or TaskFailed) per task of a done job, in qrun's bit order."""
+        ...
+
+    def cancel(self, handle: str) -> None: ...
+
+    def metadata(self) -> dict: ...
 
 
 @lru_cache(maxsize=None)

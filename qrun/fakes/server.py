@@ -138,8 +138,8 @@ def _interrupt(signum, frame):
 def serve_until_stopped(fake, banner: str, on_stop=None) -> None:
     """Say where the fake listens, serve until Ctrl-C or `kill`, then stop it cleanly."""
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does
-    print(f"{banner}; Ctrl-C stops it", flush=True)
-    try:
+    try:  # a signal may come while the banner is being written: the reader has its line
+        print(f"{banner}; Ctrl-C stops it", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -151,7 +151,7 @@ def serve_until_stopped(fake, banner: str, on_stop=None) -> None:
 
 
 def serve(fake_class, argv=None) -> None:
-    """`python -m qrun.fakes.<provider> --port N`: serve until Ctrl-C, faults from flags."""
+    """`python -m qrun.fakes <provider> --port N`: serve until Ctrl-C, faults from flags."""
     parser = argparse.ArgumentParser(description=f"local fake {fake_class.name} service")
     fault_arguments(parser, default=None)
     parser.add_argument("--run-time", type=float, default=None, help="seconds each job waits queued")

@@ -11,7 +11,7 @@ It speaks, on 127.0.0.1, the HTTP calls that ``QiskitRuntimeService`` and the ex
                                      mode), jobs (create, list by tag, get, results, cancel)
 
 Backends are qiskit-ibm-runtime's fake backends (``fake_manila``, ``fake_kyiv``, ... the
-names ``qrun.backends.ibm_local`` knows): their configuration and properties snapshots are
+names ``qrun.providers.ibm_local`` knows): their configuration and properties snapshots are
 served as the service serves a real device's, so the SDK builds the same Target from them.
 Jobs run one at a time, on that fake backend, with the SDK's own local executor runner
 (``fake_provider.executor.run_quantum_program``, what local testing mode uses: Aer with the
@@ -34,7 +34,7 @@ QRUN_FAKE_RUN_TIME, read by ``start()``, override the constructor's values.
 
 ``accepted`` counts the jobs created per tag, so a test can prove nothing ran twice.
 
-Run it: ``python -m qrun.fakes.ibm_cloud --port 8080`` and point a qiskit.ibm backend's
+Run it: ``python -m qrun.fakes qiskit.ibm --port 8080`` and point a qiskit.ibm backend's
 ``options.endpoint`` at http://127.0.0.1:8080 (see docs/cloud-ibm_cloud.md).
 """
 
@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._http import fault_arguments, serve_until_stopped
+from qrun.fakes.server import fault_arguments, serve_until_stopped
 
 CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/qrunfake0000000000000000:qrun-fake-0000::"
 INSTANCE_NAME = "qrun-fake"
@@ -120,7 +120,7 @@ _backends: dict = {}  # (in the worker) backend name -> its fake backend, create
 def _fake_backend(name: str):
     backend = _backends.get(name)
     if backend is None:
-        from ..backends.ibm_local import _fake_backends
+        from qrun.providers.ibm_local.adapter import _fake_backends
 
         backend = _backends[name] = _fake_backends()[name]()
     return backend
@@ -252,7 +252,7 @@ class FakeIBMQuantum:
     def backend_names(self) -> list:
         if self.backends is not None:
             return list(self.backends)
-        from ..backends.ibm_local import known_devices
+        from qrun.providers.ibm_local.adapter import known_devices
 
         return known_devices()
 
@@ -260,7 +260,7 @@ class FakeIBMQuantum:
         """The qiskit-ibm-runtime fake backend class behind ``name``, or None."""
         if name not in self.backend_names():
             return None
-        from ..backends.ibm_local import _fake_backends
+        from qrun.providers.ibm_local.adapter import _fake_backends
 
         return _fake_backends().get(name)
 
@@ -697,7 +697,7 @@ FakeService = FakeIBMQuantum
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m qrun.fakes.ibm_cloud",
+    parser = argparse.ArgumentParser(prog="python -m qrun.fakes qiskit.ibm",
                                      description="A local fake of IBM Quantum Platform for "
                                                  "qiskit-ibm-runtime (qrun's qiskit.ibm provider).")
     fault_arguments(parser)

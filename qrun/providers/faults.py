@@ -26,8 +26,8 @@ import os
 import random
 from dataclasses import dataclass
 
-from ..errors import QrunError
-from .base import TaskFailed, TransientBackendError
+from qrun.errors import QrunError
+from qrun.providers.base import TaskFailed, TransientBackendError
 
 ENV = "QRUN_FAULTS"
 TRANSIENT_ERROR = "injected transient fault (QRUN_FAULTS)"
