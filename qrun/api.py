@@ -17,16 +17,14 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from . import __version__
-from . import exporter
+from . import __version__, exporter, planner
 from . import manifest as manifests
-from . import planner
-from .providers import faults
 from .engine import SILENCE_LIMIT, Engine, RunOutcome
 from .errors import LockedError, QrunError, StateError
 from .executors import ExecutorChoice
 from .manifest import Manifest
 from .provenance import git_state
+from .providers import faults
 from .store import DONE, FAILED, PENDING, Store, lock_message
 
 DEFAULT_STATE_DIR = "runs"

@@ -19,8 +19,16 @@ import time
 
 import click
 
-from .errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED,
-                     ManifestError, QrunError, Terminated)
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    ManifestError,
+    QrunError,
+    Terminated,
+)
 
 manifest_argument = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
 state_dir_option = click.option(

@@ -38,15 +38,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from . import executors
-from .providers import PROVIDERS, adapter_for
-from .providers.local import run_local_job
-from .providers.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed,
-                           TransientBackendError)
-from .providers.faults import NO_FAULTS, Faults
 from .errors import BackendUnavailable
 from .executors import ExecutorChoice
 from .manifest import Manifest
 from .planner import job_limits
+from .providers import PROVIDERS, adapter_for
+from .providers.base import JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError
+from .providers.faults import NO_FAULTS, Faults
+from .providers.local import run_local_job
 from .store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
 
 POLL_FIRST = 0.0  # poll a new remote job at once: a fast backend may be done already

@@ -23,8 +23,8 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
-from .providers.base import TransientBackendError
 from .errors import QrunError
+from .providers.base import TransientBackendError
 
 EXECUTORS = ("local", "ray")
 

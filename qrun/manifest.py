@@ -22,9 +22,8 @@ from pathlib import Path
 
 from . import sweep as sweeps
 from . import yamlpos
+from .errors import BackendUnavailable, ManifestError, Problem, QrunError
 from .providers import PROVIDERS, Limits
-from .errors import ManifestError, Problem, QrunError
-from .errors import BackendUnavailable
 from .sources import Program, SourceError, load_file
 from .sources.factory import load_factory
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from .providers import PROVIDERS, Limits
 from .manifest import BackendSpec, Manifest
+from .providers import PROVIDERS, Limits
 from .sweep import combinations
 
 KEY_VERSION = "qrun/v1"  # bump only if the meaning of a key changes

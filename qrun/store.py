@@ -170,7 +170,7 @@ class Store:
     # -- opening
 
     @classmethod
-    def open(cls, path: Path, create: bool = True, readonly: bool = False) -> "Store":
+    def open(cls, path: Path, create: bool = True, readonly: bool = False) -> Store:
         """Open (or create) a campaign's state database.
 
         ``readonly`` never changes the database. Status and export open it so, and so they
@@ -191,7 +191,7 @@ class Store:
         return cls._prepared(conn, path, writable=True)
 
     @classmethod
-    def _open_readonly(cls, path: Path) -> "Store":
+    def _open_readonly(cls, path: Path) -> Store:
         uri = f"file:{quote(str(path.resolve()))}?mode=ro"
         try:
             return cls._prepared(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30,
@@ -208,7 +208,7 @@ class Store:
             return cls._prepared(conn, path, writable=False)
 
     @classmethod
-    def _prepared(cls, conn: sqlite3.Connection, path: Path, writable: bool) -> "Store":
+    def _prepared(cls, conn: sqlite3.Connection, path: Path, writable: bool) -> Store:
         store = cls(conn, path)
         try:
             store._prepare(writable)
@@ -264,7 +264,7 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:

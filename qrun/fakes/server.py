@@ -31,7 +31,7 @@ class Faults:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls, **overrides) -> "Faults":
+    def from_env(cls, **overrides) -> Faults:
         def number(name, default):
             return float(os.environ.get(name, default))
         values = dict(latency=number("QRUN_FAKE_LATENCY", 0), error_rate=number("QRUN_FAKE_ERROR_RATE", 0),

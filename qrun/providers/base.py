@@ -10,7 +10,7 @@ bit 0 rightmost, so its adapter reverses its keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from typing import Protocol, runtime_checkable
 
@@ -38,7 +38,7 @@ class TaskFailed:
     error: str
 
     @classmethod
-    def of(cls, exc: BaseException) -> "TaskFailed":
+    def of(cls, exc: BaseException) -> TaskFailed:
         text = " ".join(str(exc).split())
         return cls(f"{type(exc).__name__}: {text}"[:2000] if text else type(exc).__name__)
 
@@ -141,7 +141,7 @@ class RemoteAdapter(Protocol):
     def metadata(self) -> dict: ...
 
 
-@lru_cache(maxsize=None)
+@cache
 def sdk_versions(packages: tuple) -> dict:
     versions = {}
     for package in packages:

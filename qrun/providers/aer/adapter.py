@@ -5,8 +5,8 @@ from __future__ import annotations
 from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_aer import AerSimulator
 
-from qrun.sources.gate import parse_circuit
 from qrun.providers.base import Task, TaskFailed, qiskit_key_to_qrun, sdk_versions
+from qrun.sources.gate import parse_circuit
 
 
 class Adapter:

@@ -29,11 +29,17 @@ from botocore.config import Config
 from braket.aws import AwsQuantumTask, AwsSession
 from braket.ir.openqasm import Program as OpenQASMProgram
 from braket.schema_common import BraketSchemaBase
-from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
-                      stop_after_delay, wait_random_exponential)
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
-from qrun.providers.braket_local import program as braket_program
 from qrun.providers.base import JobNotFound, RemoteStatus, Task, TransientBackendError, sdk_versions
+from qrun.providers.braket_local import program as braket_program
 from qrun.providers.braket_local.adapter import measure_counts, prepare_program
 
 TAG_KEY = "qrun-tag"

@@ -179,7 +179,7 @@ class SimulatorDevice:
         return self._program_problem(program.get("source", ""),
                                      frozenset(program.get("inputs") or {}), shots)
 
-    @functools.lru_cache(maxsize=1024)
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 (one device object per fake, alive as long as it)
     def _program_problem(self, source: str, input_names: frozenset, shots: int) -> str | None:
         # Parsing with Braket's ANTLR parser costs milliseconds of CPU per task, and a sweep
         # sends one text a thousand times with other inputs: the verdict depends only on

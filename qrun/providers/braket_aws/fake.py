@@ -30,8 +30,8 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 
-from qrun.providers.braket_aws.devices import DEVICES, RETIRED
 from qrun.fakes.server import FakeServer, serve
+from qrun.providers.braket_aws.devices import DEVICES, RETIRED
 
 ACCOUNT = "000000000000"
 

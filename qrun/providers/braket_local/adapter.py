@@ -20,9 +20,9 @@ import warnings
 from braket.devices import LocalSimulator
 from braket.ir.openqasm import Program as OpenQASMProgram
 
-from qrun.sources.gate import parse_braket, parse_circuit
-from qrun.providers.braket_local import program as braket_program
 from qrun.providers.base import Task, run_each, sdk_versions
+from qrun.providers.braket_local import program as braket_program
+from qrun.sources.gate import parse_braket, parse_circuit
 
 # Braket's interpreter warns on every run of a program with mid-circuit measurements or
 # conditions ("may not be supported on QPUs"); on a local simulator they are.
@@ -60,7 +60,7 @@ class Adapter:
                 "sdk": sdk_versions(("amazon-braket-sdk", "amazon-braket-default-simulator"))}
 
 
-def prepare_program(task: Task, target: "braket_program.Device", cache: dict):
+def prepare_program(task: Task, target: braket_program.Device, cache: dict):
     """The task's program as a BraketProgram for ``target``, kept in ``cache`` per digest."""
     prepared = cache.get(task.program_digest)
     if prepared is None:

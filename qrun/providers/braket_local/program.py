@@ -39,8 +39,17 @@ import re
 from dataclasses import dataclass, field
 
 from qiskit import ClassicalRegister, QuantumCircuit
-from qiskit.circuit import (BoxOp, ControlledGate, ForLoopOp, Gate, IfElseOp, Measure,
-                            Parameter, ParameterExpression, Reset)
+from qiskit.circuit import (
+    BoxOp,
+    ControlledGate,
+    ForLoopOp,
+    Gate,
+    IfElseOp,
+    Measure,
+    Parameter,
+    ParameterExpression,
+    Reset,
+)
 from qiskit.circuit import library as lib
 from qiskit.circuit.classical import expr, types
 
@@ -94,7 +103,7 @@ class Device:
 
     @classmethod
     def from_properties(cls, name: str, properties, dynamic: bool,
-                        trust_modifiers: bool = True) -> "Device":
+                        trust_modifiers: bool = True) -> Device:
         """From a device's properties (``AwsDevice.properties``, ``LocalSimulator.properties``)."""
         action = properties.action.get("braket.ir.openqasm.program")
         if action is None:
@@ -136,7 +145,7 @@ class BraketProgram:
     inputs: tuple = ()
 
     @classmethod
-    def as_written(cls, source: str, num_qubits: int) -> "BraketProgram":
+    def as_written(cls, source: str, num_qubits: int) -> BraketProgram:
         return cls(source, num_qubits, None, None)
 
     def inputs_for(self, params: dict) -> dict | None:

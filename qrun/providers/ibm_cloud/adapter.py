@@ -47,18 +47,24 @@ import os
 import threading
 
 import requests
+from qiskit.providers.exceptions import QiskitBackendNotFoundError
 from qiskit_ibm_runtime import Batch, QiskitRuntimeService
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
-from qiskit.providers.exceptions import QiskitBackendNotFoundError
 from qiskit_ibm_runtime.exceptions import IBMRuntimeError, RuntimeInvalidStateError, RuntimeJobNotFound
 from qiskit_ibm_runtime.executor_sampler import Sampler
-from tenacity import (Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
-                      wait_random_exponential)
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
-from qrun.sources.gate import parse_circuit
+from qrun.providers.base import (
+    JobNotFound,
+    RemoteStatus,
+    Task,
+    TaskFailed,
+    TransientBackendError,
+    qiskit_key_to_qrun,
+    sdk_versions,
+)
 from qrun.providers.ibm_local import adapter as ibm_local
-from qrun.providers.base import (JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, qiskit_key_to_qrun,
-                   sdk_versions)
+from qrun.sources.gate import parse_circuit
 
 # tenacity: tries of one call, its time budget, and the backoff between tries (seconds).
 RETRY_ATTEMPTS = 6

@@ -51,7 +51,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -127,7 +127,7 @@ def _fake_backend(name: str):
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Job:
@@ -364,6 +364,7 @@ def validate(params: dict, name: str) -> None:
 
 def encode_result(result) -> str:
     """A QuantumProgramResult as the service returns it: executor result schema v2.0."""
+    import numpy as np
     from ibm_quantum_schemas.common import CompressedTensorModel
     from ibm_quantum_schemas.executor.version_2_0 import (
         ItemMetadataModel,
@@ -374,8 +375,6 @@ def encode_result(result) -> str:
     from qiskit_ibm_runtime.quantum_program.converters.converters_2_0 import (
         passthrough_data_to_2_0,
     )
-
-    import numpy as np
 
     items = [QuantumProgramResultItemModel(
         results={name: CompressedTensorModel.from_numpy(np.asarray(value))

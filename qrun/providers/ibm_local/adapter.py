@@ -14,9 +14,9 @@ from qiskit_ibm_runtime import fake_provider
 from qiskit_ibm_runtime.executor_sampler import Sampler
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
-from qrun.sources.gate import parse_circuit
-from qrun.providers.spec import Limits
 from qrun.providers.base import Task, TaskFailed, qiskit_key_to_qrun, sdk_versions
+from qrun.providers.spec import Limits
+from qrun.sources.gate import parse_circuit
 
 
 @lru_cache(maxsize=1)

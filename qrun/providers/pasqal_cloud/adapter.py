@@ -43,22 +43,42 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import (RetryError, Retrying, retry_if_exception_type, stop_after_attempt,
-                      stop_after_delay, wait_random_exponential)
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the whole process
     from pasqal_cloud.authentication import PasswordGrantTokenProvider, TokenProvider, TokenProviderError
-    from pasqal_cloud.endpoints import (AUDIENCE, AUTH0_TOKEN_PROVIDER_GRANT_TYPE, AUTH_CONFIG,
-                                        PASQAL_ENDPOINTS, PUBLIC_CLIENT_ID, REALM, Endpoints,
-                                        TokenProviderConf)
+    from pasqal_cloud.endpoints import (
+        AUDIENCE,
+        AUTH0_TOKEN_PROVIDER_GRANT_TYPE,
+        AUTH_CONFIG,
+        PASQAL_ENDPOINTS,
+        PUBLIC_CLIENT_ID,
+        REALM,
+        Endpoints,
+        TokenProviderConf,
+    )
     from pasqal_cloud.http_client import HTTPClient
     from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
     from pasqal_cloud.utils.filters import BatchFilters, PaginationParams
     from pulser.backend.remote import RemoteConnection
 
+from qrun.providers.base import (
+    JobNotFound,
+    RemoteStatus,
+    SubmissionUnknown,
+    Task,
+    TaskFailed,
+    TransientBackendError,
+    sdk_versions,
+)
 from qrun.sources.pulser import build, load_sequence
-from qrun.providers.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
-                   sdk_versions)
 
 SDK_PACKAGES = ("pasqal-cloud", "pulser-core")
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -425,7 +445,7 @@ class Adapter:
                 raise PasqalCloudError(f"batch {handle}: job {job.id} has {job.runs} runs where "
                                        f"qrun sent {task.shots}")
             if job.status == "DONE":
-                counter = _sdk(lambda: job.result)
+                counter = _sdk(lambda job=job: job.result)
                 if counter is None:
                     raise TransientBackendError(f"job {job.id} is done but its result is not there yet")
                 outcomes.append({str(bits): int(count) for bits, count in counter.items()})

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import perceval as pcvl
 
-from qrun.sources.perceval import load
 from qrun.providers.base import Task, run_each, sdk_versions
+from qrun.sources.perceval import load
 
 
 class Adapter:

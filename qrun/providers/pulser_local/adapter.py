@@ -11,8 +11,8 @@ from pulser.backend import BitStrings
 from pulser.backend.abc import Backend
 from pulser_simulation import QutipBackendV2, QutipConfig
 
-from qrun.sources.pulser import build, load_sequence
 from qrun.providers.base import Task, run_each, sdk_versions
+from qrun.sources.pulser import build, load_sequence
 
 
 def check_program(program, device: str, options: dict) -> str | None:

@@ -44,11 +44,24 @@ from perceval.providers.quandela import QuandelaCommunicationLayer, RemoteConfig
 from perceval.providers.quandela.rpc_handler import RPCHandler
 from perceval.runtime import ExecutionFactory, RemoteComputer, RunningStatus
 from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
-from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
-                      wait_random_exponential)
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
-from qrun.providers.base import (JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError,
-                   sdk_versions)
+from qrun.providers.base import (
+    JobNotFound,
+    RemoteStatus,
+    SubmissionUnknown,
+    Task,
+    TaskFailed,
+    TransientBackendError,
+    sdk_versions,
+)
 from qrun.sources.perceval import load
 
 RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
