@@ -285,6 +285,10 @@ class Store:
             finally:
                 self._depth -= 1
             return
+        if self.conn.in_transaction:
+            # A Ctrl-C landed between BEGIN and the guard below (or inside it, before its
+            # ROLLBACK ran): that transaction never committed, so its changes are dropped.
+            self.conn.execute("ROLLBACK")
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:

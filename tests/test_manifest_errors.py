@@ -3,7 +3,8 @@
 The corpus in tests/data/bad holds one broken manifest per kind of mistake. Each file starts
 with a comment saying what is wrong, then one `# expect: <line>: <key.path>: <message>` line
 per problem the loader must report (`# expect: <line>: <message>` for a problem of the whole
-file); `{root}` stands for the folder manifest paths must stay inside (the repository).
+file); `{root}` stands for the folder manifest paths must stay inside (the repository),
+`{providers}` for the registered provider ids (the built-ins, then any installed plugin's).
 The set of problems must match exactly: none missing, none extra, lines included.
 """
 
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from qrun import cli, manifest, sweep, yamlpos
 from qrun.errors import EXIT_BAD_INPUT, EXIT_FAILED, ManifestError
+from qrun.providers import PROVIDERS
 from qrun.sources import MAX_SOURCE_BYTES
 
 from .conftest import EXAMPLES, qrun, write
@@ -45,7 +47,8 @@ def expectations(path: Path) -> set[tuple[int, str, str]]:
     for text in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         if not text.startswith(EXPECT):
             continue
-        line, rest = text[len(EXPECT):].replace("{root}", root).split(": ", 1)
+        text = text.replace("{root}", root).replace("{providers}", ", ".join(PROVIDERS))
+        line, rest = text[len(EXPECT):].split(": ", 1)
         key_path, sep, message = rest.partition(": ")
         if not sep or not KEY_PATH.match(key_path):
             key_path, message = "", rest
@@ -67,6 +70,12 @@ def test_corpus_is_large_and_every_file_expects_something():
         assert expected, f"{path.name} has no '# expect:' line"
         lines = path.read_bytes().count(b"\n") + 1
         assert all(1 <= line <= lines for line, _, _ in expected), path.name
+
+
+def test_the_provider_list_in_messages_starts_with_the_builtins_in_order():
+    builtins = ["qiskit.aer", "qiskit.ibm-local", "braket.local", "pulser.local",
+                "perceval.local", "qiskit.ibm", "braket.aws", "pasqal.cloud", "quandela.cloud"]
+    assert list(PROVIDERS)[:len(builtins)] == builtins
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])

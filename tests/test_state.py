@@ -282,3 +282,16 @@ def test_full_disk_during_export_keeps_the_previous_file(project, _state_dir):
     assert f"cannot write {target}" in full.stderr
     assert target.read_text() == "previous export\n"
     assert [p.name for p in project.iterdir() if p.name.startswith("out")] == ["out.jsonl"]
+
+
+def test_a_transaction_left_open_by_an_interrupt_is_dropped_not_fatal(tmp_path):
+    # Ctrl-C can land between BEGIN and the code that would roll it back; the next write must
+    # neither fail ("cannot start a transaction within a transaction") nor commit the orphan.
+    with Store.open(tmp_path / "s.sqlite") as store:
+        store.conn.execute("BEGIN IMMEDIATE")
+        store.conn.execute("INSERT INTO locks(name, host, pid) VALUES ('orphan', 'h', 1)")
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO events(ts, entity, entity_id, state) VALUES (0,'t','1','x')")
+        assert not store.conn.in_transaction
+        assert store.conn.execute("SELECT count(*) FROM locks").fetchone()[0] == 0
+        assert store.conn.execute("SELECT count(*) FROM events WHERE entity='t'").fetchone()[0] == 1
