@@ -13,6 +13,7 @@ Ray workers import qrun and the providers' SDKs themselves: install qrun on ever
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import select
@@ -22,6 +23,7 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import QrunError
 from .providers.base import TransientBackendError
@@ -160,15 +162,15 @@ class RayPool:
             _check_reachable(address)
         try:
             if address:
-                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
-                         logging_level="ERROR", log_to_driver=False)
+                         logging_level=logging.ERROR, log_to_driver=False)
         except Exception as exc:  # no cluster there, a version mismatch...
             where = f"at {address}" if address else "on this machine"
             raise QrunError(f"cannot start or reach Ray {where}: {exc}") from None
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._remote = None  # the Ray remote function, made on the first job
+        self._remote: Any = None  # the Ray remote function, made on the first job
 
     def submit(self, fn, *args) -> Future:
         """Run ``fn(*args)``, which returns (outcomes, metadata), as a Ray task."""

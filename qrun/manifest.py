@@ -440,6 +440,7 @@ class _Checker:
 
     def build(self, sha256: str) -> Manifest:
         data = self.doc.data
+        assert isinstance(data, dict)  # the schema has passed: the document is a mapping
         spec = data["spec"]
         shots = spec.get("shots", DEFAULT_SHOTS)
         labels = dict(data["metadata"].get("labels", {}))

@@ -107,7 +107,7 @@ def experiments(manifest: Manifest) -> Iterator[Experiment]:
 
 
 def _group(manifest: Manifest, backend_ids: dict, target, circuit_name: str,
-           backend_name: str) -> tuple:
+           backend_name: str) -> tuple[str, str, int]:
     """What a listing's keys share besides the parameters: (program, backend identity, shots)."""
     return (manifest.circuits[circuit_name].program.digest, backend_ids[backend_name],
             target.shots)

@@ -114,6 +114,7 @@ def _range(variable: str, args) -> list:
     # Float steps can land a hair past a whole count: (0.4 - 0.1) / 0.1 is 3.0000000000000004,
     # and ceil would add a fourth value, 0.4, that the excluded stop forbids.
     count = round(span) if abs(span - round(span)) < 1e-9 else math.ceil(span)
+    count = max(count, 1)  # a span above 0 holds its start: range [1e-77] is [0]
     return [start + i * step for i in range(count)]
 
 

@@ -174,7 +174,7 @@ if CParser is not None:
             _CountingComposer.__init__(self)
             _Resolver.__init__(self)
 else:  # pragma: no cover
-    _FastLoader = _PyLoader
+    _FastLoader = _PyLoader  # type: ignore[misc]  # one name for either loader
 
 
 def _compose(text: str) -> yaml.Node | None:

@@ -24,6 +24,9 @@ def test_sweep_value_forms():
     # (0.4 - 0.1) / 0.1 is 3.0000000000000004 in floats: still three values, stop excluded.
     assert len(sweep.values_of("x", {"range": [0.1, 0.4, 0.1]})) == 3
     assert len(sweep.values_of("x", {"range": [0, 2.7, 0.3]})) == 9
+    # A span far below the tolerance above still holds its start (hypothesis found [] here).
+    assert sweep.values_of("x", {"range": [1.4944517072970477e-77]}) == [0]
+    assert sweep.values_of("x", {"range": [5, 5 + 1e-12]}) == [5]
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -377,6 +377,7 @@ def qpy_edit(capfd, qpy_files, data):
 test_fuzz_qpy_bytes, test_fuzz_qpy_bytes_long = fuzz(150, st.data())(qpy_edit)
 
 
+
 def json_values():
     scalars = (st.none() | st.booleans() | st.integers(-10, 10**6)
                | st.sampled_from([10**30, -(2**63), 2**64, 0])

@@ -55,6 +55,10 @@ def inspect(fmt: str, content: bytes, origin: str, index: int | None,
     if fmt in ("qasm2", "qasm3"):
         _check_text(fmt, content, origin)
     circuit = parse_circuit(fmt, content, origin, index, include_dir)
+    return _facts(circuit)
+
+
+def _facts(circuit) -> Facts:
     names = tuple(sorted(p.name for p in circuit.parameters))
     return Facts(parameters=names, required=names, width=circuit.num_qubits,
                  clbits=circuit.num_clbits)
@@ -365,7 +369,7 @@ def _qpy_message(exc: Exception) -> str:
     joined = ""
     for line in kept:  # "binary parsing error:" leads what it found, the rest is a list
         joined += (" " if joined.endswith(":") else "; ") + line if joined else line
-    return one_line(joined) if joined else one_line(exc)
+    return " ".join(joined.split())[:300] if joined else one_line(exc)
 
 
 def _inspect_braket(content: bytes, origin: str) -> Facts:

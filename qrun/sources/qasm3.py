@@ -88,6 +88,10 @@ def refuse_directives(text: str, code: str, origin: str) -> None:
         f"OpenQASM 3 with Qiskit, which takes no pragmas, so {loss}; remove it{more}")
 
 
+# The importer quotes names whole: a 5,000-character identifier would fill the terminal.
+_LONG_WORD = re.compile(r"\S{81,}")
+
+
 def _quoted(source_line: str) -> str:
     return repr(source_line if len(source_line) <= 80 else source_line[:77] + "...")
 
@@ -139,7 +143,7 @@ _LINE_COLUMN = re.compile(r"^(?:L(\d+):C\d+|(\d+),\d+): ", re.DOTALL)
 
 def _refusal(exc: Exception, text: str, origin: str) -> str:
     """`file:line: what`, from what the complete importer raised."""
-    message = _message(exc)
+    message = _LONG_WORD.sub(lambda word: word.group()[:60] + "...", _message(exc))
     line = None
     located = _LINE_COLUMN.match(message)
     if located:
@@ -169,12 +173,12 @@ def _message(exc: Exception) -> str:
     # QiskitError's str() is the repr of its message; the message itself reads better.
     cause = exc.__cause__
     if type(cause).__name__ == "ConversionError":
-        return str(cause.message)
+        return str(getattr(cause, "message", cause))
     message = getattr(exc, "message", None)
     return " ".join(str(message).split()) if isinstance(message, str) else one_line(exc)
 
 
-def _offending_token(exc: BaseException):
+def _offending_token(exc: BaseException | None):
     """The token ANTLR stopped at, from the chain of causes of a parse error."""
     seen = 0
     while exc is not None and seen < 5:

@@ -114,7 +114,7 @@ class Device:
         service = getattr(properties, "service", None)
         return cls(name, frozenset(action.supportedOperations), dynamic, modifiers,
                    getattr(paradigm, "qubitCount", None),
-                   tuple(service.shotsRange) if getattr(service, "shotsRange", None) else None)
+                   tuple(getattr(service, "shotsRange", None) or ()) or None)
 
     def size_problem(self, qubits: int, shots: int) -> str | None:
         """Why a task of this size cannot run here, or None."""
@@ -160,8 +160,9 @@ class BraketProgram:
         if self.slots is None:
             return dict(counts)
         shots = sum(counts.values())
+        width = self.num_clbits or 0  # set whenever slots are (a translated program)
         if not self.slots:  # nothing measured: every classical bit stays 0
-            return {"0" * self.num_clbits: shots} if shots else {}
+            return {"0" * width: shots} if shots else {}
         expected = [qubit for _, qubit in self.slots]
         if list(measured_qubits) != expected:
             raise RuntimeError(f"Braket reported outcomes of qubits {list(measured_qubits)}, "
@@ -169,7 +170,7 @@ class BraketProgram:
                                "bit each outcome is")
         result: dict = {}
         for outcome, count in counts.items():
-            bits = ["0"] * self.num_clbits
+            bits = ["0"] * width
             for position, (clbit, _) in enumerate(self.slots):
                 bits[clbit] = outcome[position]
             key = "".join(bits)
