@@ -182,7 +182,14 @@ class Connection:
         """Rows one at a time (an export of any size in constant memory)."""
         with self._translated():
             cursor = self.raw.execute(sql, params)
-            yield from cursor
+        while True:
+            # Only the fetch is guarded, never the yield: a generator left unfinished is
+            # closed later, maybe after its connection, and must not raise then.
+            with self._translated():
+                rows = cursor.fetchmany(500)
+            if not rows:
+                return
+            yield from rows
 
     # -- transactions
 
