@@ -13,9 +13,9 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable
-from typing import Any, Protocol
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 from .errors import QrunError
 

@@ -23,6 +23,7 @@ Rules (see DESIGN.md, crash safety):
 from __future__ import annotations
 
 from .connection import APPLICATION_ID, DAMAGED_ADVICE, Connection
+from .facade import Store, open_connection
 from .jobs import (
     CANCELLED,
     DONE,
@@ -44,7 +45,6 @@ from .readonly import StateReader, read
 from .reports import BackendSummary, ExportRow, Failure, FailureCause, PendingCause, RemoteJob
 from .rows import JobRow, NamedRow, PlanCounts, SliceWork
 from .running import TAG_ABSENT, TAG_FOUND, TAG_UNKNOWN
-from .facade import Store, open_connection
 
 __all__ = [
     "APPLICATION_ID", "BATCH", "CANCELLED", "DAMAGED_ADVICE", "DONE", "FAILED", "JOB_STATES",

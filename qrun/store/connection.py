@@ -101,7 +101,7 @@ class Connection:
         self.db = sqlite_utils.Database(self.raw)
         return True
 
-    def prepare(self, writable: bool, then: Callable[[Connection], None]) -> None:
+    def prepare(self, writable: bool, then: Callable[[Connection], object]) -> None:
         """Refuse a file cut short or a foreign SQLite file; on a writable one, switch to WAL
         and ``synchronous=FULL``; then ``then`` (the schema check or migration). Raises
         StateError with the reason and the advice; the connection is then closed."""

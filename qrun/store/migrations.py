@@ -13,45 +13,45 @@ from .connection import APPLICATION_ID, Connection
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["applies"].create({
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("applies").create({
         "id": int, "command": str, "started_at": float, "finished_at": float,
         "manifest_path": str, "manifest_sha256": str, "git_commit": str, "git_dirty": int,
         "qrun_version": str, "host": str, "pid": int, "outcome": str,
     }, pk="id")
-    db["programs"].create({"digest": str, "format": str, "origin": str, "content": bytes,
+    db.table("programs").create({"digest": str, "format": str, "origin": str, "content": bytes,
                            "item": int}, pk="digest")
-    db["experiments"].create({
+    db.table("experiments").create({
         "key": str, "circuit": str, "backend": str, "provider": str, "program": str,
         "params": str, "shots": int, "state": str, "error": str, "plan_apply": int,
         "created_at": float, "updated_at": float,
     }, pk="key", not_null={"state"})
-    db["experiments"].create_index(["plan_apply", "state"])
-    db["jobs"].create({
+    db.table("experiments").create_index(["plan_apply", "state"])
+    db.table("jobs").create({
         "id": int, "key": str, "backend": str, "provider": str, "backend_config": str,
         "seed": int, "state": str, "attempts": int, "not_before": float, "remote_id": str,
         "provider_state": str, "error": str, "created_at": float, "updated_at": float,
     }, pk="id", not_null={"state"})
-    db["jobs"].create_index(["state", "not_before"])
-    db["slices"].create({
+    db.table("jobs").create_index(["state", "not_before"])
+    db.table("slices").create({
         "experiment": str, "idx": int, "shots": int, "job_id": int, "counts": str,
         "metadata": str,
     }, pk=("experiment", "idx"))
-    db["slices"].create_index(["job_id"])
-    db["attempts"].create({
+    db.table("slices").create_index(["job_id"])
+    db.table("attempts").create({
         "id": int, "job_id": int, "number": int, "apply_id": int, "state": str, "tag": str,
         "remote_id": str, "started_at": float, "finished_at": float, "error": str,
     }, pk="id")
-    db["attempts"].create_index(["job_id"])
-    db["results"].create({
+    db.table("attempts").create_index(["job_id"])
+    db.table("results").create({
         "experiment": str, "counts": str, "shots": int, "metadata": str, "apply_id": int,
         "completed_at": float,
     }, pk="experiment")
-    db["events"].create({
+    db.table("events").create({
         "id": int, "ts": float, "apply_id": int, "entity": str, "entity_id": str,
         "state": str, "detail": str,
     }, pk="id")
-    db["locks"].create({"name": str, "host": str, "pid": int, "pid_started": float,
+    db.table("locks").create({"name": str, "host": str, "pid": int, "pid_started": float,
                         "since": float, "token": str, "command": str}, pk="name")
 
 
@@ -61,7 +61,7 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     # is called after every finished job: quadratic (a 100,000-experiment apply spent 35 %
     # of py-spy's samples of the coordinator there; 12 ms a call with 3,000 jobs pending,
     # 0.15 ms with this index).
-    db["jobs"].create_index(["state", "id"], index_name="idx_jobs_state_id")
+    db.table("jobs").create_index(["state", "id"], index_name="idx_jobs_state_id")
 
 
 def _migration_3(db: sqlite_utils.Database) -> None:
