@@ -25,7 +25,7 @@ from .executors import ExecutorChoice
 from .manifest import Manifest
 from .provenance import git_state
 from .providers import faults
-from .store import DONE, FAILED, PENDING, Store, lock_message
+from .store import DONE, FAILED, PENDING, LockHolder, PlanCounts, Store, lock_message
 
 DEFAULT_STATE_DIR = "runs"
 FAILURES_SHOWN = 20  # failed experiments listed by apply and status; export lists them all
@@ -109,14 +109,14 @@ def _reason(state: str | None) -> str:
 class ApplyReport:
     campaign: str
     state_path: Path
-    planned: object  # store.PlanCounts
+    planned: PlanCounts | None
     run: RunOutcome
     state: dict  # experiments of the plan by state: pending, done, failed
-    failures: list = field(default_factory=list)  # the first failed experiments
-    failure_causes: list = field(default_factory=list)  # failed experiments per backend and error
-    pending_causes: list = field(default_factory=list)  # unfinished experiments per backend and why
+    failures: list = field(default_factory=list)  # the first failed experiments (store.Failure)
+    failure_causes: list = field(default_factory=list)  # failed experiments per backend and error (store.FailureCause)
+    pending_causes: list = field(default_factory=list)  # unfinished experiments per backend and why (store.PendingCause)
     exports: list = field(default_factory=list)
-    backends: list = field(default_factory=list)
+    backends: list = field(default_factory=list)  # store.BackendSummary rows
     injected_faults: str | None = None  # QRUN_FAULTS was set: this run was a rehearsal
 
     @property
@@ -166,7 +166,7 @@ def refuse_if_locked(manifest: Manifest, db_path: Path) -> None:
             holder = store.lock_holder(manifest.name)
     except StateError:
         return  # the write open that follows reports what is wrong with the file
-    if holder and holder["alive"]:
+    if holder and holder.alive:
         raise LockedError(lock_message(manifest.name, holder))
 
 
@@ -277,7 +277,10 @@ def _write_exports(store: Store, manifest: Manifest, apply_id: int) -> list:
 # ---------------------------------------------------------------- status, export, unlock
 
 def status(path: str | Path, state_dir=None, root=None) -> dict:
-    """The campaign's state: experiment counts, per-backend breakdown, jobs, last apply."""
+    """The campaign's state: experiment counts, per-backend breakdown, jobs, last apply.
+
+    The lock, backends, failures, causes and remote jobs are the store's named rows
+    (read by attribute, or by name as mappings; ``as_dict()`` for JSON)."""
     manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
@@ -391,7 +394,7 @@ def _cancel_at_provider(adapter, handle: str) -> None:
         pass  # the provider holds nothing under it any more: nothing to stop
 
 
-def unlock(path: str | Path, state_dir=None, force: bool = False, root=None) -> dict | None:
+def unlock(path: str | Path, state_dir=None, force: bool = False, root=None) -> LockHolder | None:
     """Break the campaign lock if its holder is gone (or with ``force``)."""
     manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)

@@ -62,11 +62,6 @@ def reports_errors(command):
         except Exception as exc:
             if os.environ.get("QRUN_DEBUG"):
                 raise
-            if type(exc).__module__ == "sqlite3":  # damage found deep in a query, past opening
-                click.echo(f"error: the state database cannot be read ({exc}); it may be "
-                           "damaged: restore it from a backup, or move it aside to start afresh",
-                           err=True)
-                sys.exit(EXIT_BAD_INPUT)
             click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
                        "This is a bug in qrun; run again with QRUN_DEBUG=1 for a traceback.",
                        err=True)
@@ -240,11 +235,17 @@ def status(manifest, state_dir, root, output):
 
     report = api.status(manifest, state_dir, root)
     if output == "json":
-        click.echo(json.dumps(report, indent=2, default=str))
+        click.echo(json.dumps(report, indent=2, default=_plain))
     else:
         from . import render
 
         render.status(report)
+
+
+def _plain(value):
+    """JSON for the store's named rows (their fields), text for anything else (a path)."""
+    as_dict = getattr(value, "as_dict", None)
+    return as_dict() if callable(as_dict) else str(value)
 
 
 @main.command()
@@ -295,7 +296,7 @@ def unlock(manifest, state_dir, root, force):
     if holder is None:
         click.echo("campaign is not locked")
     else:
-        click.echo(f"lock of pid {holder['pid']} on {holder['host']} broken")
+        click.echo(f"lock of pid {holder.pid} on {holder.host} broken")
 
 
 @main.command()

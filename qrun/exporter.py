@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 from .errors import QrunError
 
@@ -26,6 +27,12 @@ COLUMNS = ("key", "circuit", "backend", "provider", "params", "shots", "state", 
            "error", "metadata")
 
 
+class Row(Protocol):
+    """An export row (the store's reports.ExportRow): its fields by name."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
 def format_for(path: str | None, requested: str | None) -> str:
     if requested:
         return requested
@@ -35,28 +42,30 @@ def format_for(path: str | None, requested: str | None) -> str:
     raise QrunError("cannot tell the export format; pass --format jsonl or --format csv")
 
 
-def write(rows: Iterable[dict], fmt: str, path: str | Path) -> int:
+def write(rows: Iterable[Row], fmt: str, path: str | Path) -> int:
     """Write rows to ``path`` ('-' for standard output); return how many were written."""
     with _output(path) as stream:
         return _write_jsonl(rows, stream) if fmt == "jsonl" else _write_csv(rows, stream)
 
 
-def _write_jsonl(rows: Iterable[dict], stream) -> int:
+def _write_jsonl(rows: Iterable[Row], stream) -> int:
     count = 0
     for row in rows:
-        stream.write(json.dumps({column: row.get(column) for column in COLUMNS},
+        fields = row.as_dict()
+        stream.write(json.dumps({column: fields.get(column) for column in COLUMNS},
                                 separators=(",", ":"), ensure_ascii=False))
         stream.write("\n")
         count += 1
     return count
 
 
-def _write_csv(rows: Iterable[dict], stream) -> int:
+def _write_csv(rows: Iterable[Row], stream) -> int:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(COLUMNS)
     count = 0
     for row in rows:
-        writer.writerow([_cell(row.get(column)) for column in COLUMNS])
+        fields = row.as_dict()
+        writer.writerow([_cell(fields.get(column)) for column in COLUMNS])
         count += 1
     return count
 

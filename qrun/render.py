@@ -74,11 +74,11 @@ def _state_table(rows: list, title: str | None = None) -> None:
         table.add_column(column)
     for column in ("done", "failed", "pending"):
         table.add_column(column, justify="right")
-    shown = sorted(rows, key=lambda r: (-r["failed"], -r["pending"]))[:MAX_TABLE_ROWS] \
+    shown = sorted(rows, key=lambda r: (-r.failed, -r.pending))[:MAX_TABLE_ROWS] \
         if len(rows) > MAX_TABLE_ROWS else rows
     for row in shown:
-        table.add_row(row["backend"], row["provider"], row["circuit"], str(row["done"]),
-                      _red(row["failed"]), str(row["pending"]))
+        table.add_row(row.backend, row.provider, row.circuit, str(row.done), _red(row.failed),
+                      str(row.pending))
     out.print(table)
     if len(rows) > len(shown):
         out.print(f"... and {len(rows) - len(shown)} more rows (`qrun status -o json` lists all)")
@@ -115,15 +115,15 @@ def failures(rows: list, causes: list, failed: int) -> None:
         for column in ("backend", "error"):
             why.add_column(column, overflow="fold")
         for cause in causes:
-            why.add_row(str(cause["experiments"]), cause["backend"], cause["error"] or "")
+            why.add_row(str(cause.experiments), cause.backend, cause.error or "")
         err.print(why)
     table = Table(title="failed experiments", title_justify="left")
     for column in ("circuit", "backend", "params", "error"):
         table.add_column(column, overflow="fold")
     for row in rows:
         params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in row["params"].items())
-        table.add_row(row["circuit"], row["backend"], params, row["error"] or "")
+                           for k, v in row.params.items())
+        table.add_row(row.circuit, row.backend, params, row.error or "")
     err.print(table)
     if failed > len(rows):
         err.print(f"... and {failed - len(rows)} more failed experiments "
@@ -145,8 +145,8 @@ def pending(causes: list, count: int) -> None:
     for column in ("backend", "job state", "reason"):
         table.add_column(column, overflow="fold")
     for cause in causes:
-        table.add_row(str(cause["experiments"]), cause["backend"], cause["job_state"],
-                      cause["reason"] or _WAITING.get(cause["job_state"], ""))
+        table.add_row(str(cause.experiments), cause.backend, cause.job_state,
+                      cause.reason or _WAITING.get(cause.job_state, ""))
     err.print(table)
 
 
@@ -170,15 +170,15 @@ def status(report: dict) -> None:
                   "would run.[/yellow]")
     if report["lock"]:
         lock = report["lock"]
-        state = "running" if lock["alive"] else "gone (stale lock)"
-        out.print(f"locked by pid {lock['pid']} on {lock['host']}: {state}")
+        state = "running" if lock.alive else "gone (stale lock)"
+        out.print(f"locked by pid {lock.pid} on {lock.host}: {state}")
     if report.get("remote_jobs"):
         table = Table(title="remote jobs (unfinished first)", title_justify="left")
         for column in ("job", "backend", "state", "provider state", "remote id"):
             table.add_column(column, overflow="fold")
         for job in report["remote_jobs"]:
-            table.add_row(str(job["job"]), job["backend"], job["state"],
-                          job["provider_state"] or "", job["remote_id"])
+            table.add_row(str(job.job), job.backend, job.state, job.provider_state or "",
+                          job.remote_id)
         out.print(table)
     if report["failures"]:
         failures(report["failures"], report["failure_causes"], report["experiments"]["failed"])

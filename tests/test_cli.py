@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import subprocess
 import sys
+
+from qrun import store
 
 from .conftest import qrun, write
 
@@ -35,9 +36,18 @@ def _manifest(project, thetas="[0.0, 3.14159]"):
     return write(project, "campaign.yaml", MANIFEST.replace("THETAS", thetas))
 
 
-def _db(state_dir, name="e2e"):
-    conn = sqlite3.connect(state_dir / f"{name}.sqlite")
-    return conn
+def _state(state_dir, name="e2e"):
+    return store.read(state_dir / f"{name}.sqlite")
+
+
+def _attempt_count(state_dir) -> int:
+    with _state(state_dir) as state:
+        return len(state.attempts())
+
+
+def _completed(state_dir) -> dict:
+    with _state(state_dir) as state:
+        return {r.experiment: r.completed_at for r in state.results()}
 
 
 def test_apply_runs_everything_then_nothing(project, _state_dir):
@@ -54,11 +64,11 @@ def test_apply_runs_everything_then_nothing(project, _state_dir):
     assert len(rows) == 6 and all(r["state"] == "done" for r in rows)
     assert all(sum(r["counts"].values()) == 200 for r in rows)
 
-    attempts_before = _db(_state_dir).execute("SELECT count(*) FROM attempts").fetchone()[0]
+    attempts_before = _attempt_count(_state_dir)
     second = qrun("apply", manifest)
     assert second.returncode == 0, second.stderr
     assert "0 experiments run, 6 cached" in second.stdout
-    assert _db(_state_dir).execute("SELECT count(*) FROM attempts").fetchone()[0] == attempts_before
+    assert _attempt_count(_state_dir) == attempts_before
 
     assert qrun("plan", manifest, "--detailed-exitcode").returncode == 0
 
@@ -66,7 +76,7 @@ def test_apply_runs_everything_then_nothing(project, _state_dir):
 def test_edited_manifest_runs_only_new_keys(project, _state_dir):
     manifest = _manifest(project)
     assert qrun("apply", manifest).returncode == 0
-    done_before = dict(_db(_state_dir).execute("SELECT experiment, completed_at FROM results"))
+    done_before = _completed(_state_dir)
 
     _manifest(project, "[0.0, 3.14159, 1.0]")  # one new sweep point, on two backends
     plan = qrun("plan", manifest, "-o", "json")
@@ -74,7 +84,7 @@ def test_edited_manifest_runs_only_new_keys(project, _state_dir):
     again = qrun("apply", manifest)
     assert again.returncode == 0, again.stderr
     assert "2 experiments run, 6 cached" in again.stdout
-    done_after = dict(_db(_state_dir).execute("SELECT experiment, completed_at FROM results"))
+    done_after = _completed(_state_dir)
     assert len(done_after) == 8
     assert all(done_after[k] == t for k, t in done_before.items()), "cached results were rerun"
 
@@ -129,8 +139,8 @@ def test_provenance_git_commit_and_dirty(project, _state_dir):
     assert qrun("apply", manifest).returncode == 0
     (project / "circuits/ghz.qasm").write_text((project / "circuits/ghz.qasm").read_text() + "\n")
     assert qrun("apply", manifest).returncode == 0
-    applies = _db(_state_dir).execute(
-        "SELECT git_commit, git_dirty, manifest_sha256 FROM applies ORDER BY id").fetchall()
+    with _state(_state_dir) as state:
+        applies = [(a.git_commit, a.git_dirty, a.manifest_sha256) for a in state.applies()]
     assert applies[0][:2] == (commit, 0)
     assert applies[1][:2] == (commit, 1)
     import hashlib

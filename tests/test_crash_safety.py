@@ -11,6 +11,9 @@ import time
 
 import pytest
 
+from qrun import store
+from qrun.errors import StateError
+
 from .conftest import write
 
 CAMPAIGN = """
@@ -39,9 +42,9 @@ def _done_count(db) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
+        with store.read(db) as state:
+            return len(state.results())
+    except StateError:  # tables not created yet
         return 0
 
 
@@ -80,8 +83,8 @@ def test_sigkill_then_resume_runs_each_experiment_once(campaign):
         process.wait(timeout=30)
     finally:
         _kill_group(process)  # orphaned workers, if any
-    with sqlite3.connect(db) as conn:
-        done_at_kill = dict(conn.execute("SELECT experiment, completed_at FROM results"))
+    with store.read(db) as state:
+        done_at_kill = {r.experiment: r.completed_at for r in state.results()}
     assert 40 <= len(done_at_kill) < 240, "the kill must land in the middle of the campaign"
 
     resumed = _finish(_start_apply(manifest))
@@ -120,15 +123,15 @@ def test_ctrl_c_checkpoints_and_exits_130(campaign):
     assert interrupted.returncode == 130, interrupted.stderr
     assert "Traceback" not in interrupted.stderr
     assert "resume" in interrupted.stderr
-    with sqlite3.connect(db) as conn:
-        done = conn.execute("SELECT count(*) FROM results").fetchone()[0]
-        running = conn.execute("SELECT count(*) FROM jobs WHERE state='running'").fetchone()[0]
-        assert conn.execute("SELECT outcome FROM applies").fetchone()[0] == "interrupted"
-        assert conn.execute("SELECT count(*) FROM locks").fetchone()[0] == 0
+    with store.read(db) as state:
+        done = len(state.results())
+        running = len(state.jobs(state="running"))
+        assert state.applies()[0].outcome == "interrupted"
+        assert state.locks() == []
     assert 20 <= done < 240
     assert running == 0, "a graceful stop leaves no job marked running"
 
     resumed = _finish(_start_apply(manifest))
     assert resumed.returncode == 0, resumed.stderr
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 240
+    with store.read(db) as state:
+        assert len(state.results()) == 240

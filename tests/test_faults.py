@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 
 import pytest
 
-from qrun.providers import faults
+from qrun import store
 from qrun.errors import QrunError
+from qrun.providers import faults
 
 from .conftest import EXAMPLES, qrun
 
@@ -67,12 +67,12 @@ def _rows(manifest) -> list[dict]:
     from qrun.store import Store
 
     with Store.open(api.state_path(api.validate(manifest)), readonly=True) as store:
-        return [json.loads(json.dumps(row)) for row in store.export_rows(store.latest_plan_apply())]
+        return [json.loads(json.dumps(row.as_dict())) for row in store.export_rows(store.latest_plan_apply())]
 
 
 def _attempts(db) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
+    with store.read(db) as state:
+        return len(state.attempts())
 
 
 def test_thirty_percent_transient_faults_still_complete_everything(lab, _state_dir):

@@ -11,7 +11,9 @@ import tracemalloc
 
 from qrun import __version__, api, planner
 from qrun import manifest as manifests
+from qrun.errors import StateError
 from qrun.store import Store
+from qrun.store import read as read_state
 
 from .conftest import kill, qrun, start_apply, wait_until, write
 
@@ -40,9 +42,9 @@ def _results(db) -> dict:
     if not db.exists():
         return {}
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return dict(conn.execute("SELECT experiment, completed_at FROM results"))
-    except sqlite3.OperationalError:  # tables not created yet
+        with read_state(db) as state:
+            return {r.experiment: r.completed_at for r in state.results()}
+    except StateError:  # tables not created yet
         return {}
 
 

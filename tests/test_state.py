@@ -14,6 +14,7 @@ import pytest
 
 from qrun.errors import LockedError, StateError
 from qrun.store import SCHEMA_VERSION, Store
+from qrun.store import read as read_state
 
 from .conftest import qrun, write
 
@@ -150,21 +151,30 @@ def test_one_failing_experiment_does_not_sink_its_job(project, _state_dir):
     status = json.loads(qrun("status", manifest, "-o", "json").stdout)
     assert status["experiments"] == {"total": 4, "done": 3, "failed": 1, "pending": 0}
     assert status["failures"][0]["circuit"] == "big"
-    db = sqlite3.connect(_state_dir / "mixed.sqlite")
+    db = _state_dir / "mixed.sqlite"
     # Deterministic: tried once, not retried blindly.
-    assert db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 1
-    done_before = dict(db.execute("SELECT experiment, completed_at FROM results"))
+    assert _attempt_count(db) == 1
+    done_before = _completed(db)
 
     plan = qrun("plan", manifest, "-o", "json")
     assert json.loads(plan.stdout)["totals"]["failed"] == 1
     assert qrun("apply", manifest).returncode == 1  # apply does not rerun failures
-    assert db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 1
+    assert _attempt_count(db) == 1
 
     retried = qrun("retry", manifest)
     assert retried.returncode == 1  # still failing: the cause was not removed
-    assert db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 2
-    assert dict(db.execute("SELECT experiment, completed_at FROM results")) == done_before
+    assert _attempt_count(db) == 2
+    assert _completed(db) == done_before
 
+
+def _attempt_count(db) -> int:
+    with read_state(db) as state:
+        return len(state.attempts())
+
+
+def _completed(db) -> dict:
+    with read_state(db) as state:
+        return {r.experiment: r.completed_at for r in state.results()}
 
 # -- a read-only runs folder, a full disk
 

@@ -1,0 +1,180 @@
+"""What the campaign's state says: counts, summaries, failures and their causes, remote jobs,
+and the export rows. Read-only queries returning named rows (see rows.NamedRow), never
+positional tuples. ``apply_id`` is the apply whose plan is reported (the latest, mostly).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .connection import Connection
+from .jobs import DONE, FAILED, FINISHED_JOB_STATES, PENDING, UNFINISHED_JOB_STATES
+from .rows import NamedRow
+
+_IN_PLAN = ("EXISTS (SELECT 1 FROM slices s JOIN experiments e ON e.key=s.experiment "
+            "WHERE s.job_id=j.id AND e.plan_apply=?)")
+
+
+@dataclass(frozen=True)
+class BackendSummary(NamedRow):
+    """Experiments of one circuit on one backend, by state."""
+    backend: str
+    provider: str
+    circuit: str
+    pending: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Failure(NamedRow):
+    circuit: str
+    backend: str
+    params: dict
+    error: str | None
+
+
+@dataclass(frozen=True)
+class FailureCause(NamedRow):
+    backend: str
+    error: str | None
+    experiments: int
+
+
+@dataclass(frozen=True)
+class PendingCause(NamedRow):
+    backend: str
+    job_state: str
+    reason: str | None  # the last thing that held the job up; None: nothing went wrong
+    experiments: int
+
+
+@dataclass(frozen=True)
+class RemoteJob(NamedRow):
+    job: int
+    backend: str
+    state: str
+    remote_id: str
+    provider_state: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ExportRow(NamedRow):
+    """One experiment of the plan, with its result and provenance."""
+    key: str
+    circuit: str
+    backend: str
+    provider: str
+    params: dict
+    shots: int
+    state: str
+    error: str | None
+    counts: dict | None
+    metadata: dict | None
+    completed_at: float | None
+    attempts: int
+    remote_ids: list
+    manifest_sha256: str | None
+    git_commit: str | None
+    git_dirty: bool | None
+
+
+def state_counts(conn: Connection, apply_id: int) -> dict[str, int]:
+    """Experiments of the plan by state: pending, done, failed (each present)."""
+    counts = {state: 0 for state in (PENDING, DONE, FAILED)}
+    counts.update(conn.all("SELECT state, count(*) FROM experiments WHERE plan_apply=? "
+                           "GROUP BY state", (apply_id,)))
+    return counts
+
+
+def job_counts(conn: Connection, apply_id: int) -> dict[str, int]:
+    return dict(conn.all(f"SELECT j.state, count(*) FROM jobs j WHERE {_IN_PLAN} GROUP BY j.state",
+                         (apply_id,)))
+
+
+def backend_summary(conn: Connection, apply_id: int) -> list[BackendSummary]:
+    """Per circuit and backend: how many experiments are in each state."""
+    rows = conn.all(
+        "SELECT backend, provider, circuit, state, count(*) FROM experiments "
+        "WHERE plan_apply=? GROUP BY backend, provider, circuit, state "
+        "ORDER BY backend, circuit", (apply_id,))
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for backend, provider, circuit, state, count in rows:
+        row = table.setdefault((backend, circuit), {"backend": backend, "provider": provider,
+                                                   "circuit": circuit})
+        row[state] = count
+    return [BackendSummary(**row) for row in table.values()]
+
+
+def failures(conn: Connection, apply_id: int, limit: int = 50) -> list[Failure]:
+    rows = conn.all(
+        "SELECT circuit, backend, params, error FROM experiments WHERE plan_apply=? AND state=? "
+        "ORDER BY rowid LIMIT ?", (apply_id, FAILED, limit))
+    return [Failure(circuit=c, backend=b, params=json.loads(p), error=e) for c, b, p, e in rows]
+
+
+def failure_causes(conn: Connection, apply_id: int, limit: int = 20) -> list[FailureCause]:
+    """Why experiments failed: one row per backend and error, the most frequent first."""
+    rows = conn.all(
+        "SELECT backend, error, count(*) AS n FROM experiments WHERE plan_apply=? AND state=? "
+        "GROUP BY backend, error ORDER BY n DESC, backend LIMIT ?", (apply_id, FAILED, limit))
+    return [FailureCause(backend=b, error=e, experiments=n) for b, e, n in rows]
+
+
+def pending_causes(conn: Connection, apply_id: int, limit: int = 20) -> list[PendingCause]:
+    """Why experiments are not finished: one row per backend, job state and reason."""
+    marks = ",".join("?" * len(UNFINISHED_JOB_STATES))
+    rows = conn.all(
+        "SELECT j.backend, j.state, j.error, count(DISTINCT e.key) AS n FROM experiments e "
+        "JOIN slices s ON s.experiment=e.key JOIN jobs j ON j.id=s.job_id "
+        f"WHERE e.plan_apply=? AND e.state=? AND j.state IN ({marks}) "
+        "GROUP BY j.backend, j.state, j.error ORDER BY n DESC, j.backend LIMIT ?",
+        (apply_id, PENDING, *UNFINISHED_JOB_STATES, limit))
+    return [PendingCause(backend=b, job_state=s, reason=e, experiments=n) for b, s, e, n in rows]
+
+
+def remote_jobs(conn: Connection, apply_id: int, limit: int = 50) -> list[RemoteJob]:
+    """The plan's jobs known to a provider, unfinished first, then the latest."""
+    finished = ", ".join(f"'{state}'" for state in FINISHED_JOB_STATES)
+    rows = conn.all(
+        "SELECT j.id, j.backend, j.state, j.remote_id, j.provider_state, j.error FROM jobs j "
+        f"WHERE j.remote_id IS NOT NULL AND {_IN_PLAN} "
+        f"ORDER BY (j.state IN ({finished})), j.id DESC LIMIT ?", (apply_id, limit))
+    return [RemoteJob(job=r[0], backend=r[1], state=r[2], remote_id=r[3], provider_state=r[4],
+                      error=r[5]) for r in rows]
+
+
+_EXPORT = """
+    SELECT e.key, e.circuit, e.backend, e.provider, e.params, e.shots, e.state, e.error,
+           r.counts, r.metadata, r.completed_at,
+           (SELECT count(*) FROM attempts a WHERE a.job_id IN
+                (SELECT s.job_id FROM slices s WHERE s.experiment = e.key)) AS attempts,
+           (SELECT json_group_array(a.remote_id) FROM attempts a WHERE a.remote_id IS NOT NULL
+                AND a.job_id IN (SELECT s.job_id FROM slices s WHERE s.experiment = e.key))
+                AS remote_ids,
+           coalesce(ra.manifest_sha256, pa.manifest_sha256), coalesce(ra.git_commit, pa.git_commit),
+           coalesce(ra.git_dirty, pa.git_dirty)
+    FROM experiments e
+    LEFT JOIN results r ON r.experiment = e.key
+    LEFT JOIN applies ra ON ra.id = r.apply_id
+    LEFT JOIN applies pa ON pa.id = e.plan_apply
+    WHERE e.plan_apply = ?
+    ORDER BY e.rowid
+    """
+
+
+def export_rows(conn: Connection, apply_id: int) -> Iterator[ExportRow]:
+    """One row per experiment of the plan, with its result and provenance; streamed."""
+    for row in conn.stream(_EXPORT, (apply_id,)):
+        yield ExportRow(
+            key=row[0], circuit=row[1], backend=row[2], provider=row[3],
+            params=json.loads(row[4]), shots=row[5], state=row[6], error=row[7],
+            counts=json.loads(row[8]) if row[8] else None,
+            metadata=json.loads(row[9]) if row[9] else None,
+            completed_at=row[10], attempts=row[11], remote_ids=json.loads(row[12]),
+            manifest_sha256=row[13], git_commit=row[14],
+            git_dirty=None if row[15] is None else bool(row[15]))
