@@ -21,7 +21,7 @@ class Task:
 
     program_format: str
     program_content: bytes
-    program_item: int  # circuit index inside a multi-circuit file
+    program_item: int | None  # circuit index inside a multi-circuit file (None: its only one)
     program_digest: str
     params: dict
     shots: int
