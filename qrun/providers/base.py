@@ -143,7 +143,7 @@ class RemoteAdapter(Protocol):
 
 @cache
 def sdk_versions(packages: tuple) -> dict:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in packages:
         try:
             versions[package] = metadata.version(package)
