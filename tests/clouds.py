@@ -329,7 +329,7 @@ class Memory(Braket):
         self.fake = MemoryCloud(**faults)
         self.url = "http://127.0.0.1:9"  # never called: the adapter is the memory cloud
         self._patches = [mock.patch(target, lambda *args, **kwargs: self.fake)
-                         for target in ("qrun.engine.loop.adapter_for", "qrun.providers.adapter_for")]
+                         for target in ("qrun.providers.adapter_for",)]
         for patch in self._patches:
             patch.start()
         return self

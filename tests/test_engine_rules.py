@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-import qrun.engine.loop  # noqa: F401 - patched below
+import qrun.engine.loop  # noqa: F401 - its STOP_GRACE is patched below
 from qrun import api, engine
 from qrun.store import FAILED, SUBMITTING, Store, read
 
@@ -25,7 +25,6 @@ EXPERIMENTS = 3
 @pytest.fixture
 def cloud(monkeypatch):
     memory = MemoryCloud()
-    monkeypatch.setattr(engine.loop, "adapter_for", lambda *args, **kwargs: memory)
     monkeypatch.setattr("qrun.providers.adapter_for", lambda *args, **kwargs: memory)
     yield memory
     memory.released.set()  # calls left hanging end with the test
