@@ -36,6 +36,7 @@ class MemoryCloud:
         self.lose_answers = False  # a created job's answer is lost (the job exists)
         self.refuse_lookups = False  # every lookup is refused, as with an expired credential
         self.refuse_submissions = False
+        self.busy_submissions = 0  # the next N submissions are answered 429, nothing created
         self.stall = stall  # created jobs stay queued
         self.silent = threading.Event()  # set: every call hangs until it is cleared
         self.released = threading.Event()
@@ -85,6 +86,10 @@ class MemoryCloud:
     def submit(self, tasks, seed, tag):
         self._hang_if_silent()
         self._busy_sometimes()
+        with self._lock:
+            busy, self.busy_submissions = self.busy_submissions > 0, max(0, self.busy_submissions - 1)
+        if busy:
+            raise TransientBackendError("HTTP 429: too many requests (nothing was created)")
         if self.refuse_submissions:
             raise RuntimeError("HTTP 401: the credential was refused")
         handle = self._create(tag, [task.shots for task in tasks])

@@ -210,3 +210,16 @@ def test_ctrl_c_does_not_wait_for_a_silent_service(cloud, manifest, monkeypatch)
     cloud.silent.clear()
     cloud.released.set()
     assert api.apply(manifest).all_done and set(cloud.accepted.values()) == {1}
+
+
+def test_a_tag_found_absent_then_sent_again_is_looked_up_again(cloud, manifest):
+    """A 429 leaves the tag's fate unknown; the next try finds it absent and sends the job
+    under the same tag; that answer is lost. The tag is unknown again (the send may have
+    landed), so the third try must look it up, not send a second job (found by the fake
+    Braket's lost answers: it paid twice)."""
+    cloud.busy_submissions = EXPERIMENTS  # each job's first submission: 429
+    cloud.lose_answers = True  # every later one is created, its answer lost
+    report = api.apply(manifest)
+    assert set(cloud.accepted.values()) == {1}, cloud.accepted
+    assert len(cloud.accepted) == EXPERIMENTS and report.all_done
+    _results_name_their_jobs(manifest, cloud)

@@ -171,9 +171,12 @@ class RemoteJobs:
     def _settle_submit(self, op: Op, future: Future) -> None:
         remote = op.about
         outcome: SubmitOutcome = future.result()
-        if outcome.absent:
-            self.store.mark_tags_absent(outcome.absent)
-            remote.lookups = [(a, t) for a, t in remote.lookups if a not in outcome.absent]
+        # Earlier tags the provider does not hold are absent for good. The job's own tag is
+        # not: it was sent again right after its lookup, so its fate is that send's (a
+        # handle, a refusal, or unknown again when the answer was lost).
+        absent = [a for a in outcome.absent if a != remote.attempt_id]
+        if absent:
+            self.store.mark_tags_absent(absent)
         handle = outcome.handle
         if handle is None:  # not sent, or its fate unknown: it leaves this try
             self.forget(remote)
