@@ -4,7 +4,8 @@ A `Cloud` knows how to start its provider's fake (on a chosen port, so a test ca
 fresh one, which has forgotten every job, where the old one was), how to write a small
 campaign for it (three experiments, one per job), which environment holds its credential,
 how many jobs the fake accepted per idempotency tag, and how to rotate its credential (the
-scenario of a key that expired between two applies).
+scenario of a key that expired between two applies). Every fake shares one base
+(qrun.fakes.server): the same fault keywords, `fake.faults`, `fake.credential`, `fake.url`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ class Cloud:
     url: str = ""
     port: int = 0
     env: dict = field(default_factory=dict)
+    credential: str = SECRET  # the one the fake accepts (what `env` holds, for its kind)
 
     # -- the fake
 
     def start(self, **faults) -> "Cloud":
         """Start a fresh fake (on the same port as the last one, if there was one)."""
-        self.fake = self._make(**faults)
-        self.url = self._started(self.port)
+        self.fake = self._make(credential=self.credential, **faults)
+        self.url = self.fake.start(self.port)
         self.port = int(self.url.rsplit(":", 1)[1])
         return self
 
@@ -46,20 +48,13 @@ class Cloud:
             self.fake = None
 
     def set_latency(self, seconds: float) -> None:
-        faults = getattr(self.fake, "faults", None)  # the fakes on qrun.fakes.server keep them there
-        if hasattr(faults, "latency"):
-            faults.latency = seconds
-        else:
-            self.fake.latency = seconds
+        self.fake.faults.latency = seconds
 
     def accepted(self) -> Counter:
         return self.fake.accepted
 
     def total_accepted(self) -> int:
         return sum(self.fake.accepted.values()) if self.fake is not None else 0
-
-    def _started(self, port: int) -> str:
-        return self.fake.start(port)
 
     # -- per provider
 
@@ -71,7 +66,7 @@ class Cloud:
 
     def rotate_credential(self) -> None:
         """The credential the apply holds stops being accepted (it expired)."""
-        raise NotImplementedError
+        self.fake.credential = "rotated-" + secrets.token_hex(8)
 
     def looks_right(self, circuit: str, params: dict, counts: dict) -> bool:
         """Whether an experiment's counts show what its circuit does."""
@@ -82,20 +77,22 @@ class Cloud:
         return max(counts, key=counts.get) == expected
 
     def restore_credential(self) -> None:
-        raise NotImplementedError
+        self.fake.credential = self.credential
 
 
 class Braket(Cloud):
     def __init__(self):
+        # The fake checks the access key id (SigV4 names it); the secret key is the planted one.
         super().__init__("braket.aws", env={"AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKE",
                                             "AWS_SECRET_ACCESS_KEY": SECRET,
                                             "AWS_CONFIG_FILE": os.devnull,
-                                            "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+                                            "AWS_SHARED_CREDENTIALS_FILE": os.devnull},
+                         credential="AKIAFAKEFAKEFAKE")
 
     def _make(self, **faults):
         from qrun.providers.braket_aws.fake import FakeBraket
 
-        return FakeBraket(access_key="AKIAFAKEFAKEFAKE", **faults)
+        return FakeBraket(**faults)
 
     def campaign(self, folder, name):
         return write(folder, f"{name}.yaml", f"""
@@ -115,12 +112,6 @@ class Braket(Cloud):
               {RETRY}
         """)
 
-    def rotate_credential(self):
-        self.fake.access_key = "AKIAROTATEDROTATED"
-
-    def restore_credential(self):
-        self.fake.access_key = "AKIAFAKEFAKEFAKE"
-
 
 class IBM(Cloud):
     def __init__(self):
@@ -129,11 +120,7 @@ class IBM(Cloud):
     def _make(self, **faults):
         from qrun.providers.ibm_cloud.fake import FakeIBMQuantum
 
-        return FakeIBMQuantum(api_key=SECRET, backends=("fake_manila",), **faults)
-
-    def _started(self, port):
-        self.fake.start(port)
-        return self.fake.url
+        return FakeIBMQuantum(backends=("fake_manila",), **faults)
 
     def campaign(self, folder, name):
         return write(folder, f"{name}.yaml", f"""
@@ -156,14 +143,6 @@ class IBM(Cloud):
               {RETRY}
         """)
 
-    def rotate_credential(self):
-        self.fake.api_key = "rotated-" + secrets.token_hex(8)
-        with self.fake._lock:
-            self.fake._tokens.clear()  # the bearer tokens it gave out expire with the key
-
-    def restore_credential(self):
-        self.fake.api_key = SECRET
-
 
 class Pasqal(Cloud):
     def __init__(self):
@@ -172,7 +151,7 @@ class Pasqal(Cloud):
     def _make(self, **faults):
         from qrun.providers.pasqal_cloud.fake import FakePasqal
 
-        return FakePasqal(token=SECRET, **faults)
+        return FakePasqal(**faults)
 
     def campaign(self, folder, name):
         shutil.copy(EXAMPLES / "circuits" / "rabi.json", folder / "circuits" / "rabi.json")
@@ -194,12 +173,6 @@ class Pasqal(Cloud):
               {RETRY}
         """)
 
-    def rotate_credential(self):
-        self.fake.token = "rotated-" + secrets.token_hex(8)
-
-    def restore_credential(self):
-        self.fake.token = SECRET
-
     def looks_right(self, circuit, params, counts):
         # A resonant pulse of 500 ns is a pi pulse: odd multiples flip the atom.
         return max(counts, key=counts.get) == ("1" if params["duration"] // 500 % 2 else "0")
@@ -212,7 +185,7 @@ class Quandela(Cloud):
     def _make(self, **faults):
         from qrun.providers.quandela_cloud.fake import FakeQuandela
 
-        return FakeQuandela(token=SECRET, **faults)
+        return FakeQuandela(**faults)
 
     def campaign(self, folder, name):
         for circuit in ("hom.pcvl", "mach-zehnder.pcvl"):
@@ -239,12 +212,6 @@ class Quandela(Cloud):
               split: {{max_experiments_per_job: 1}}
               {RETRY}
         """)
-
-    def rotate_credential(self):
-        self.fake.token = "rotated-" + secrets.token_hex(8)
-
-    def restore_credential(self):
-        self.fake.token = SECRET
 
     def looks_right(self, circuit, params, counts):
         if circuit == "hom":  # two photons on a 50:50 beam splitter always leave together
