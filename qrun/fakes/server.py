@@ -206,11 +206,20 @@ class FakeServer:
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
+    @property
+    def waiting(self) -> int:
+        """Accepted jobs whose work has not started (queued, stalled, or stopped meanwhile)."""
+        with self.lock:
+            return len(self._waiting)
+
     # -- life cycle
 
     def start(self, port: int = 0) -> str:
-        """Serve in background threads on 127.0.0.1 (port 0: a free one); the base URL."""
+        """Serve in background threads on 127.0.0.1 (port 0: a free one); the base URL.
+        Already serving, it stays where it is and says so (port 0 or the same port)."""
         if self._server is not None:
+            if port in (0, self._server.server_address[1]):
+                return self.url
             raise RuntimeError(f"{self.title} is already serving at {self.url}")
         self._runner = ThreadPoolExecutor(max_workers=self._workers,
                                           thread_name_prefix=f"fake-{self.provider}-run")
@@ -325,8 +334,7 @@ class FakeServer:
 
     def answer(self, request: Request) -> Reply | None:
         """The reply to a request, or None to drop the connection without one."""
-        path = urllib.parse.urlsplit(request.path).path.rstrip("/") or "/"
-        route, segments = self._route(request.method, path)
+        route, segments = self.route_for(request.method, request.path)
         name = route.name if route else f"{request.method} (no route)"
         with self.lock:
             self.requests[name] += 1
@@ -342,7 +350,9 @@ class FakeServer:
             time.sleep(self.faults.latency)
         return reply
 
-    def _route(self, method: str, path: str) -> tuple[Route | None, list[str]]:
+    def route_for(self, method: str, target: str) -> tuple[Route | None, list[str]]:
+        """The route a request goes to (None: no route), and its path segments."""
+        path = urllib.parse.urlsplit(target).path.rstrip("/") or "/"
         for route in self.routes:
             segments = route.match(method, path)
             if segments is not None:
@@ -383,6 +393,13 @@ class FakeServer:
     @classmethod
     def main(cls, argv: list[str] | None = None) -> None:
         """`python -m qrun.fakes PROVIDER [flags]`: serve until Ctrl-C or SIGTERM."""
+        fake, port = cls.from_command_line(argv)
+        fake.start(port)
+        serve_until_stopped(fake)
+
+    @classmethod
+    def from_command_line(cls, argv: list[str] | None = None) -> tuple[FakeServer, int]:
+        """The fake the flags describe (flags left out: their variables), and its port."""
         parser = argparse.ArgumentParser(prog=f"python -m qrun.fakes {cls.provider}",
                                          description=f"A local {cls.title} for rehearsing qrun "
                                                      "campaigns; each flag left out is read from "
@@ -391,9 +408,7 @@ class FakeServer:
         cls.add_arguments(parser)
         args = parser.parse_args(argv)
         common = {name: getattr(args, name) for name in (*VARIABLES, "credential")}
-        fake = cls(**common, **cls.options_from(args))
-        fake.start(args.port)
-        serve_until_stopped(fake)
+        return cls(**common, **cls.options_from(args)), args.port
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
