@@ -35,7 +35,7 @@ class Cloud:
 
     # -- the fake
 
-    def start(self, **faults) -> "Cloud":
+    def start(self, **faults) -> Cloud:
         """Start a fresh fake (on the same port as the last one, if there was one)."""
         self.fake = self._make(credential=self.credential, **faults)
         self.url = self.fake.start(self.port)
