@@ -79,12 +79,12 @@ spec:
     import subprocess
 
     def timed(command) -> tuple:
-        fake.requests = 0
+        fake.requests.clear()
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"{command[2]} failed:\n{done.stderr}")
-        return time.perf_counter() - started, fake.requests
+        return time.perf_counter() - started, fake.total_requests
 
     wall, requests = timed([sys.executable, "-m", "qrun", "apply", str(scratch / "campaign.yaml"),
                             "--no-progress", "--state-dir", str(scratch / "state")])

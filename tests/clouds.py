@@ -4,7 +4,8 @@ A `Cloud` knows how to start its provider's fake (on a chosen port, so a test ca
 fresh one, which has forgotten every job, where the old one was), how to write a small
 campaign for it (three experiments, one per job), which environment holds its credential,
 how many jobs the fake accepted per idempotency tag, and how to rotate its credential (the
-scenario of a key that expired between two applies).
+scenario of a key that expired between two applies). Every fake shares one base
+(qrun.fakes.server): the same fault keywords, `fake.faults`, `fake.credential`, `fake.url`.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ class Cloud:
     url: str = ""
     port: int = 0
     env: dict = field(default_factory=dict)
+    credential: str = SECRET  # the one the fake accepts (what `env` holds, for its kind)
 
     # -- the fake
 
     def start(self, **faults) -> Cloud:
         """Start a fresh fake (on the same port as the last one, if there was one)."""
-        self.fake = self._make(**faults)
-        self.url = self._started(self.port)
+        self.fake = self._make(credential=self.credential, **faults)
+        self.url = self.fake.start(self.port)
         self.port = int(self.url.rsplit(":", 1)[1])
         return self
 
@@ -74,9 +76,6 @@ class Cloud:
     def total_accepted(self) -> int:
         return sum(self.fake.accepted.values()) if self.fake is not None else 0
 
-    def _started(self, port: int) -> str:
-        return self.fake.start(port)
-
     # -- per provider
 
     failure_text = ""  # what the fake says of a job it failed on purpose (fail_jobs)
@@ -99,7 +98,7 @@ class Cloud:
 
     def rotate_credential(self) -> None:
         """The credential the apply holds stops being accepted (it expired)."""
-        raise NotImplementedError
+        self.fake.credential = "rotated-" + secrets.token_hex(8)
 
     def looks_right(self, circuit: str, params: dict, counts: dict) -> bool:
         """Whether an experiment's counts show what its circuit does."""
@@ -110,20 +109,22 @@ class Cloud:
         return max(counts, key=counts.get) == expected
 
     def restore_credential(self) -> None:
-        raise NotImplementedError
+        self.fake.credential = self.credential
 
 
 class Braket(Cloud):
     def __init__(self):
+        # The fake checks the access key id (SigV4 names it); the secret key is the planted one.
         super().__init__("braket.aws", env={"AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKE",
                                             "AWS_SECRET_ACCESS_KEY": SECRET,
                                             "AWS_CONFIG_FILE": os.devnull,
-                                            "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+                                            "AWS_SHARED_CREDENTIALS_FILE": os.devnull},
+                         credential="AKIAFAKEFAKEFAKE")
 
     def _make(self, **faults):
         from qrun.providers.braket_aws.fake import FakeBraket
 
-        return FakeBraket(access_key="AKIAFAKEFAKEFAKE", **faults)
+        return FakeBraket(**faults)
 
     def campaign(self, folder, name, points=2, extra=""):
         return write(folder, f"{name}.yaml", f"""
@@ -149,12 +150,6 @@ class Braket(Cloud):
     def cancelled(self):
         return {t.status for t in self.fake.tasks.values()} == {"CANCELLED"}
 
-    def rotate_credential(self):
-        self.fake.access_key = "AKIAROTATEDROTATED"
-
-    def restore_credential(self):
-        self.fake.access_key = "AKIAFAKEFAKEFAKE"
-
 
 class IBM(Cloud):
     def __init__(self):
@@ -163,11 +158,7 @@ class IBM(Cloud):
     def _make(self, **faults):
         from qrun.providers.ibm_cloud.fake import FakeIBMQuantum
 
-        return FakeIBMQuantum(api_key=SECRET, backends=("fake_manila",), **faults)
-
-    def _started(self, port):
-        self.fake.start(port)
-        return self.fake.url
+        return FakeIBMQuantum(backends=("fake_manila",), **faults)
 
     def campaign(self, folder, name, points=2, extra=""):
         return write(folder, f"{name}.yaml", f"""
@@ -196,14 +187,6 @@ class IBM(Cloud):
     def cancelled(self):
         return {j.status for j in self.fake.jobs.values()} == {"Cancelled"}
 
-    def rotate_credential(self):
-        self.fake.api_key = "rotated-" + secrets.token_hex(8)
-        with self.fake._lock:
-            self.fake._tokens.clear()  # the bearer tokens it gave out expire with the key
-
-    def restore_credential(self):
-        self.fake.api_key = SECRET
-
 
 class Pasqal(Cloud):
     def __init__(self):
@@ -212,7 +195,7 @@ class Pasqal(Cloud):
     def _make(self, **faults):
         from qrun.providers.pasqal_cloud.fake import FakePasqal
 
-        return FakePasqal(token=SECRET, **faults)
+        return FakePasqal(**faults)
 
     def experiments(self, points: int = 3) -> int:
         return points  # one swept pulse, no fixed experiment
@@ -244,12 +227,6 @@ class Pasqal(Cloud):
     def cancelled(self):
         return {b["status"] for b in self.fake.batches.values()} == {"CANCELED"}
 
-    def rotate_credential(self):
-        self.fake.token = "rotated-" + secrets.token_hex(8)
-
-    def restore_credential(self):
-        self.fake.token = SECRET
-
     def looks_right(self, circuit, params, counts):
         # A resonant pulse of 500 ns is a pi pulse: odd multiples flip the atom.
         return max(counts, key=counts.get) == ("1" if params["duration"] // 500 % 2 else "0")
@@ -262,7 +239,7 @@ class Quandela(Cloud):
     def _make(self, **faults):
         from qrun.providers.quandela_cloud.fake import FakeQuandela
 
-        return FakeQuandela(token=SECRET, **faults)
+        return FakeQuandela(**faults)
 
     def campaign(self, folder, name, points=2, extra=""):
         for circuit in ("hom.pcvl", "mach-zehnder.pcvl"):
@@ -295,12 +272,6 @@ class Quandela(Cloud):
 
     def cancelled(self):
         return {j.status for j in self.fake.jobs.values()} == {"canceled"}
-
-    def rotate_credential(self):
-        self.fake.token = "rotated-" + secrets.token_hex(8)
-
-    def restore_credential(self):
-        self.fake.token = SECRET
 
     def looks_right(self, circuit, params, counts):
         if circuit == "hom":  # two photons on a 50:50 beam splitter always leave together

@@ -62,7 +62,7 @@ def fake():
     started = []
 
     def start(**faults) -> FakeIBMQuantum:
-        service = FakeIBMQuantum(api_key=SECRET, backends=("fake_manila",), **faults)
+        service = FakeIBMQuantum(credential=SECRET, backends=("fake_manila",), **faults)
         service.start()
         started.append(service)
         return service
@@ -157,8 +157,8 @@ def test_transient_faults_are_absorbed_without_duplicates(project, fake, _state_
     applied = qrun("apply", manifest)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     _check_physics(_rows(project, "flaky"))
-    assert sum(service.faults.values()) >= 5, service.faults  # 429s and 5xx were answered
-    assert service.faults[429] >= 1
+    assert sum(service.injected.values()) >= 5, service.injected  # 429s and 503s were answered
+    assert service.injected["429"] >= 1
     assert len(service.accepted) == 4 and set(service.accepted.values()) == {1}, service.accepted
     _assert_secret_absent(_state_dir, project, applied)
 
@@ -186,7 +186,7 @@ def test_a_share_of_failing_jobs_then_retry_once_the_cause_is_gone(project, fake
     assert failed and len(failed) < len(rows), "some jobs fail, the rest complete"
     assert all(FAILED_REASON in r["error"] for r in failed) and FAILED_REASON in applied.stderr
     assert set(service.accepted.values()) == {1}  # failed jobs were not resubmitted blindly
-    service.fail_jobs = 0.0  # the cause is removed
+    service.faults.fail_jobs = 0.0  # the cause is removed
     retried = qrun("retry", manifest)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     _check_physics(_rows(project, "some"))
@@ -201,7 +201,7 @@ def test_lost_answers_are_reconciled_by_tag(project, fake):
     assert applied.returncode == 0, applied.stdout + applied.stderr
     _check_physics(_rows(project, "lossy"))
     assert len(service.accepted) == 2 and set(service.accepted.values()) == {1}, service.accepted
-    assert service.faults["lost"] == 2
+    assert service.injected["lost"] == 2
     assert service.requests["GET /api/v1/jobs"] >= 2, "each job was found by its tag"
 
 

@@ -110,7 +110,7 @@ def _results_per_experiment(db: Path) -> dict:
 
 
 def test_campaign_runs_on_the_fake_and_the_token_stays_secret(atoms, fakes, secret, _state_dir, tmp_path):
-    fake = fakes(token=secret)  # the fake accepts the planted token and no other
+    fake = fakes(credential=secret)  # the fake accepts the planted token and no other
     manifest = _manifest(atoms, fake.url)
     env = {TOKEN_VAR: secret}
     outputs = []
@@ -181,7 +181,7 @@ def test_campaign_runs_on_the_fake_and_the_token_stays_secret(atoms, fakes, secr
 
 
 def test_transient_faults_are_retried_and_nothing_is_accepted_twice(atoms, fakes, secret):
-    fake = fakes(token=secret, error_rate=0.3, seed=3)
+    fake = fakes(credential=secret, error_rate=0.3, seed=3)
     manifest = _manifest(atoms, fake.url, durations=(500, 1000, 1500), per_job=1)
     applied = qrun("apply", manifest, env={TOKEN_VAR: secret})
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -195,7 +195,7 @@ def test_transient_faults_are_retried_and_nothing_is_accepted_twice(atoms, fakes
 
 
 def test_failed_jobs_fail_their_experiments_with_the_providers_error(atoms, fakes, secret):
-    fake = fakes(token=secret, fail_jobs=1.0)
+    fake = fakes(credential=secret, fail_jobs=1.0)
     manifest = _manifest(atoms, fake.url, flip=False)
     applied = qrun("apply", manifest, env={TOKEN_VAR: secret, **WIDE})
     assert applied.returncode == 1
@@ -207,7 +207,7 @@ def test_failed_jobs_fail_their_experiments_with_the_providers_error(atoms, fake
 
 @pytest.mark.slow  # the same scenario runs in CI on Braket and IBM
 def test_a_share_of_failing_batches_then_retry_once_the_cause_is_gone(atoms, fakes, secret):
-    fake = fakes(token=secret, fail_jobs=0.5, seed=4)
+    fake = fakes(credential=secret, fail_jobs=0.5, seed=4)
     durations = (300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300)
     manifest = _manifest(atoms, fake.url, name="some", durations=durations, per_job=1, flip=False)
     env = {TOKEN_VAR: secret}
@@ -217,7 +217,7 @@ def test_a_share_of_failing_batches_then_retry_once_the_cause_is_gone(atoms, fak
     failed = [r for r in rows if r["state"] == "failed"]
     assert failed and len(failed) < len(rows), "some batches fail, the rest complete"
     assert all(INJECTED_ERROR in r["error"] for r in failed) and INJECTED_ERROR in applied.stderr
-    fake.fail_jobs = 0.0  # the cause is removed
+    fake.faults.fail_jobs = 0.0  # the cause is removed
     retried = qrun("retry", manifest, env=env)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert all(r["state"] == "done" for r in _rows(manifest, env))
@@ -226,14 +226,14 @@ def test_a_share_of_failing_batches_then_retry_once_the_cause_is_gone(atoms, fak
 
 
 def test_answers_lost_after_accept_are_reconciled_by_tag(atoms, fakes, secret):
-    fake = fakes(token=secret, lose_after_accept=1.0)  # every creation's answer is lost
+    fake = fakes(credential=secret, lose_after_accept=1.0)  # every creation's answer is lost
     manifest = _manifest(atoms, fake.url, durations=(500, 1000), per_job=1)
     applied = qrun("apply", manifest, env={TOKEN_VAR: secret})
     assert applied.returncode == 0, applied.stdout + applied.stderr
     rows = _rows(manifest, {TOKEN_VAR: secret})
     assert all(r["state"] == "done" for r in rows)
     assert len(fake.batches) == 3 and set(fake.accepted.values()) == {1}
-    assert fake.requests["GET list_batches"] >= 3  # each one found by its tag
+    assert fake.requests["GET /core-fast/api/v1/batches"] >= 3  # each one found by its tag
 
 
 # -- 4: crash safety
@@ -250,7 +250,7 @@ def _handles(db: Path) -> set:
 @pytest.mark.slow  # a soak of random kills; CI kills this provider in test_never_pay_twice
 def test_sigkill_at_any_moment_then_resume_accepts_each_batch_once(atoms, fakes, secret, _state_dir):
     # Every answer takes 0.4 s, so a batch is accepted well before qrun hears of it.
-    fake = fakes(token=secret, latency=0.4)
+    fake = fakes(credential=secret, latency=0.4)
     durations = (300, 500, 700, 900, 1000)
     manifest = _manifest(atoms, fake.url, name="crash", durations=durations, per_job=1)
     db = _state_dir / "crash.sqlite"
@@ -311,7 +311,7 @@ def test_email_password_login_and_a_refused_value(fakes, flip_first_atom, monkey
     adapter = Adapter("EMU_MPS", {"endpoint": fake.url}, {"env": "PASQAL_LOGIN"})
     tasks = [_task(flip_first_atom, 500), _task(flip_first_atom, 3)]  # 3 ns: too short
     handle = adapter.submit(tasks, None, "qrun-login-1")
-    assert fake.requests["POST login"] == 1
+    assert fake.requests["POST /oauth/token"] == 1
     assert adapter.find("qrun-login-1") == handle and adapter.find("qrun-other") is None
     assert _wait_done(adapter, handle).state == "done"
     counts, refused = adapter.fetch(handle, tasks)
@@ -366,7 +366,8 @@ def test_faults_come_from_the_environment_unless_given(monkeypatch):
     monkeypatch.setenv("QRUN_FAKE_STALL", "1")
     monkeypatch.setenv("QRUN_FAKE_LOSE_AFTER_ACCEPT", "0.5")
     with FakePasqal(fail_jobs=0.25, error_rate=0.0) as fake:
-        assert (fake.latency, fake.error_rate, fake.fail_jobs, fake.stall, fake.lose_after_accept) \
+        faults = fake.faults
+        assert (faults.latency, faults.error_rate, faults.fail_jobs, faults.stall, faults.lose_after_accept) \
             == (0.05, 0.0, 0.25, True, 0.5)
 
 
@@ -383,7 +384,7 @@ def test_a_refused_lookup_inside_a_submission_leaves_its_fate_unknown(fakes, fli
     real_find = adapter.find
 
     def refused(tag):
-        fake.token = "rotated"  # the credential expires between the creation and its lookup
+        fake.credential = "rotated"  # the credential expires between the creation and its lookup
         return real_find(tag)
     monkeypatch.setattr(adapter, "find", refused)
     with pytest.raises(SubmissionUnknown, match="may have created the batch"):

@@ -36,7 +36,7 @@ def services():
     started = []
 
     def start(**faults) -> tuple[FakeQuandela, str]:
-        fake = FakeQuandela(token=SECRET, **faults)
+        fake = FakeQuandela(credential=SECRET, **faults)
         started.append(fake)
         return fake, fake.start()
 
@@ -195,7 +195,7 @@ def test_a_share_of_failing_jobs_then_retry_once_the_cause_is_gone(services, lab
     failed = [r for r in rows if r["state"] == "failed"]
     assert failed and len(failed) < len(rows), "some jobs fail, the rest complete"
     assert all(FAILURE_TEXT in r["error"] for r in failed) and FAILURE_TEXT in applied.stderr
-    fake.fail_jobs = 0.0  # the cause is removed
+    fake.faults.fail_jobs = 0.0  # the cause is removed
     retried = _apply(manifest, "retry")
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert all(r["state"] == "done" for r in _experiments(_state_dir, "some"))
@@ -210,7 +210,7 @@ def test_lost_answers_are_reconciled_by_tag(services, lab, _state_dir):
     assert applied.returncode == 0, applied.stdout + applied.stderr
     rows = _experiments(_state_dir, "lossy")
     assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
-    assert fake.lookups >= 4 and sum(fake.injected.values()) == 4
+    assert fake.requests["GET /api/jobs"] >= 4 and sum(fake.injected.values()) == 4
     assert len(fake.accepted) == 4 and set(fake.accepted.values()) == {1}
     with sqlite3.connect(_state_dir / "lossy.sqlite") as conn:
         remote = {r for r, in conn.execute("SELECT remote_id FROM jobs")}
@@ -228,7 +228,7 @@ def test_a_service_without_lookup_leaves_the_job_unresolved_instead_of_paying_tw
         assert {r["state"] for r in _experiments(_state_dir, "nolookup")} == {"pending"}
     # The user looked at the cloud's job list (the lost answers' jobs are there, in the fake)
     # and chose to pay again: an explicit flag, never a default.
-    fake.lose_after_accept = 0.0
+    fake.faults.lose_after_accept = 0.0
     resubmitted = qrun("retry", manifest, "--no-progress", "--resubmit-unresolved", env=ENV, timeout=120)
     assert resubmitted.returncode == 0, resubmitted.stdout + resubmitted.stderr
     assert len(fake.accepted) == 4 and set(fake.accepted.values()) == {1}
@@ -270,7 +270,7 @@ def test_kill_anywhere_then_reapply_finishes_without_duplicates(services, lab, _
     assert len(per_experiment) == 5 and {n for _, n in per_experiment} == {1}
     assert set(fake.accepted.values()) == {1}, fake.accepted  # nothing was accepted twice
     assert set(fake.accepted) == tags  # every job the service took is the one qrun followed
-    assert in_flight <= tags and fake.lookups >= 1
+    assert in_flight <= tags and fake.requests["GET /api/jobs"] >= 1
     _assert_secret_nowhere(_state_dir, *outputs)
 
 
@@ -321,7 +321,7 @@ def test_adapter_cancels_a_stalled_job(services, lab, monkeypatch):
     monkeypatch.setenv(TOKEN_VAR, SECRET)
     monkeypatch.setenv("QRUN_FAKE_STALL", "1")  # faults can come from the environment, read at start
     fake, url = services()
-    assert fake.stall
+    assert fake.faults.stall
     adapter = Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR})
     tasks = [_task(lab, "hom.pcvl", "|1,1>", {}, 10)]
     handle = adapter.submit(tasks, None, "qrun-stall-1")

@@ -1,16 +1,18 @@
 """`python -m qrun.fakes PROVIDER [--port N ...]`: serve a provider's fake until Ctrl-C.
 
 PROVIDER is a provider id (braket.aws, qiskit.ibm, pasqal.cloud, quandela.cloud, or a
-plugin's); the fake is the one its spec names, and its module's ``main`` reads the rest.
+plugin's); the fake is the class its spec names (a qrun.fakes.server.FakeServer), whose
+``main`` reads the rest: the flags every fake shares, then its own.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+from typing import cast
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qrun.fakes.server import FakeServer
     from qrun.providers import PROVIDERS
 
     argv = sys.argv[1:] if argv is None else argv
@@ -24,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no fake service for {provider!r}; choose one of: {', '.join(with_fakes)}",
               file=sys.stderr)
         return 2
-    module_name = PROVIDERS[provider].fake.partition(":")[0]
-    importlib.import_module(module_name).main(rest)
+    cast(type[FakeServer], PROVIDERS[provider].fake_class()).main(rest)
     return 0
 
 

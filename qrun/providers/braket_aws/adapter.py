@@ -63,7 +63,9 @@ logging.getLogger("braket").setLevel(logging.WARNING)
 
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
-                        botocore.exceptions.ConnectTimeoutError)):
+                        botocore.exceptions.ConnectTimeoutError,
+                        # dropped after the request was sent: the call may have been done
+                        botocore.exceptions.ConnectionClosedError)):
         return True
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})

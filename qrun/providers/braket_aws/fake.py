@@ -13,6 +13,8 @@ operation, modifier, pragma or statement the device does not declare (a 400
 ValidationException with a message naming the line). GetDevice serves SV1's, DM1's and
 TN1's published capabilities, so rehearsals translate for the same device. Task ids are
 random (uuid4), as real ones: a restarted fake never hands out an id it gave before.
+``credential`` is the one access key id accepted (read from the SigV4 Authorization header).
+Faults, flags and accounting: qrun.fakes.server, the same for every fake.
 
     python -m qrun.fakes braket.aws --port 8123 [--error-rate 0.3 --latency 0.05 ...]
     # backends: [{name: sv1, provider: braket.aws, device: arn:aws:braket:::device/quantum-simulator/amazon/sv1,
@@ -23,17 +25,17 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import urllib.parse
 import uuid
 import warnings
 from dataclasses import dataclass, field
 
-from qrun.fakes.server import FakeServer, serve
+from qrun.fakes.server import FakeServer, HTTPError, Reply, Request, Route
 from qrun.providers.braket_aws.devices import DEVICES, RETIRED
 
 ACCOUNT = "000000000000"
+# Braket's error types, for answers that name none (injected faults, bugs of the fake)
+_ERROR_TYPES = {429: "ThrottlingException", 500: "InternalServiceException", 404: "NotFound"}
 
 # Braket's simulators warn on programs they run as asked (noise-free ones on the density
 # matrix simulator, advanced OpenQASM features): not the fake's business.
@@ -50,6 +52,7 @@ class _Task:
     directory: str
     tags: dict
     action: str
+    fail: bool  # doomed by fail_jobs
     created: float = field(default_factory=time.time)
     status: str = "QUEUED"
     failure: str | None = None
@@ -57,14 +60,21 @@ class _Task:
 
 
 class FakeBraket(FakeServer):
-    name = "braket"
+    provider = "braket.aws"
+    title = "fake Amazon Braket service"
+    workers = 4  # Braket runs many tasks at once; simulate=False benchmarks send hundreds
+    routes = (
+        Route("GET", "/device/{arn}", "_device"),
+        Route("POST", "/quantum-task", "_create", creates=True),
+        Route("GET", "/quantum-task/{arn}", "_get"),
+        Route("PUT", "/quantum-task/{arn}/cancel", "_cancel"),
+        Route("POST", "/quantum-tasks", "_search"),
+        Route("GET", "/tags/{arn}", "_tags"),
+        Route("GET", "/{bucket}/{key:path}", "_object"),  # S3 GetObject, path style
+    )
 
-    def __init__(self, simulate: bool = True, retired: tuple = RETIRED,
-                 access_key: str | None = None, **kwargs):
-        super().__init__(**kwargs)
-        # The one access key id accepted (requests are signed with SigV4, whose Authorization
-        # header names it); None accepts any. Rotating it rehearses an expired credential.
-        self.access_key = access_key
+    def __init__(self, simulate: bool = True, retired: tuple = RETIRED, **common):
+        super().__init__(**common)
         # simulate=False answers every task with all-zero outcomes at once: for benchmarks
         # that measure the client, not the simulator.
         self.simulate = simulate
@@ -74,107 +84,82 @@ class FakeBraket(FakeServer):
         self.objects: dict[tuple, bytes] = {}  # (bucket, key) -> bytes
         self.refused: list[str] = []  # messages of the CreateQuantumTask calls refused
 
-    # -- routing
+    # -- what every request goes through
 
-    def handle(self, method: str, path: str, headers, body: bytes):
-        parsed = urllib.parse.urlsplit(path)
-        parts = [urllib.parse.unquote(p) for p in parsed.path.split("/") if p]
-        request = json.loads(body) if body and headers.get("Content-Type", "").endswith("json") else {}
-        if self.access_key is not None and \
-                f"Credential={self.access_key}/" not in headers.get("Authorization", ""):
-            return 403, {"message": "The security token included in the request is invalid."}, \
-                {"x-amzn-ErrorType": "UnrecognizedClientException"}
-        if method == "GET" and len(parts) == 2 and parts[0] == "device":
-            return self._device(parts[1])
-        if method == "POST" and parts == ["quantum-task"]:
-            return self._create(request)
-        if method == "GET" and len(parts) == 2 and parts[0] == "quantum-task":
-            return self._get(parts[1])
-        if method == "PUT" and len(parts) == 3 and parts[0] == "quantum-task" and parts[2] == "cancel":
-            return self._cancel(parts[1])
-        if method == "POST" and parts == ["quantum-tasks"]:
-            return self._search(request)
-        if method == "GET" and len(parts) == 2 and parts[0] == "tags":
-            task = self.tasks.get(parts[1])
-            return (200, {"tags": task.tags}, {}) if task else self._not_found(parts[1])
-        if method == "GET" and len(parts) >= 2:  # S3 GetObject, path style: /bucket/key
-            data = self.objects.get((parts[0], "/".join(parts[1:])))
-            if data is None:
-                return 404, b"<Error><Code>NoSuchKey</Code></Error>", {"Content-Type": "application/xml"}
-            return 200, data, {"Content-Type": "application/json"}
-        return 404, {"message": f"no route {method} {parsed.path}"}, {"x-amzn-ErrorType": "NotFound"}
+    def authorize(self, request: Request, route: Route) -> None:
+        # SigV4's Authorization header names the access key id; ``credential`` None: any.
+        if self.credential is not None and \
+                f"Credential={self.credential}/" not in request.headers.get("Authorization", ""):
+            raise HTTPError(403, "The security token included in the request is invalid.",
+                            "UnrecognizedClientException")
 
-    def error_body(self, status: int):
-        return {"message": "injected fault"}
+    def error_reply(self, status: int, message: str, code: str | int | None = None) -> Reply:
+        code = code or _ERROR_TYPES.get(status)
+        return Reply(status, {"message": message}, {"x-amzn-ErrorType": str(code)} if code else {})
 
     # -- operations
 
-    def _device(self, arn: str):
+    def _device(self, request: Request, arn: str) -> Reply:
         device = DEVICES.get(arn)
         if device is None:
-            return 404, {"message": f"Braket device {arn} not found"}, \
-                {"x-amzn-ErrorType": "ResourceNotFoundException"}
-        return 200, device.describe("RETIRED" if arn in self.retired else "ONLINE"), {}
+            raise HTTPError(404, f"Braket device {arn} not found", "ResourceNotFoundException")
+        return Reply(200, device.describe("RETIRED" if arn in self.retired else "ONLINE"))
 
-    def _refusal(self, request: dict):
+    def _refusal(self, request: dict) -> HTTPError | None:
         """The error the real service answers this CreateQuantumTask with, or None."""
         arn = request.get("deviceArn", "")
         device = DEVICES.get(arn)
         if device is None:
-            return _error(400, "ValidationException", f"Device {arn} does not exist or is not "
-                                                      "available to this account")
+            return HTTPError(400, f"Device {arn} does not exist or is not available to this "
+                                  "account", "ValidationException")
         if arn in self.retired:
-            return _error(410, "DeviceRetiredException", f"Device {arn} is retired")
+            return HTTPError(410, f"Device {arn} is retired", "DeviceRetiredException")
         problem = device.refusal(request.get("action", ""), int(request.get("shots", -1)))
-        return _error(400, "ValidationException", problem) if problem else None
+        return HTTPError(400, problem, "ValidationException") if problem else None
 
-    def _create(self, request: dict):
-        token = request.get("clientToken")
-        refusal = self._refusal(request)
+    def _create(self, request: Request) -> Reply:
+        asked = request.json()
+        token = asked.get("clientToken")
+        refusal = self._refusal(asked)
         if refusal:
             with self.lock:
-                self.refused.append(refusal[1]["message"])
-            return refusal
+                self.refused.append(refusal.message)
+            raise refusal
         with self.lock:
             if token in self.by_client_token:  # AWS idempotency: same token, same task
-                return 201, {"quantumTaskArn": self.by_client_token[token]}, {}
+                return Reply(201, {"quantumTaskArn": self.by_client_token[token]})
             task_id = str(uuid.uuid4())  # unique across restarts, as Braket's are
             arn = f"arn:aws:braket:us-east-1:{ACCOUNT}:quantum-task/{task_id}"
-            task = _Task(arn=arn, device=request["deviceArn"], shots=request["shots"],
-                         bucket=request["outputS3Bucket"],
-                         directory=f"{request['outputS3KeyPrefix']}/{task_id}",
-                         tags=request.get("tags", {}), action=request["action"])
+            task = _Task(arn=arn, device=asked["deviceArn"], shots=asked["shots"],
+                         bucket=asked["outputS3Bucket"],
+                         directory=f"{asked['outputS3KeyPrefix']}/{task_id}",
+                         tags=asked.get("tags", {}), action=asked["action"],
+                         fail=self.job_fails())
             self.tasks[arn] = task
             if token:
                 self.by_client_token[token] = arn
             self.accepted[task.tags.get("qrun-tag", arn)] += 1
-        threading.Thread(target=self._run, args=(task,), daemon=True).start()
-        if self.faults.chance(self.faults.lose_after_accept):
-            return 500, {"message": "injected: the task was created, the answer lost"}, \
-                {"x-amzn-ErrorType": "InternalServiceException"}
-        return 201, {"quantumTaskArn": arn}, {}
+        self.run_later(lambda: self._run(task))
+        return Reply(201, {"quantumTaskArn": arn})
 
     def _run(self, task: _Task) -> None:
-        if self.faults.stall:
-            return
-        if self.faults.run_time:
-            time.sleep(self.faults.run_time / 2)
-        task.status = "RUNNING"
-        if self.faults.run_time:
-            time.sleep(self.faults.run_time / 2)
-        if task.status != "RUNNING":  # cancelled meanwhile
-            return
-        if self.faults.chance(self.faults.fail_jobs):
-            task.status, task.failure = "FAILED", "injected: the device failed this task"
-            task.ended = time.time()
-            return
-        try:
-            result = self._simulated(task) if self.simulate else self._zeros(task)
-            self.objects[(task.bucket, f"{task.directory}/results.json")] = result.encode()
-            task.status = "COMPLETED"
-        except Exception as exc:  # the simulator refused the program: as Braket reports it
-            task.status, task.failure = "FAILED", f"{type(exc).__name__}: {exc}"
-        task.ended = time.time()
+        with self.lock:
+            if task.status != "QUEUED":  # cancelled meanwhile
+                return
+            task.status = "RUNNING"
+        if task.fail:
+            failure: str | None = "injected: the device failed this task"
+        else:
+            try:
+                result = self._simulated(task) if self.simulate else self._zeros(task)
+                self.objects[(task.bucket, f"{task.directory}/results.json")] = result.encode()
+                failure = None
+            except Exception as exc:  # the simulator refused the program: as Braket reports it
+                failure = f"{type(exc).__name__}: {exc}"
+        with self.lock:
+            if task.status == "RUNNING":
+                task.status, task.failure = ("FAILED", failure) if failure else ("COMPLETED", None)
+                task.ended = time.time()
 
     @staticmethod
     def _simulated(task: _Task) -> str:
@@ -211,50 +196,49 @@ class FakeBraket(FakeServer):
             described["endedAt"] = _iso(task.ended)
         return described
 
-    def _get(self, arn: str):
-        task = self.tasks.get(arn)
-        return (200, self._describe(task), {}) if task else self._not_found(arn)
-
-    def _cancel(self, arn: str):
+    def _task(self, arn: str) -> _Task:
         task = self.tasks.get(arn)
         if task is None:
-            return self._not_found(arn)
-        if task.status in ("QUEUED", "RUNNING", "CREATED"):
-            task.status, task.ended = "CANCELLED", time.time()
-        return 200, {"quantumTaskArn": arn, "cancellationStatus": "CANCELLING"}, {}
+            raise HTTPError(404, f"{arn} not found", "ResourceNotFoundException")
+        return task
 
-    def _search(self, request: dict):
+    def _get(self, request: Request, arn: str) -> Reply:
+        return Reply(200, self._describe(self._task(arn)))
+
+    def _tags(self, request: Request, arn: str) -> Reply:
+        return Reply(200, {"tags": self._task(arn).tags})
+
+    def _cancel(self, request: Request, arn: str) -> Reply:
+        task = self._task(arn)
+        with self.lock:
+            if task.status in ("QUEUED", "RUNNING", "CREATED"):
+                task.status, task.ended = "CANCELLED", time.time()
+        return Reply(200, {"quantumTaskArn": arn, "cancellationStatus": "CANCELLING"})
+
+    def _search(self, request: Request) -> Reply:
+        asked = request.json()
         tasks = list(self.tasks.values())
-        for condition in request.get("filters", []):
+        for condition in asked.get("filters", []):
             if condition["name"] == "deviceArn":
                 tasks = [t for t in tasks if t.device in condition["values"]]
             elif condition["name"] == "status":
                 tasks = [t for t in tasks if t.status in condition["values"]]
-        start = int(request.get("nextToken") or 0)
-        size = int(request.get("maxResults") or 100)
+        start = int(asked.get("nextToken") or 0)
+        size = int(asked.get("maxResults") or 100)
         page = tasks[start:start + size]
-        answer = {"quantumTasks": [{k: v for k, v in self._describe(t).items()
-                                    if k not in ("deviceParameters", "failureReason")} for t in page]}
+        answer: dict = {"quantumTasks": [{k: v for k, v in self._describe(t).items()
+                                          if k not in ("deviceParameters", "failureReason")}
+                                         for t in page]}
         if start + size < len(tasks):
             answer["nextToken"] = str(start + size)
-        return 200, answer, {}
+        return Reply(200, answer)
 
-    @staticmethod
-    def _not_found(arn: str):
-        return 404, {"message": f"{arn} not found"}, {"x-amzn-ErrorType": "ResourceNotFoundException"}
-
-
-def _error(status: int, code: str, message: str) -> tuple:
-    return status, {"message": message}, {"x-amzn-ErrorType": code}
+    def _object(self, request: Request, bucket: str, key: str) -> Reply:
+        data = self.objects.get((bucket, key))
+        if data is None:
+            return Reply(404, b"<Error><Code>NoSuchKey</Code></Error>", {"Content-Type": "application/xml"})
+        return Reply(200, data, {"Content-Type": "application/json"})
 
 
 def _iso(moment: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
-
-
-def main(argv=None) -> None:
-    serve(FakeBraket, argv)
-
-
-if __name__ == "__main__":
-    main()
