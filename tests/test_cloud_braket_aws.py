@@ -359,9 +359,6 @@ def test_a_retired_device_fails_clearly_and_nothing_is_sent(project, fake, aws_e
     assert not fake.tasks
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (qrun/engine, qrun/store, not the fake): a tag "
-                   "marked absent by a lookup stays absent when the submission sent under it right "
-                   "after loses its answer, so the next try sends it again without a lookup")
 def test_a_lost_answer_right_after_an_absent_lookup_is_looked_up_again(project, aws_env, _state_dir):
     # Scripted per CreateQuantumTask call (one client token each; botocore's own retry of a
     # call reuses its token): the 1st is throttled (nothing created), so the next try looks
