@@ -33,6 +33,7 @@ Run it: ``python -m qrun.fakes qiskit.ibm --port 8080`` and point a qiskit.ibm b
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
@@ -72,6 +73,9 @@ def _in_worker(function, *args):
             _worker_pool.append(ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_watch_parent, initargs=(os.getpid(),)))
+            # Stopped before the interpreter tears its modules down: left to the pool's own
+            # exit hook, it printed "'NoneType' object has no attribute 'util'" at exit.
+            atexit.register(shutdown_worker)
         pool = _worker_pool[0]
     try:
         return pool.submit(function, *args).result()
