@@ -30,6 +30,7 @@ class MemoryCloud:
         self.error_rate, self.fail_jobs, self.lose_after_accept = error_rate, fail_jobs, lose_after_accept
         self.latency = latency
         self.random = random.Random(seed)
+        self.injected: Counter = Counter()  # "503", "429", "lost", "failed job" -> how many, as the fakes count
         self.jobs: dict = {}  # handle -> {"tag": str, "shots": [int], "state": str}
         self.accepted: Counter = Counter()  # tag -> jobs created with it
         self.lookups: Counter = Counter()  # tag -> lookups asked
@@ -64,10 +65,13 @@ class MemoryCloud:
 
     def _busy_sometimes(self) -> None:
         if self._chance(self.error_rate):
+            self.injected["503"] += 1
             raise TransientBackendError("HTTP 503: the memory service is busy (injected)")
 
     def _create(self, tag: str, shots: list) -> str:
         failed = self._chance(self.fail_jobs)
+        if failed:
+            self.injected["failed job"] += 1
         with self._lock:
             handle = f"job-{next(self._ids)}"
             self.jobs[handle] = {"tag": tag, "shots": shots,
@@ -94,6 +98,7 @@ class MemoryCloud:
             raise RuntimeError("HTTP 401: the credential was refused")
         handle = self._create(tag, [task.shots for task in tasks])
         if self.lose_answers or self._chance(self.lose_after_accept):
+            self.injected["lost"] += 1
             raise TransientBackendError("the answer was lost after the job was created")
         return handle
 

@@ -111,6 +111,8 @@ def test_a_busy_service_costs_retries_never_a_second_job(cloud, project, _state_
     _all_done_and_right(cloud, _state_dir / "busy.sqlite", cloud.experiments(5))
     assert len(cloud.accepted()) == cloud.experiments(5)
     _each_tag_once(cloud)
+    busy = cloud.fake.injected["429"] + cloud.fake.injected["503"]
+    assert busy >= 3, cloud.fake.injected  # the service was busy, really
 
 
 @on("memory", "braket", "ibm")
@@ -124,7 +126,11 @@ def test_failed_jobs_then_retry_once_the_cause_is_gone(cloud, project, _state_di
     states = clouds.experiment_states(db)
     failed = states["failed"]
     assert failed and states["done"] == cloud.experiments(9) - failed, states
+    assert cloud.fake.injected["failed job"] == failed
     _each_tag_once(cloud)  # a failed job is not sent again blindly
+    status = json.loads(cloud.run("status", manifest, "-o", "json").stdout)
+    assert status["experiments"]["failed"] == failed
+    assert all(cloud.failure_text in f["error"] for f in status["failures"]), status["failures"]
     cloud.set_fault("fail_jobs", 0.0)  # the cause is removed
     retried = _apply(cloud, manifest, "retry")
     assert retried.returncode == 0, _output(retried)
@@ -142,6 +148,7 @@ def test_answers_lost_after_the_job_was_created_are_found_by_tag(cloud, project,
     _all_done_and_right(cloud, _state_dir / "lossy.sqlite", cloud.experiments())
     assert len(cloud.accepted()) == cloud.experiments()
     _each_tag_once(cloud)
+    assert cloud.fake.injected["lost"] >= cloud.experiments()  # (an SDK may retry a create itself)
 
 
 @on("braket", out_of_process=True)

@@ -10,14 +10,13 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import time
 
 import pytest
 
-from qrun.providers.ibm_cloud.fake import FAILED_REASON, FakeIBMQuantum
+from qrun.providers.ibm_cloud.fake import FakeIBMQuantum
 
-from .conftest import kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
+from .conftest import qrun, write
 
 KEY_VARIABLE = "QRUN_TEST_IBM_API_KEY"
 SECRET = "planted-ibm-key-" + "".join(random.choice("abcdefghjkmnpqrstuvwxyz23456789")
@@ -151,74 +150,10 @@ def _assert_secret_absent(state_dir, project, *results) -> None:
     assert SECRET not in _outputs(*results)
 
 
-def test_transient_faults_are_absorbed_without_duplicates(project, fake, _state_dir):
-    service = fake(error_rate=0.3, seed=3)
-    manifest = _manifest(project, service, name="flaky", per_job=1)
-    applied = qrun("apply", manifest)
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    _check_physics(_rows(project, "flaky"))
-    assert sum(service.injected.values()) >= 5, service.injected  # 429s and 503s were answered
-    assert service.injected["429"] >= 1
-    assert len(service.accepted) == 4 and set(service.accepted.values()) == {1}, service.accepted
-    _assert_secret_absent(_state_dir, project, applied)
-
-
-def test_failed_jobs_report_the_providers_error(project, fake):
-    service = fake(fail_jobs=1.0)
-    manifest = _manifest(project, service, name="failing", per_job=4)
-    applied = qrun("apply", manifest, env={"COLUMNS": "500"})  # no wrapping in the table
-    assert applied.returncode == 1, applied.stdout + applied.stderr
-    assert FAILED_REASON in applied.stdout + applied.stderr
-    assert set(service.accepted.values()) == {1}  # a failed job is not retried blindly
-    status = json.loads(qrun("status", manifest, "-o", "json").stdout)
-    assert status["experiments"]["failed"] == 4
-    assert any(FAILED_REASON in (f.get("error") or "") for f in status["failures"])
-
-
-def test_a_share_of_failing_jobs_then_retry_once_the_cause_is_gone(project, fake):
-    service = fake(fail_jobs=0.5, seed=4)
-    manifest = _manifest(project, service, name="some", per_job=1,
-                         thetas="[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.14159, 0.25, 0.75, 1.25]")
-    applied = qrun("apply", manifest, env={"COLUMNS": "500"})
-    assert applied.returncode == 1, applied.stdout + applied.stderr
-    rows = list(_rows(project, "some").values())
-    failed = [r for r in rows if r["state"] == "failed"]
-    assert failed and len(failed) < len(rows), "some jobs fail, the rest complete"
-    assert all(FAILED_REASON in r["error"] for r in failed) and FAILED_REASON in applied.stderr
-    assert set(service.accepted.values()) == {1}  # failed jobs were not resubmitted blindly
-    service.faults.fail_jobs = 0.0  # the cause is removed
-    retried = qrun("retry", manifest)
-    assert retried.returncode == 0, retried.stdout + retried.stderr
-    _check_physics(_rows(project, "some"))
-    assert len(service.accepted) == len(rows) + len(failed)  # only the failed ones again
-    assert set(service.accepted.values()) == {1}
-
-
-def test_lost_answers_are_reconciled_by_tag(project, fake):
-    service = fake(lose_after_accept=1.0)  # every submission is created, its answer lost
-    manifest = _manifest(project, service, name="lossy", per_job=2)
-    applied = qrun("apply", manifest)  # each lost answer is reconciled by tag in the same run
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    _check_physics(_rows(project, "lossy"))
-    assert len(service.accepted) == 2 and set(service.accepted.values()) == {1}, service.accepted
-    assert service.injected["lost"] == 2
-    assert service.requests["GET /api/v1/jobs"] >= 2, "each job was found by its tag"
-
-
-def test_stalled_job_times_out_and_is_cancelled(project, fake):
-    service = fake(stall=True)
-    manifest = _manifest(project, service, name="stalled", thetas="[0.0]", per_job=3,
-                         extra="timeout: 2s")
-    applied = qrun("apply", manifest)
-    assert applied.returncode == 1
-    assert "timed out" in applied.stdout + applied.stderr
-    assert [j.status for j in service.jobs.values()] == ["Cancelled"]
-
-
 def test_adapter_contract_in_process(fake, monkeypatch):
     """The adapter's calls one by one: submit, find, poll, fetch, cancel, a bad circuit."""
-    from qrun.providers.ibm_cloud import adapter as ibm_cloud
     from qrun.providers.base import Task, TaskFailed
+    from qrun.providers.ibm_cloud import adapter as ibm_cloud
 
     from .conftest import FLIP_FIRST, ROT3
 
@@ -263,8 +198,8 @@ def test_adapter_contract_in_process(fake, monkeypatch):
 
 
 def test_wrong_key_is_a_deterministic_error(fake, monkeypatch):
-    from qrun.providers.ibm_cloud import adapter as ibm_cloud
     from qrun.providers.base import TransientBackendError
+    from qrun.providers.ibm_cloud import adapter as ibm_cloud
 
     for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
         monkeypatch.delenv(variable, raising=False)
@@ -281,53 +216,6 @@ def test_wrong_key_is_a_deterministic_error(fake, monkeypatch):
         missing.find("qrun-x-1")
 
 
-@pytest.mark.slow  # a soak of random kills; CI kills IBM in test_never_pay_twice (accepted, unrecorded)
-def test_sigkill_at_any_moment_never_submits_twice(project, fake, _state_dir):
-    """Kill qrun while it talks to the provider, including after the provider accepted a job
-    and before qrun committed its handle; re-apply until done: one job per tag, one result
-    per experiment."""
-    service = fake(latency=0.25, seed=11)
-    manifest = _manifest(project, service, name="crash", per_job=1,
-                         thetas="[0.0, 1.0, 2.0, 3.14159]")
-    db = _state_dir / "crash.sqlite"
-    outputs = []
-    rng = random.Random(7)
-
-    # 1. In the window: the fake created the job and sleeps before answering; kill now.
-    process = start_apply(manifest)
-    assert wait_until(lambda: sum(service.accepted.values()) >= 1, process), "no job was submitted"
-    outputs.append(kill(process))
-    with sqlite3.connect(db) as conn:
-        states = [s for (s,) in conn.execute("SELECT state FROM jobs")]
-    assert "submitting" in states, "the kill must land between accept and commit"
-
-    # 2. At random moments: after one to three more jobs were accepted, and a little later.
-    for _ in range(2):
-        output, _ = kill_after_more_accepted(manifest, lambda: sum(service.accepted.values()), rng, most=2)
-        outputs.append(output)
-
-    # 3. Re-apply until the campaign is done.
-    for _ in range(4):
-        process = start_apply(manifest)
-        out, err = process.communicate(timeout=180)
-        outputs.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
-        if process.returncode == 0:
-            break
-    assert outputs[-1].returncode == 0, outputs[-1].stdout + outputs[-1].stderr
-
-    with sqlite3.connect(db) as conn:
-        per_experiment = conn.execute("SELECT experiment, count(*) FROM results GROUP BY experiment").fetchall()
-        experiments = conn.execute("SELECT count(*) FROM experiments").fetchone()[0]
-        tags = [t for (t,) in conn.execute("SELECT tag FROM attempts")]
-    assert experiments == 6 and len(per_experiment) == 6 and {n for _, n in per_experiment} == {1}
-    # Every job the provider holds was asked for once, and each is one of qrun's attempts.
-    assert set(service.accepted.values()) == {1}, service.accepted
-    assert set(service.accepted) <= set(tags)
-    assert len(service.accepted) == 6
-    _check_physics(_rows(project, "crash"))
-    _assert_secret_absent(_state_dir, project, *outputs)
-
-
 def test_a_failed_backend_listing_is_not_a_missing_backend(fake, monkeypatch):
     """qiskit-ibm-runtime's backends() swallows a failed listing (a 429 here: the SDK itself
     retries only 5xx) and says "No backend matches the criteria"; with 20 % faults that
@@ -335,8 +223,8 @@ def test_a_failed_backend_listing_is_not_a_missing_backend(fake, monkeypatch):
     listing lacks it; a listing that fails is transient."""
     from qiskit.providers.exceptions import QiskitBackendNotFoundError
 
-    from qrun.providers.ibm_cloud import adapter as ibm_cloud
     from qrun.providers.base import TransientBackendError
+    from qrun.providers.ibm_cloud import adapter as ibm_cloud
 
     for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
         monkeypatch.delenv(variable, raising=False)

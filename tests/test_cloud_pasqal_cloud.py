@@ -6,7 +6,6 @@ the fake by `options.endpoint`, with a planted token in an environment variable.
 from __future__ import annotations
 
 import json
-import random
 import secrets
 import shutil
 import sqlite3
@@ -16,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from qrun.providers.base import Task, TaskFailed, TransientBackendError
-from qrun.providers.pasqal_cloud.fake import INJECTED_ERROR, FakePasqal
+from qrun.providers.pasqal_cloud.fake import FakePasqal
 
-from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
+from .conftest import EXAMPLES, qrun, write
 
 TOKEN_VAR = "QRUN_TEST_PASQAL_TOKEN"
 WIDE = {"COLUMNS": "500"}  # rich wraps long errors in tables at 80 columns
@@ -180,60 +179,7 @@ def test_campaign_runs_on_the_fake_and_the_token_stays_secret(atoms, fakes, secr
 # -- 2: transient faults
 
 
-def test_transient_faults_are_retried_and_nothing_is_accepted_twice(atoms, fakes, secret):
-    fake = fakes(credential=secret, error_rate=0.3, seed=3)
-    manifest = _manifest(atoms, fake.url, durations=(500, 1000, 1500), per_job=1)
-    applied = qrun("apply", manifest, env={TOKEN_VAR: secret})
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    rows = _rows(manifest, {TOKEN_VAR: secret})
-    assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
-    assert sum(fake.requests.values()) > 0
-    assert len(fake.batches) == 4 and set(fake.accepted.values()) == {1}
-
-
 # -- 3: failing jobs, lost answers
-
-
-def test_failed_jobs_fail_their_experiments_with_the_providers_error(atoms, fakes, secret):
-    fake = fakes(credential=secret, fail_jobs=1.0)
-    manifest = _manifest(atoms, fake.url, flip=False)
-    applied = qrun("apply", manifest, env={TOKEN_VAR: secret, **WIDE})
-    assert applied.returncode == 1
-    assert INJECTED_ERROR in applied.stdout + applied.stderr
-    rows = _rows(manifest, {TOKEN_VAR: secret})
-    assert all(r["state"] == "failed" and INJECTED_ERROR in r["error"] for r in rows)
-    assert set(fake.accepted.values()) == {1}  # a failed job is not resubmitted blindly
-
-
-@pytest.mark.slow  # the same scenario runs in CI on Braket and IBM
-def test_a_share_of_failing_batches_then_retry_once_the_cause_is_gone(atoms, fakes, secret):
-    fake = fakes(credential=secret, fail_jobs=0.5, seed=4)
-    durations = (300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300)
-    manifest = _manifest(atoms, fake.url, name="some", durations=durations, per_job=1, flip=False)
-    env = {TOKEN_VAR: secret}
-    applied = qrun("apply", manifest, env={**env, **WIDE})
-    assert applied.returncode == 1, applied.stdout + applied.stderr
-    rows = _rows(manifest, env)
-    failed = [r for r in rows if r["state"] == "failed"]
-    assert failed and len(failed) < len(rows), "some batches fail, the rest complete"
-    assert all(INJECTED_ERROR in r["error"] for r in failed) and INJECTED_ERROR in applied.stderr
-    fake.faults.fail_jobs = 0.0  # the cause is removed
-    retried = qrun("retry", manifest, env=env)
-    assert retried.returncode == 0, retried.stdout + retried.stderr
-    assert all(r["state"] == "done" for r in _rows(manifest, env))
-    assert len(fake.accepted) == len(rows) + len(failed)  # only the failed ones again
-    assert set(fake.accepted.values()) == {1}
-
-
-def test_answers_lost_after_accept_are_reconciled_by_tag(atoms, fakes, secret):
-    fake = fakes(credential=secret, lose_after_accept=1.0)  # every creation's answer is lost
-    manifest = _manifest(atoms, fake.url, durations=(500, 1000), per_job=1)
-    applied = qrun("apply", manifest, env={TOKEN_VAR: secret})
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    rows = _rows(manifest, {TOKEN_VAR: secret})
-    assert all(r["state"] == "done" for r in rows)
-    assert len(fake.batches) == 3 and set(fake.accepted.values()) == {1}
-    assert fake.requests["GET /core-fast/api/v1/batches"] >= 3  # each one found by its tag
 
 
 # -- 4: crash safety
@@ -245,46 +191,6 @@ def _handles(db: Path) -> set:
             return {tag for tag, in conn.execute("SELECT tag FROM attempts WHERE remote_id IS NOT NULL")}
     except sqlite3.OperationalError:
         return set()
-
-
-@pytest.mark.slow  # a soak of random kills; CI kills this provider in test_never_pay_twice
-def test_sigkill_at_any_moment_then_resume_accepts_each_batch_once(atoms, fakes, secret, _state_dir):
-    # Every answer takes 0.4 s, so a batch is accepted well before qrun hears of it.
-    fake = fakes(credential=secret, latency=0.4)
-    durations = (300, 500, 700, 900, 1000)
-    manifest = _manifest(atoms, fake.url, name="crash", durations=durations, per_job=1)
-    db = _state_dir / "crash.sqlite"
-    env = {TOKEN_VAR: secret}
-    rng = random.Random(7)
-
-    # First kill: right after the fake accepted a batch, before its answer reached qrun.
-    process = start_apply(manifest, env)
-    accepted = wait_until(lambda: fake.accepted, process)
-    output = kill(process)
-    assert accepted, ("no batch was ever accepted", output.stdout, output.stderr)
-    accepted_tags = set(fake.accepted)
-    in_window = len(accepted_tags - _handles(db))
-    assert in_window >= 1  # the accepted batch has no handle in qrun's state
-
-    # Then kills at random moments: after one or two more batches were accepted, and a little later.
-    for _ in range(2):
-        kill_after_more_accepted(manifest, lambda: len(fake.accepted), rng, env=env, most=2)
-
-    for _ in range(5):  # re-apply until the campaign is complete
-        finished = qrun("apply", manifest, env=env)
-        if finished.returncode == 0:
-            break
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-
-    counts = _results_per_experiment(db)
-    assert len(counts) == len(durations) + 1 and set(counts.values()) == {1}
-    rows = {(r["circuit"], r["params"]["duration"]): r for r in _rows(manifest, env)}
-    assert all(r["state"] == "done" and sum(r["counts"].values()) == 200 for r in rows.values())
-    assert rows[("rabi", 500)]["counts"] == {"1": 200}
-    assert rows[("flip0", 500)]["counts"] == {"10": 200}
-    assert set(fake.accepted.values()) == {1}, fake.accepted  # no tag accepted twice
-    # Each experiment's result came from a batch the fake holds, one batch per job.
-    assert {r["remote_ids"][-1] for r in rows.values()} <= set(fake.batches)
 
 
 # -- the adapter itself: logins, projects, refusals

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import sqlite3
 import subprocess
@@ -22,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from qrun.providers.base import Task
-from qrun.providers.quandela_cloud.fake import FAILURE_TEXT, FakeQuandela
+from qrun.providers.quandela_cloud.fake import FakeQuandela
 
-from .conftest import EXAMPLES, kill, kill_after_more_accepted, qrun, start_apply, wait_until, write
+from .conftest import EXAMPLES, qrun, write
 
 SECRET = "qrun-planted-quandela-token-7f3a9c"
 TOKEN_VAR = "QRUN_TEST_QUANDELA_TOKEN"
@@ -157,64 +156,7 @@ def test_campaign_runs_on_the_cloud_with_physics_and_remote_ids(services, lab, _
 # -- 2. transient faults
 
 
-def test_busy_service_still_completes_without_duplicates(services, lab, _state_dir):
-    fake, url = services(error_rate=0.3, seed=3)
-    manifest = _manifest(lab, url, name="busy", shots=500, split=1, mzi_points=5)
-    applied = _apply(manifest)
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    rows = _experiments(_state_dir, "busy")
-    assert len(rows) == 6 and all(r["state"] == "done" for r in rows)
-    _hom_ok(next(r["counts"] for r in rows if r["circuit"] == "hom"), 500)
-    assert sum(fake.injected.values()) >= 5, "the fake injected no faults"
-    assert len(fake.accepted) == 6 and set(fake.accepted.values()) == {1}
-    _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr)
-
-
 # -- 3. jobs that fail, answers that are lost
-
-
-def test_failed_jobs_report_the_providers_error(services, lab, _state_dir):
-    fake, url = services(fail_jobs=1.0)
-    manifest = _manifest(lab, url, name="failing", shots=200, split=1, mzi_points=1)
-    applied = _apply(manifest)
-    assert applied.returncode == 1, applied.stdout + applied.stderr
-    assert FAILURE_TEXT in applied.stdout + applied.stderr
-    rows = _experiments(_state_dir, "failing")
-    assert len(rows) == 2 and all(r["state"] == "failed" and FAILURE_TEXT in r["error"] for r in rows)
-    assert set(fake.accepted.values()) == {1}
-    _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr)
-
-
-@pytest.mark.slow  # the same scenario runs in CI on Braket and IBM
-def test_a_share_of_failing_jobs_then_retry_once_the_cause_is_gone(services, lab, _state_dir):
-    fake, url = services(fail_jobs=0.5, seed=4)
-    manifest = _manifest(lab, url, name="some", shots=200, split=1, mzi_points=11)
-    applied = qrun("apply", manifest, "--no-progress", env={**ENV, "COLUMNS": "500"})
-    assert applied.returncode == 1, applied.stdout + applied.stderr
-    rows = _experiments(_state_dir, "some")
-    failed = [r for r in rows if r["state"] == "failed"]
-    assert failed and len(failed) < len(rows), "some jobs fail, the rest complete"
-    assert all(FAILURE_TEXT in r["error"] for r in failed) and FAILURE_TEXT in applied.stderr
-    fake.faults.fail_jobs = 0.0  # the cause is removed
-    retried = _apply(manifest, "retry")
-    assert retried.returncode == 0, retried.stdout + retried.stderr
-    assert all(r["state"] == "done" for r in _experiments(_state_dir, "some"))
-    assert len(fake.accepted) == len(rows) + len(failed)  # only the failed ones again
-    assert set(fake.accepted.values()) == {1}
-
-
-def test_lost_answers_are_reconciled_by_tag(services, lab, _state_dir):
-    fake, url = services(lose_after_accept=1.0)  # every created job's answer is lost
-    manifest = _manifest(lab, url, name="lossy", shots=300, split=1, mzi_points=3)
-    applied = _apply(manifest)
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    rows = _experiments(_state_dir, "lossy")
-    assert len(rows) == 4 and all(r["state"] == "done" for r in rows)
-    assert fake.requests["GET /api/jobs"] >= 4 and sum(fake.injected.values()) == 4
-    assert len(fake.accepted) == 4 and set(fake.accepted.values()) == {1}
-    with sqlite3.connect(_state_dir / "lossy.sqlite") as conn:
-        remote = {r for r, in conn.execute("SELECT remote_id FROM jobs")}
-    assert remote == {job.id for job in fake.jobs.values()}
 
 
 def test_a_service_without_lookup_leaves_the_job_unresolved_instead_of_paying_twice(services, lab, _state_dir):
@@ -236,42 +178,6 @@ def test_a_service_without_lookup_leaves_the_job_unresolved_instead_of_paying_tw
 
 
 # -- 4. crash safety
-
-
-@pytest.mark.slow  # a soak of random kills; CI kills this provider in test_never_pay_twice
-def test_kill_anywhere_then_reapply_finishes_without_duplicates(services, lab, _state_dir):
-    fake, url = services(latency=0.25, seed=11)  # every answer comes 0.25 s after the work
-    manifest = _manifest(lab, url, name="crashy", shots=300, split=1, mzi_points=4)
-    chance = random.Random(20240607)
-    outputs = []
-    # First kill: right after the service accepted a job, while its answer is still on the way
-    # (the handle is not committed): the next apply must find the job by its tag.
-    process = start_apply(manifest, ENV)
-    accepted = wait_until(lambda: fake.accepted, process)
-    output = kill(process)
-    assert accepted, ("no job was ever accepted", output.stdout, output.stderr)
-    in_flight = set(fake.accepted)
-    for _ in range(2):  # then at random moments: after one or two more jobs were accepted
-        output, _ = kill_after_more_accepted(manifest, lambda: len(fake.accepted), chance, env=ENV, most=2)
-        outputs += [output.stdout, output.stderr]
-    for _ in range(4):
-        finished = _apply(manifest)
-        outputs += [finished.stdout, finished.stderr]
-        if finished.returncode == 0:
-            break
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-    rows = _experiments(_state_dir, "crashy")
-    assert len(rows) == 5 and all(r["state"] == "done" and r["counts"] for r in rows)
-    _hom_ok(next(r["counts"] for r in rows if r["circuit"] == "hom"), 300)
-    with sqlite3.connect(_state_dir / "crashy.sqlite") as conn:
-        per_experiment = conn.execute("SELECT experiment, count(*) FROM slices WHERE counts IS NOT NULL "
-                                      "GROUP BY experiment").fetchall()
-        tags = {tag for tag, in conn.execute("SELECT tag FROM attempts WHERE remote_id IS NOT NULL")}
-    assert len(per_experiment) == 5 and {n for _, n in per_experiment} == {1}
-    assert set(fake.accepted.values()) == {1}, fake.accepted  # nothing was accepted twice
-    assert set(fake.accepted) == tags  # every job the service took is the one qrun followed
-    assert in_flight <= tags and fake.requests["GET /api/jobs"] >= 1
-    _assert_secret_nowhere(_state_dir, *outputs)
 
 
 # -- the adapter itself, in this process
