@@ -167,14 +167,14 @@ class CloudAdapter:
     """The shared half of a cloud adapter (base.RemoteAdapter): calls under the one policy,
     creations under the one rule, credential references, the lazy SDK client.
 
-    Subclasses set ``provider`` (the registry id), ``service`` (the service's name in
+    Subclasses set ``provider`` (the registry id), ``service_name`` (the service's name in
     messages) and the credential references they take, and implement ``connect``,
     ``is_transient`` and ``answer_status``; the engine's contract (submit, find, poll,
     fetch, cancel, metadata) is theirs to write.
     """
 
     provider: ClassVar[str] = ""
-    service: ClassVar[str] = ""
+    service_name: ClassVar[str] = ""
     # One policy for all; a provider that needs another value overrides it here, with why.
     policy: ClassVar[CallPolicy] = POLICY
     credential_kinds: ClassVar[tuple] = ("env", "profile")
@@ -198,8 +198,11 @@ class CloudAdapter:
         raise NotImplementedError
 
     def is_transient(self, exc: BaseException) -> bool:
-        """Whether ``exc`` may pass if the same call is made again (network, 408, 429, 5xx)."""
-        return isinstance(exc, TransientBackendError)
+        """Whether ``exc`` may pass if the same call is made again (network, 408, 429, 5xx).
+
+        A TransientBackendError is not, by default: it comes from a call whose own tries
+        are spent, and trying it again would multiply the time bound."""
+        return False
 
     def answer_status(self, exc: BaseException) -> int | None:
         """The HTTP status the service answered the failed call with; None if it did not
@@ -226,8 +229,13 @@ class CloudAdapter:
         """A call to the service, retried under the policy while it fails in a way that may
         pass; what will not pass goes through ``refusal``."""
         try:
-            return retrying(self.policy, self.is_transient, self.service, function, *args, **kwargs)
-        except (TransientBackendError, SubmissionUnknown, JobNotFound, CredentialError):
+            return retrying(self.policy, self.is_transient, self.service_name, function, *args, **kwargs)
+        except TransientBackendError as exc:
+            text = self.credentials.scrub(str(exc))  # the SDK's error may quote the secret
+            if text != str(exc):
+                raise TransientBackendError(text) from None
+            raise
+        except (SubmissionUnknown, JobNotFound, CredentialError):
             raise
         except Exception as exc:
             raise self.refusal(exc) from None
@@ -244,7 +252,7 @@ class CloudAdapter:
         except Exception as exc:
             if self.created_nothing(exc):
                 raise self.refusal(exc) from None
-            raise TransientBackendError(f"{self.service} did not confirm the job, which may exist: "
+            raise TransientBackendError(f"{self.service_name} did not confirm the job, which may exist: "
                                         f"{self.credentials.scrub(error_text(exc))}") from None
 
     def created_nothing(self, exc: BaseException) -> bool:

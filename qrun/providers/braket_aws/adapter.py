@@ -53,7 +53,7 @@ logging.getLogger("braket").setLevel(logging.WARNING)
 
 class Adapter(CloudAdapter):
     provider = "braket.aws"
-    service = "Braket"
+    service_name = "Braket"
     # Keys are boto3's own business (its environment variables or a profile): qrun never
     # reads them, so {env: VAR} is not a reference it takes.
     credential_kinds = ("profile",)
@@ -84,7 +84,7 @@ class Adapter(CloudAdapter):
         if isinstance(exc, botocore.exceptions.ClientError):
             status = _http_status(exc)
             return _code(exc) in TRANSIENT_CODES or status == 429 or status >= 500
-        return super().is_transient(exc)
+        return False
 
     def answer_status(self, exc: BaseException) -> int | None:
         if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) not in TRANSIENT_CODES:
