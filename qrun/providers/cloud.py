@@ -213,13 +213,18 @@ class CloudAdapter:
         """The exception qrun reports for an error that will not pass (by default, itself)."""
         return exc
 
+    def client_key(self) -> str | None:
+        """What the client was made with that may change under it: by default the value of
+        ``{env: VAR}`` (fingerprinted, never kept), so a rotated token makes a new client."""
+        return self.credentials.fingerprint()
+
     # -- what they share
 
     @property
     def client(self) -> Any:
         """The SDK client, made at first use and reused (made again for a rotated {env})."""
         with self._client_lock:
-            made_with = self.credentials.fingerprint()
+            made_with = self.client_key()
             if self._client is None or made_with != self._client_made_with:
                 self._client = self.call(self.connect)
                 self._client_made_with = made_with
@@ -247,13 +252,14 @@ class CloudAdapter:
         the job, which the engine then looks up by its tag before sending it again."""
         try:
             return function(*args, **kwargs)
-        except (TransientBackendError, SubmissionUnknown, CredentialError):
+        except (SubmissionUnknown, CredentialError):
             raise
         except Exception as exc:
-            if self.created_nothing(exc):
+            if not isinstance(exc, TransientBackendError) and self.created_nothing(exc):
                 raise self.refusal(exc) from None
+            why = str(exc) if isinstance(exc, TransientBackendError) else error_text(exc)
             raise TransientBackendError(f"{self.service_name} did not confirm the job, which may exist: "
-                                        f"{self.credentials.scrub(error_text(exc))}") from None
+                                        f"{self.credentials.scrub(why)}") from None
 
     def created_nothing(self, exc: BaseException) -> bool:
         """The creation rule: a 4xx answer, but 408 and 429, is a refusal that made nothing."""
