@@ -300,7 +300,8 @@ def status(path: str | Path, state_dir=None, root=None) -> dict:
                     experiments={"total": sum(counts.values()), "done": counts[DONE],
                                  "failed": counts[FAILED], "pending": counts[PENDING]},
                     backends=store.backend_summary(apply_id), jobs=store.job_counts(apply_id),
-                    last_apply=last, manifest_changed=last["manifest_sha256"] != manifest.sha256,
+                    last_apply=last,
+                    manifest_changed=last is not None and last["manifest_sha256"] != manifest.sha256,
                     failures=store.failures(apply_id, limit=FAILURES_SHOWN),
                     failure_causes=store.failure_causes(apply_id),
                     pending_causes=store.pending_causes(apply_id),
@@ -341,14 +342,16 @@ def cancel(path: str | Path, state_dir=None, root=None) -> dict:
     if not db_path.exists():
         raise StateError(f"campaign {manifest.name} has no state at {db_path}; nothing to cancel")
     refuse_if_locked(manifest, db_path)
-    summary = {"cancelled_remote": 0, "cancelled_local": 0, "errors": []}
+    cancelled = {"cancelled_remote": 0, "cancelled_local": 0}
+    errors: list[str] = []
     with Store.open(db_path, create=False) as store:
         store.acquire_lock(manifest.name, "cancel")
         try:
             apply_id = store.latest_plan_apply()
             for job, attempt_id, handle in store.unfinished_jobs(apply_id) if apply_id else []:
+                assert apply_id is not None  # jobs come only from an applied plan
                 if PROVIDERS[job.provider].local:
-                    summary["cancelled_local"] += 1
+                    cancelled["cancelled_local"] += 1
                     store.cancel_job(apply_id, job.id, attempt_id, "cancelled by qrun cancel")
                     continue
                 config = job.backend_config
@@ -359,13 +362,13 @@ def cancel(path: str | Path, state_dir=None, root=None) -> dict:
                     if handle:
                         _cancel_at_provider(adapter, handle)
                 except Exception as exc:  # keep going: report what could not be cancelled
-                    summary["errors"].append(f"job {job.id} ({handle or 'not yet known'}): {exc}")
+                    errors.append(f"job {job.id} ({handle or 'not yet known'}): {exc}")
                     continue
-                summary["cancelled_remote" if handle else "cancelled_local"] += 1
+                cancelled["cancelled_remote" if handle else "cancelled_local"] += 1
                 store.cancel_job(apply_id, job.id, attempt_id, "cancelled by qrun cancel")
         finally:
             store.release_lock(manifest.name)
-    return summary
+    return {**cancelled, "errors": errors}
 
 
 def _find_by_tags(store: Store, adapter, job_id: int) -> str | None:

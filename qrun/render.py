@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 out = Console(highlight=False)
@@ -40,7 +40,7 @@ class ApplyProgress:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and err.is_terminal
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, planned, total: int, done: int) -> None:
         if not self.enabled:
@@ -52,7 +52,7 @@ class ApplyProgress:
         self._progress.start()
 
     def experiments_finished(self, done: int, failed: int) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             task = self._progress.tasks[0]
             self._progress.update(self._task, advance=done + failed,
                                   failed=task.fields["failed"] + failed)

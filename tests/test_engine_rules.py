@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import qrun.engine.loop  # noqa: F401 - patched below
 from qrun import api, engine
 from qrun.store import FAILED, SUBMITTING, Store
 
@@ -24,7 +25,7 @@ EXPERIMENTS = 3
 @pytest.fixture
 def cloud(monkeypatch):
     memory = MemoryCloud()
-    monkeypatch.setattr(engine, "adapter_for", lambda *args, **kwargs: memory)
+    monkeypatch.setattr(engine.loop, "adapter_for", lambda *args, **kwargs: memory)
     monkeypatch.setattr("qrun.providers.adapter_for", lambda *args, **kwargs: memory)
     yield memory
     memory.released.set()  # calls left hanging end with the test
@@ -195,7 +196,7 @@ def test_bad_silence_limit_is_a_usage_error(manifest, monkeypatch):
 def test_ctrl_c_does_not_wait_for_a_silent_service(cloud, manifest, monkeypatch):
     import _thread
 
-    monkeypatch.setattr(engine, "STOP_GRACE", 0.5)
+    monkeypatch.setattr(engine.loop, "STOP_GRACE", 0.5)
     cloud.silent.set()
     threading.Thread(target=lambda: cloud.hanging.wait(30) and _thread.interrupt_main(), daemon=True).start()
     started = time.monotonic()

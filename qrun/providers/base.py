@@ -21,7 +21,7 @@ class Task:
 
     program_format: str
     program_content: bytes
-    program_item: int  # circuit index inside a multi-circuit file
+    program_item: int | None  # circuit index inside a multi-circuit file (None: its only one)
     program_digest: str
     params: dict
     shots: int
@@ -143,7 +143,7 @@ class RemoteAdapter(Protocol):
 
 @cache
 def sdk_versions(packages: tuple) -> dict:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in packages:
         try:
             versions[package] = metadata.version(package)

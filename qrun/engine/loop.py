@@ -28,30 +28,25 @@ waits for the next apply, and the apply says which service did not answer.
 
 from __future__ import annotations
 
-import enum
-import queue
 import random
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from . import executors
-from .errors import BackendUnavailable
-from .executors import ExecutorChoice
-from .manifest import Manifest
-from .planner import job_limits
-from .providers import PROVIDERS, adapter_for
-from .providers.base import JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError
-from .providers.faults import NO_FAULTS, Faults
-from .providers.local import run_local_job
-from .store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
+from .. import executors
+from ..errors import BackendUnavailable
+from ..executors import ExecutorChoice
+from ..manifest import Manifest
+from ..planner import job_limits
+from ..providers import PROVIDERS, Limits, adapter_for
+from ..providers.base import JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError
+from ..providers.faults import NO_FAULTS, Faults
+from ..providers.local import run_local_job
+from ..store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow, Store
+from .calls import CALL_THREADS, CallThreads, SubmitOutcome, submit_once
+from .remote import Call, RemoteJob, Service
 
-POLL_FIRST = 0.0  # poll a new remote job at once: a fast backend may be done already
-POLL_INTERVAL = 0.25  # then every 0.25 s, slowing down by half each time...
-POLL_MAX = 30.0  # ...to this interval
-CALL_THREADS = 64  # concurrent calls to cloud providers
 # Polls of one job left unanswered in a row (each already retried inside the adapter) before
 # this run stops following it; with the polls' backoff that is about ten minutes.
 POLLS_UNANSWERED = 25
@@ -63,17 +58,6 @@ POLLS_REFUSED = 8
 SILENCE_LIMIT = 600.0
 # After Ctrl-C or SIGTERM, how long the answers of submissions in flight are waited for.
 STOP_GRACE = 10.0
-
-
-class Call(enum.Enum):
-    """What an operation in flight does: a local run, or one call to a provider."""
-
-    RUN = "run"
-    SUBMIT = "submit"  # look every unknown tag up, then submit if none is found
-    POLL = "poll"
-    FETCH = "fetch"
-    CANCEL = "cancel"
-    FIND = "find"  # look the tag up: the handle is no longer trusted
 
 
 @dataclass
@@ -95,26 +79,6 @@ class NullProgress:
 
 
 @dataclass
-class _Remote:
-    """A remote job this run follows: its attempt, handle and polling schedule."""
-
-    job: JobRow
-    attempt_id: int
-    tag: str
-    slices: list
-    handle: str | None = None
-    next_poll: float = 0.0
-    interval: float = POLL_INTERVAL / 1.5
-    submitted_at: float = 0.0
-    # (attempt id, tag) whose fate at the provider is unknown: looked up, oldest first,
-    # before the job is submitted (an earlier call may have landed).
-    lookups: list = field(default_factory=list)
-    unanswered_polls: int = 0
-    refused_polls: int = 0
-    distrust: str | None = None  # why the handle is no longer trusted (a FIND is under way)
-
-
-@dataclass
 class _Op:
     """Work in flight: a local run, or one call to a provider about a remote job."""
 
@@ -122,24 +86,14 @@ class _Op:
     job: JobRow
     attempt_id: int
     slices: list
-    remote: _Remote | None = None
+    remote: RemoteJob | None = None  # what a provider call is about (None for a local run)
     started: float = field(default_factory=time.time)
 
-
-@dataclass
-class _SubmitOutcome:
-    """What a submission call learned; it never raises, so none of it is lost."""
-
-    absent: list  # attempt ids whose tags the provider answered it does not hold
-    handle: str | None = None
-    attempt_id: int | None = None  # the attempt whose tag or submission gave the handle
-    tag: str | None = None
-    error: BaseException | None = None  # the submission's, or the lookup's, error
-    lookup_of: str | None = None  # the tag whose lookup failed with `error`
-
     @property
-    def unanswered(self) -> bool:
-        return isinstance(self.error, TransientBackendError)
+    def about(self) -> RemoteJob:
+        if self.remote is None:
+            raise TypeError(f"a local run of job {self.job.id} has no remote job")
+        return self.remote
 
 
 class Engine:
@@ -154,15 +108,13 @@ class Engine:
         self.progress = progress or NullProgress()
         self.silence_limit = silence_limit
         self.outcome = RunOutcome()
-        self._in_flight: dict[Future, _Op] = {}
-        self._following: dict[int, _Remote] = {}  # job id -> remote job awaiting its result
+        self._in_flight: dict[Future, _Op] = {}  # local runs and provider calls under way
+        self._remote: dict[int, RemoteJob] = {}  # job id -> remote job this run follows
+        self._services: dict[str, Service] = {}  # backend -> its pace and silence
+        self._unanswered: dict = {}  # job id -> submissions of it left unanswered in this run
         self._programs: dict = {}  # digest -> (format, content, item), shared by all tasks
         self._pool = None  # where local jobs run (executors.LocalPool or RayPool), started on need
-        self._threads: _CallThreads | None = None
-        self._last_submit: dict = {}  # backend -> time of its last submission (rate limits)
-        self._unanswered: dict = {}  # job id -> submissions of it left unanswered in this run
-        self._silent_since: dict = {}  # backend -> since when its calls get no answer
-        self._left: set = set()  # backends left to the next apply in this run
+        self._threads: CallThreads | None = None
 
     def run(self) -> RunOutcome:
         local = [p for p, info in PROVIDERS.items() if info.local]
@@ -190,7 +142,7 @@ class Engine:
             self._leave_silent_services()
             self._start_ready_jobs()
             self._poll_due()
-            if not self._in_flight and not self._following:
+            if not self._in_flight and not self._remote:
                 wake_at = self.store.next_retry_time(self.apply_id)
                 if wake_at is None:
                     return  # nothing pending: every job of the plan is done or failed
@@ -207,12 +159,18 @@ class Engine:
 
     def _quiet_time(self) -> float:
         """How long the loop may wait for results before a poll or a retry falls due."""
-        due = [r.next_poll for r in self._following.values() if not self._busy(r.job.id)]
+        due = [r.next_poll for r in self._remote.values() if not r.busy]
         wait_for = min(due) - time.time() if due else 1.0
         return min(1.0, max(0.01, wait_for))
 
-    def _busy(self, job_id: int) -> bool:
-        return any(op.job.id == job_id for op in self._in_flight.values())
+    def _service(self, backend: str) -> Service:
+        service = self._services.get(backend)
+        if service is None:
+            service = self._services[backend] = Service()
+        return service
+
+    def _left(self, backend: str) -> bool:
+        return backend in self._services and self._services[backend].left
 
     # -- services that do not answer
 
@@ -223,23 +181,21 @@ class Engine:
             error = None  # an answer: the service knows no such job
         unanswered = isinstance(error, TransientBackendError) or \
             (op.kind is Call.SUBMIT and error is None and future.result().unanswered)
-        if unanswered:
-            self._silent_since.setdefault(op.job.backend, op.started)
-        else:
-            self._silent_since.pop(op.job.backend, None)
+        self._service(op.job.backend).heard(not unanswered, op.started)
 
     def _leave_silent_services(self) -> None:
         now = time.time()
         for op in self._in_flight.values():  # a call still waiting counts as silence too
             if op.kind is not Call.RUN and now - op.started > self.silence_limit:
-                self._silent_since.setdefault(op.job.backend, op.started)
-        for backend, since in list(self._silent_since.items()):
-            if now - since > self.silence_limit and backend not in self._left:
+                self._service(op.job.backend).heard(False, op.started)
+        for backend, service in list(self._services.items()):
+            since = service.silent_since
+            if since is not None and now - since > self.silence_limit and not service.left:
                 self._leave(backend, now - since)
 
     def _leave(self, backend: str, silent_for: float) -> None:
         """Stop working with a backend's service for this run; its work waits, with why."""
-        self._left.add(backend)
+        self._service(backend).left = True
         spec = self.manifest.backends.get(backend)
         where = ""
         if spec is not None:
@@ -250,9 +206,9 @@ class Engine:
         for future, op in list(self._in_flight.items()):
             if op.job.backend == backend and op.kind is not Call.RUN:
                 del self._in_flight[future]  # its answer, should it come, is not waited for
-        for job_id, remote in list(self._following.items()):
+        for job_id, remote in list(self._remote.items()):
             if remote.job.backend == backend:
-                del self._following[job_id]
+                del self._remote[job_id]
         jobs = self.store.leave_backend(self.apply_id, backend, reason)
         self.outcome.left_backends.append(backend)
         self.outcome.notices.append(f"{reason} ({jobs} jobs)")
@@ -272,15 +228,15 @@ class Engine:
 
     def _jobs_to_start(self) -> list:
         """(how to begin, job) for the ready jobs there is room for."""
-        starts = []
+        starts: list = []
         local_room = 2 * self._workers() - sum(op.kind is Call.RUN for op in self._in_flight.values())
         per_backend = self._jobs_per_backend()
         has_local = any(PROVIDERS[b.provider].local for b in self.manifest.backends.values())
         if (local_room <= 0 or not has_local) and self._remote_backends_full(per_backend):
             return starts  # no room anywhere: spare the database a query
-        busy = {op.job.id for op in self._in_flight.values()} | set(self._following)
+        busy = {op.job.id for op in self._in_flight.values()} | set(self._remote)
         for job in self.store.ready_jobs(self.apply_id, 2 * self._workers() + CALL_THREADS):
-            if job.id in busy or job.backend in self._left:
+            if job.id in busy or self._left(job.backend):
                 continue
             local = PROVIDERS[job.provider].local
             if local and local_room <= 0:
@@ -288,7 +244,7 @@ class Engine:
             limits = self._limits(job)
             if limits.max_parallel is not None and per_backend.get(job.backend, 0) >= limits.max_parallel:
                 continue
-            if not local and not self._rate_allows(job.backend, limits.submit_rate):
+            if not local and not self._service(job.backend).rate_allows(limits.submit_rate, time.time()):
                 continue
             if local:
                 starts.append((self._begin_local, job))
@@ -300,7 +256,7 @@ class Engine:
 
     def _remote_backends_full(self, per_backend: dict) -> bool:
         for name, spec in self.manifest.backends.items():
-            if PROVIDERS[spec.provider].local or name in self._left:
+            if PROVIDERS[spec.provider].local or self._left(name):
                 continue
             cap = job_limits(self.manifest, name).max_parallel
             if cap is None or per_backend.get(name, 0) < cap:
@@ -310,26 +266,15 @@ class Engine:
     def _jobs_per_backend(self) -> dict:
         counts: dict = {}
         jobs = {op.job.id: op.job for op in self._in_flight.values()}
-        jobs.update({job_id: r.job for job_id, r in self._following.items()})
+        jobs.update({job_id: r.job for job_id, r in self._remote.items()})
         for job in jobs.values():
             counts[job.backend] = counts.get(job.backend, 0) + 1
         return counts
 
-    def _limits(self, job: JobRow):
+    def _limits(self, job: JobRow) -> Limits:
         if job.backend in self.manifest.backends:
             return job_limits(self.manifest, job.backend)
-        from .providers import Limits
-
         return Limits()
-
-    def _rate_allows(self, backend: str, rate: float | None) -> bool:
-        if not rate:
-            return True
-        now = time.time()
-        if now - self._last_submit.get(backend, 0.0) < 1.0 / rate:
-            return False
-        self._last_submit[backend] = now
-        return True
 
     # -- local jobs
 
@@ -374,9 +319,8 @@ class Engine:
         _begin_remote looks their tags up before anything is sent."""
         for job, attempt_id, tag, handle, state in self.store.unfinished_remote_jobs(self.apply_id):
             if state != SUBMITTING and handle is not None:
-                self._following[job.id] = _Remote(job=job, attempt_id=attempt_id, tag=tag,
-                                                  slices=self.store.job_work(job.id),
-                                                  handle=handle, submitted_at=time.time())
+                self._remote[job.id] = RemoteJob.attached(job, attempt_id, tag,
+                                                          self.store.job_work(job.id), handle)
 
     def _begin_remote(self, job: JobRow):
         """Record the intent to submit (attempt and tag); return what submits once committed.
@@ -388,14 +332,18 @@ class Engine:
         opened = self.store.open_attempt(job.id) if job.state == SUBMITTING else None
         if opened is None:
             self.store.start_attempt(self.apply_id, job, state=SUBMITTING)
-        attempt_id, tag = self.store.open_attempt(job.id)
+        attempt = self.store.open_attempt(job.id)
+        if attempt is None:
+            raise RuntimeError(f"job {job.id} has no open attempt right after one was started")
+        attempt_id, tag = attempt
         lookups = [(a, t) for a, t in self.store.unresolved_tags(job.id)
                    if a != attempt_id or opened is not None]  # a new tag was never sent
-        remote = _Remote(job=job, attempt_id=attempt_id, tag=tag,
-                         slices=self.store.job_work(job.id), lookups=lookups)
+        remote = RemoteJob(job=job, attempt_id=attempt_id, tag=tag,
+                           slices=self.store.job_work(job.id), lookups=lookups)
+        self._remote[job.id] = remote
         return lambda: self._call(Call.SUBMIT, remote)
 
-    def _call(self, kind: Call, remote: _Remote) -> None:
+    def _call(self, kind: Call, remote: RemoteJob) -> None:
         config = remote.job.backend_config
         try:
             adapter = adapter_for(config["provider"], config["device"], config["options"],
@@ -404,11 +352,12 @@ class Engine:
             self._unreachable(kind, remote, f"cannot reach {config['provider']}: {_describe(exc)}")
             return
         if self._threads is None:
-            self._threads = _CallThreads(CALL_THREADS)
+            self._threads = CallThreads(CALL_THREADS)
+        remote.start(kind)
         if kind is Call.SUBMIT:
             tasks = [self._task(work) for work in remote.slices]
-            future = self._threads.submit(_submit, adapter, tasks, remote.job.seed,
-                                          remote.attempt_id, remote.tag, list(remote.lookups))
+            future = self._threads.submit(submit_once, adapter, tasks, remote.job.seed,
+                                          remote.tag, list(remote.lookups))
         elif kind is Call.POLL:
             future = self._threads.submit(adapter.poll, remote.handle)
         elif kind is Call.FETCH:
@@ -420,10 +369,10 @@ class Engine:
             future = self._threads.submit(adapter.cancel, remote.handle)
         self._in_flight[future] = _Op(kind, remote.job, remote.attempt_id, remote.slices, remote)
 
-    def _unreachable(self, kind: Call, remote: _Remote, reason: str) -> None:
+    def _unreachable(self, kind: Call, remote: RemoteJob, reason: str) -> None:
         """No adapter for the job's backend. A job that may be at the provider waits for the
         next apply; one that surely is not (never sent) fails."""
-        self._following.pop(remote.job.id, None)
+        self._forget(remote)
         op = _Op(kind, remote.job, remote.attempt_id, remote.slices, remote)
         if kind is Call.SUBMIT and not remote.lookups:
             self._failed(op, reason, transient=False, tag_absent=True)
@@ -437,8 +386,8 @@ class Engine:
 
     def _poll_due(self) -> None:
         now = time.time()
-        for remote in list(self._following.values()):
-            if remote.next_poll > now or self._busy(remote.job.id):
+        for remote in list(self._remote.values()):
+            if not remote.due(now):
                 continue
             timeout = self._timeout(remote.job)
             if timeout and now - remote.submitted_at > timeout:
@@ -450,13 +399,14 @@ class Engine:
         spec = self.manifest.backends.get(job.backend)
         return spec.timeout if spec else None
 
-    def _follow(self, remote: _Remote, handle: str) -> None:
-        remote.handle = handle
-        remote.lookups = []
-        remote.submitted_at = time.time()
-        remote.next_poll = time.time() + POLL_FIRST
-        remote.interval = POLL_INTERVAL / 1.5
-        self._following[remote.job.id] = remote
+    def _follow(self, remote: RemoteJob, handle: str) -> None:
+        remote.follow(handle)
+        self._remote[remote.job.id] = remote  # again, if Ctrl-C let go of it meanwhile
+
+    def _forget(self, remote: RemoteJob) -> None:
+        """The job leaves this run: done, failed, deferred or left to the next apply."""
+        if self._remote.get(remote.job.id) is remote:
+            del self._remote[remote.job.id]
 
     # -- outcomes
 
@@ -474,7 +424,8 @@ class Engine:
             counts, metadata = future.result()
         except BrokenProcessPool:
             # A worker died (out of memory, a crash in a simulator): the pool is unusable.
-            self._pool.broken()
+            if self._pool is not None:
+                self._pool.broken()
             if self.outcome.interrupted:  # killed with us (SIGTERM to the group): not a failure
                 self.store.release_attempt(self.apply_id, op.job.id, op.attempt_id)
                 return
@@ -492,30 +443,34 @@ class Engine:
         self._complete(op, counts, metadata)
 
     def _settle_submit(self, op: _Op, future: Future) -> None:
-        remote = op.remote
-        outcome: _SubmitOutcome = future.result()
+        remote = op.about
+        outcome: SubmitOutcome = future.result()
         if outcome.absent:
             self.store.mark_tags_absent(outcome.absent)
             remote.lookups = [(a, t) for a, t in remote.lookups if a not in outcome.absent]
+        handle = outcome.handle
+        if handle is None:  # not sent, or its fate unknown: it leaves this try
+            self._forget(remote)
         if outcome.lookup_of is not None or isinstance(outcome.error, SubmissionUnknown):
             self._lookup_failed(remote, outcome)
         elif outcome.unanswered:
             # Unknown whether the provider took it: the attempt stays "submitting" and its
             # next try looks the tag up first.
             self._defer_submission(remote, _describe(outcome.error))
-        elif outcome.error is not None:  # refused (invalid circuit, over a limit, credentials)
+        elif outcome.error is not None or handle is None:  # refused (invalid circuit, over a limit, credentials)
             self._failed(op, _describe(outcome.error), transient=False, tag_absent=True)
-        elif outcome.attempt_id != remote.attempt_id:  # an earlier attempt's tag found the job
-            self.store.adopt_attempt(self.apply_id, remote.job.id, outcome.attempt_id,
-                                     outcome.handle, superseded=remote.attempt_id)
-            remote.attempt_id, remote.tag = outcome.attempt_id, outcome.tag
-            self._follow(remote, outcome.handle)
+        elif outcome.found is not None and outcome.found[0] != remote.attempt_id:
+            # An earlier attempt's tag found the job: that attempt is the job's.
+            attempt_id, tag = outcome.found
+            self.store.adopt_attempt(self.apply_id, remote.job.id, attempt_id, handle,
+                                     superseded=remote.attempt_id)
+            remote.attempt_id, remote.tag = attempt_id, tag
+            self._follow(remote, handle)
         else:
-            self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id,
-                                         outcome.handle)
-            self._follow(remote, outcome.handle)
+            self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id, handle)
+            self._follow(remote, handle)
 
-    def _defer_submission(self, remote: _Remote, error: str) -> None:
+    def _defer_submission(self, remote: RemoteJob, error: str) -> None:
         """Try the submission (its lookups first) again later in this run, a bounded number
         of times; a service that stays unreachable is left for the next apply."""
         tries = self._unanswered[remote.job.id] = self._unanswered.get(remote.job.id, 0) + 1
@@ -525,7 +480,7 @@ class Engine:
             error += " (left for the next apply, which looks the job up first)"
         self.store.defer_submission(self.apply_id, remote.job.id, retry_at, error)
 
-    def _lookup_failed(self, remote: _Remote, outcome: _SubmitOutcome) -> None:
+    def _lookup_failed(self, remote: RemoteJob, outcome: SubmitOutcome) -> None:
         """A tag could not be looked up: nothing is sent, the job's fate stays unknown."""
         why = _describe(outcome.error)
         tag = outcome.lookup_of or remote.tag
@@ -542,7 +497,7 @@ class Engine:
             "its job list, then `qrun retry --resubmit-unresolved`")
 
     def _settle_poll(self, op: _Op, future: Future) -> None:
-        remote = op.remote
+        remote = op.about
         try:
             status: RemoteStatus = future.result()
         except JobNotFound as exc:
@@ -563,7 +518,7 @@ class Engine:
                 return
             self._poll_later(remote)
             return
-        remote.unanswered_polls = remote.refused_polls = 0
+        remote.answered()
         if status.tags is not None and remote.tag not in status.tags:
             shown = ", ".join(status.tags) or "none"
             self._distrust(remote, f"the job behind handle {remote.handle} carries other tags "
@@ -575,7 +530,7 @@ class Engine:
             self._call(Call.FETCH, remote)
             return
         if status.finished:
-            self._following.pop(remote.job.id, None)
+            self._forget(remote)
             error = status.error or f"the provider reports the job {status.provider_state}"
             self._failed(op, error, transient=status.transient)
             return
@@ -584,20 +539,20 @@ class Engine:
                                        status.provider_state)
         self._poll_later(remote)
 
-    def _stop_following(self, remote: _Remote, why: str) -> None:
+    def _stop_following(self, remote: RemoteJob, why: str) -> None:
         """Leave a submitted job to the next apply, which re-attaches it by its handle."""
-        self._following.pop(remote.job.id, None)
+        self._forget(remote)
         reason = f"job {remote.job.id} ({remote.handle}): {why}; left submitted, `qrun apply` re-attaches it"
         self.store.note_job_error(self.apply_id, remote.job.id, reason)
         self.outcome.notices.append(reason)
 
-    def _distrust(self, remote: _Remote, why: str) -> None:
+    def _distrust(self, remote: RemoteJob, why: str) -> None:
         """The handle names no job of this attempt: look the attempt's tag up."""
         remote.distrust = why
         self._call(Call.FIND, remote)
 
     def _settle_find(self, op: _Op, future: Future) -> None:
-        remote = op.remote
+        remote = op.about
         try:
             handle = future.result()
         except Exception as exc:
@@ -606,15 +561,14 @@ class Engine:
             return
         if handle is not None and handle != remote.handle:  # the tag names the job: follow it
             self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id, handle)
-            remote.distrust = None
             self._follow(remote, handle)
             return
-        self._following.pop(remote.job.id, None)
+        self._forget(remote)
         self._failed(op, f"{remote.distrust}, and no job carries its tag {remote.tag}: the "
                          "attempt is lost", transient=True, tag_absent=True)
 
     def _settle_fetch(self, op: _Op, future: Future) -> None:
-        remote = op.remote
+        remote = op.about
         try:
             counts = future.result()
         except JobNotFound as exc:
@@ -624,10 +578,10 @@ class Engine:
             self._poll_later(remote)  # the result stays at the provider: fetch again later
             return
         except Exception as exc:
-            self._following.pop(remote.job.id, None)
+            self._forget(remote)
             self._failed(op, _describe(exc), transient=False)
             return
-        self._following.pop(remote.job.id, None)
+        self._forget(remote)
         config = remote.job.backend_config
         adapter = adapter_for(config["provider"], config["device"], config["options"],
                               config.get("credentials"))
@@ -635,7 +589,7 @@ class Engine:
         self._complete(op, counts, metadata)
 
     def _settle_cancel(self, op: _Op, future: Future) -> None:
-        remote = op.remote
+        remote = op.about
         try:
             future.result()
         except JobNotFound:
@@ -644,18 +598,17 @@ class Engine:
             self._poll_later(remote)  # try to cancel again at the next due time
             return
         except Exception as exc:  # the provider refuses: report it, do not ask forever
-            self._following.pop(remote.job.id, None)
+            self._forget(remote)
             self._failed(op, f"timed out, and the provider refused to cancel it: {_describe(exc)}",
                          transient=False)
             return
-        self._following.pop(remote.job.id, None)
+        self._forget(remote)
         timeout = self._timeout(remote.job)
         self._failed(op, f"timed out after {timeout:g} s; the remote job was cancelled",
                      transient=False)
 
-    def _poll_later(self, remote: _Remote) -> None:
-        remote.interval = min(POLL_MAX, remote.interval * 1.5)
-        remote.next_poll = time.time() + remote.interval * random.uniform(0.8, 1.2)
+    def _poll_later(self, remote: RemoteJob) -> None:
+        remote.poll_later()
 
     def _complete(self, op: _Op, counts: list, metadata: dict) -> None:
         results = [(s.experiment, s.index, c) for s, c in zip(op.slices, counts)
@@ -693,7 +646,7 @@ class Engine:
                 if op.kind is Call.RUN and future.cancel():
                     self._in_flight.pop(future)
                     self.store.release_attempt(self.apply_id, op.job.id, op.attempt_id)
-            self._following.clear()  # submitted jobs stay with the provider, re-attached later
+            self._remote.clear()  # submitted jobs stay with the provider, re-attached later
             for future, op in list(self._in_flight.items()):
                 if op.kind not in (Call.RUN, Call.SUBMIT):
                     del self._in_flight[future]  # its job stays submitted in the state
@@ -711,7 +664,7 @@ class Engine:
                 done, _ = wait(list(self._in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     self._settle(future)
-                self._following.clear()
+                self._remote.clear()
             # Jobs recorded as started whose dispatch the interrupt cut short: back to pending.
             self.store.recover_interrupted(self.apply_id, [p for p, i in PROVIDERS.items() if i.local])
         except KeyboardInterrupt:
@@ -721,74 +674,5 @@ class Engine:
                 self._pool.terminate()
 
 
-def _submit(adapter, tasks: list, seed, attempt_id: int, tag: str, lookups: list) -> _SubmitOutcome:
-    """Submit a job once: every tag of it that may have landed is looked up first, and a
-    lookup that fails stops everything (nothing is sent while a job's fate is unknown).
-    Runs in a call thread; what it learned comes back whole, errors included."""
-    absent = []
-    for looked_attempt, looked_tag in lookups:
-        try:
-            handle = adapter.find(looked_tag)
-        except Exception as exc:
-            return _SubmitOutcome(absent, error=exc, lookup_of=looked_tag)
-        if handle is not None:
-            return _SubmitOutcome(absent, handle=handle, attempt_id=looked_attempt, tag=looked_tag)
-        absent.append(looked_attempt)
-    try:
-        handle = adapter.submit(tasks, seed, tag)
-    except Exception as exc:
-        return _SubmitOutcome(absent, error=exc)
-    return _SubmitOutcome(absent, handle=handle, attempt_id=attempt_id, tag=tag)
-
-
-class _CallThreads:
-    """Threads for calls to providers, started as needed up to ``size``.
-
-    Daemon threads, unlike ThreadPoolExecutor's (which the interpreter joins at exit): a
-    call to a service that never answers must not keep qrun running after the engine has
-    left it. Such a call's job stays as the state says (submitting or submitted), and the
-    next apply looks it up or re-attaches it. The threads never touch the state database.
-    """
-
-    def __init__(self, size: int):
-        self._size = size
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-
-    def submit(self, function, *args) -> Future:
-        future: Future = Future()
-        self._work.put((future, function, args))
-        with self._lock:
-            if self._idle > 0:  # a waiting thread takes it
-                self._idle -= 1
-            elif self._threads < self._size:
-                self._threads += 1
-                threading.Thread(target=self._serve, name="qrun-call", daemon=True).start()
-        return future
-
-    def _serve(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
-            future, function, args = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(function(*args))
-                except BaseException as exc:  # noqa: BLE001 - the engine judges it
-                    future.set_exception(exc)
-            with self._lock:
-                self._idle += 1
-
-    def shutdown(self) -> None:
-        """Idle threads end; busy ones end with their call (or with the process)."""
-        with self._lock:
-            count = self._threads
-        for _ in range(count):
-            self._work.put(None)
-
-
-def _describe(exc: Exception) -> str:
-    return TaskFailed.of(exc).error
+def _describe(exc: BaseException | None) -> str:
+    return TaskFailed.of(exc).error if exc is not None else "no reason given"
