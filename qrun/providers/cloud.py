@@ -213,6 +213,12 @@ class CloudAdapter:
         """The exception qrun reports for an error that will not pass (by default, itself)."""
         return exc
 
+    def never_sent(self, exc: BaseException) -> bool:
+        """Whether a create call failed before its creating request left (a read the SDK
+        makes first): then trying again sends the job for the first time. By default no
+        error says so; a provider that knows its SDK's steps says which do, and why."""
+        return False
+
     def client_key(self) -> str | None:
         """What the client was made with that may change under it: by default the value of
         ``{env: VAR}`` (fingerprinted, never kept), so a rotated token makes a new client."""
@@ -246,12 +252,16 @@ class CloudAdapter:
             raise self.refusal(exc) from None
 
     def create(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A call that creates a job (what costs money), made once.
+        """A call that creates a job (what costs money), sent once.
 
         Only a definite refusal says that nothing was created; anything else may have made
-        the job, which the engine then looks up by its tag before sending it again."""
+        the job, which the engine then looks up by its tag before sending it again. (Tried
+        again here only where ``never_sent`` says the creating request never left.)"""
+        def unsent_and_passing(exc: BaseException) -> bool:
+            return self.never_sent(exc) and self.is_transient(exc)
+
         try:
-            return function(*args, **kwargs)
+            return retrying(self.policy, unsent_and_passing, self.service_name, function, *args, **kwargs)
         except (SubmissionUnknown, CredentialError):
             raise
         except Exception as exc:

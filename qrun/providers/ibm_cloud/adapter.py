@@ -232,6 +232,15 @@ class Adapter(CloudAdapter):
     def answer_status(self, exc: BaseException) -> int | None:
         return _status_code(exc)
 
+    def never_sent(self, exc: BaseException) -> bool:
+        """A documented override of the creation rule (cloud.py): ``sampler.run`` reads the
+        backend's status (and the instance's usage) before it POSTs the job, and raises a
+        failure of that POST as IBMRuntimeError "Failed to run program" (RuntimeProgramNotFound
+        for a 404). So a failed request of the SDK's own (RequestsApiError) not wrapped so
+        failed before the POST: nothing was sent. (After the POST the SDK reads the backend
+        again only if the service ran the job on another backend than the one asked for.)"""
+        return isinstance(exc, RequestsApiError)
+
     def refusal(self, exc: Exception) -> Exception:
         """The error as is, unless it quotes the key: then its text without it."""
         text = self.credentials.scrub(str(exc))
