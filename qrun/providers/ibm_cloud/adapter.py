@@ -15,9 +15,10 @@ parse error) fails on its own: the others are submitted, and a second tag,
 ``qrun-skipped:<indices>``, keeps with the job which tasks it lacks, so ``fetch`` lines the
 results up even for a job found again after a crash.
 
-Credentials are references, read by the cloud core: ``{env: VAR}`` (an IBM Cloud API key read
-from ``$VAR`` when the service is contacted, again if it changes), ``{profile: NAME}`` (an account saved with
-``QiskitRuntimeService.save_account(name=NAME)``), or nothing (the SDK's default account).
+Credentials are references, read by the cloud core: ``{env: VAR}`` (an IBM Cloud API key
+read from ``$VAR`` when the service is contacted, and again if it changes), ``{profile: NAME}``
+(an account saved with ``QiskitRuntimeService.save_account(name=NAME)``), or nothing (the
+SDK's default account).
 ``options.instance`` names the service instance (CRN or name); without it the SDK picks one.
 
 Rehearsal against a local fake (``options.endpoint``: ``python -m qrun.fakes qiskit.ibm``).
