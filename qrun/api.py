@@ -335,7 +335,7 @@ def cancel(path: str | Path, state_dir=None, root=None) -> dict:
     provider holds is cancelled there too; one whose lookup fails is left as it is (and
     reported), since cancelling it only here could leave a paid job running unseen.
     """
-    from .providers import PROVIDERS, adapter_for
+    from .providers import PROVIDERS, remote_adapter_for
 
     manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
@@ -356,8 +356,8 @@ def cancel(path: str | Path, state_dir=None, root=None) -> dict:
                     continue
                 config = job.backend_config
                 try:
-                    adapter = adapter_for(config["provider"], config["device"], config["options"],
-                                          config.get("credentials"))
+                    adapter = remote_adapter_for(config["provider"], config["device"],
+                                                 config["options"], config.get("credentials"))
                     handle = handle or _find_by_tags(store, adapter, job.id)
                     if handle:
                         _cancel_at_provider(adapter, handle)

@@ -10,21 +10,33 @@ test can tell whose result qrun stored.
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 from collections import Counter
 
 from qrun.providers.base import JobNotFound, RemoteStatus, TransientBackendError
 
+FAILURE_TEXT = "the memory device failed this job (injected)"
+
 
 class MemoryCloud:
-    def __init__(self):
+    """The switches below, and the shares the fakes take too (error_rate: calls answered as
+    a busy service; fail_jobs: jobs that end failed; lose_after_accept: created jobs whose
+    answer is lost), drawn from a seeded random source."""
+
+    def __init__(self, error_rate: float = 0.0, fail_jobs: float = 0.0,
+                 lose_after_accept: float = 0.0, stall: bool = False, latency: float = 0.0,
+                 seed: int = 0):
+        self.error_rate, self.fail_jobs, self.lose_after_accept = error_rate, fail_jobs, lose_after_accept
+        self.latency = latency
+        self.random = random.Random(seed)
         self.jobs: dict = {}  # handle -> {"tag": str, "shots": [int], "state": str}
         self.accepted: Counter = Counter()  # tag -> jobs created with it
         self.lookups: Counter = Counter()  # tag -> lookups asked
         self.lose_answers = False  # a created job's answer is lost (the job exists)
         self.refuse_lookups = False  # every lookup is refused, as with an expired credential
         self.refuse_submissions = False
-        self.stall = False  # created jobs stay queued
+        self.stall = stall  # created jobs stay queued
         self.silent = threading.Event()  # set: every call hangs until it is cleared
         self.released = threading.Event()
         self.hanging = threading.Event()  # some call hangs on the silent service
@@ -45,11 +57,20 @@ class MemoryCloud:
         """A job someone else submitted (another campaign, another user)."""
         return self._create(tag, shots)
 
+    def _chance(self, share: float) -> bool:
+        with self._lock:
+            return share > 0 and self.random.random() < share
+
+    def _busy_sometimes(self) -> None:
+        if self._chance(self.error_rate):
+            raise TransientBackendError("HTTP 503: the memory service is busy (injected)")
+
     def _create(self, tag: str, shots: list) -> str:
+        failed = self._chance(self.fail_jobs)
         with self._lock:
             handle = f"job-{next(self._ids)}"
             self.jobs[handle] = {"tag": tag, "shots": shots,
-                                 "state": "queued" if self.stall else "done"}
+                                 "state": "queued" if self.stall else "failed" if failed else "done"}
             self.accepted[tag] += 1
         return handle
 
@@ -63,15 +84,17 @@ class MemoryCloud:
 
     def submit(self, tasks, seed, tag):
         self._hang_if_silent()
+        self._busy_sometimes()
         if self.refuse_submissions:
             raise RuntimeError("HTTP 401: the credential was refused")
         handle = self._create(tag, [task.shots for task in tasks])
-        if self.lose_answers:
+        if self.lose_answers or self._chance(self.lose_after_accept):
             raise TransientBackendError("the answer was lost after the job was created")
         return handle
 
     def find(self, tag):
         self._hang_if_silent()
+        self._busy_sometimes()
         self.lookups[tag] += 1
         if self.refuse_lookups:
             raise RuntimeError("HTTP 401: the credential was refused")
@@ -80,11 +103,13 @@ class MemoryCloud:
 
     def poll(self, handle):
         self._hang_if_silent()
+        self._busy_sometimes()
         job = self.jobs.get(handle)
         if job is None:
             raise JobNotFound(f"no job {handle}")
         state = job["state"]
-        return RemoteStatus(state=state, provider_state=state.upper(), tags=(job["tag"],))
+        return RemoteStatus(state=state, provider_state=state.upper(), tags=(job["tag"],),
+                            error=FAILURE_TEXT if state == "failed" else None)
 
     def fetch(self, handle, tasks):
         job = self.jobs.get(handle)

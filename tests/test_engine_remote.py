@@ -99,3 +99,18 @@ def test_silence_is_counted_from_the_first_unanswered_call():
     assert service.silent_since == 10.0
     service.heard(True, 30.0)
     assert service.silent_since is None
+
+
+def test_an_adapter_without_the_remote_contract_is_refused_before_any_call(monkeypatch):
+    import qrun.providers as providers
+    from qrun.errors import BackendUnavailable
+
+    class HalfAdapter:  # a plugin's adapter that never learned to look tags up or cancel
+        def submit(self, tasks, seed, tag): ...
+        def poll(self, handle): ...
+        def fetch(self, handle, tasks): ...
+        def metadata(self): ...
+
+    monkeypatch.setattr(providers, "adapter_for", lambda *args, **kwargs: HalfAdapter())
+    with pytest.raises(BackendUnavailable, match="lacks the remote adapter methods find, cancel"):
+        providers.remote_adapter_for("braket.aws", "d", {})

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-import qrun.engine.loop  # noqa: F401 - patched below
+import qrun.engine.loop  # noqa: F401 - its STOP_GRACE is patched below
 from qrun import api, engine
-from qrun.store import FAILED, SUBMITTING, Store
+from qrun.store import FAILED, SUBMITTING, Store, read
 
 from .conftest import write
 from .memory_cloud import MemoryCloud
@@ -25,7 +25,6 @@ EXPERIMENTS = 3
 @pytest.fixture
 def cloud(monkeypatch):
     memory = MemoryCloud()
-    monkeypatch.setattr(engine.loop, "adapter_for", lambda *args, **kwargs: memory)
     monkeypatch.setattr("qrun.providers.adapter_for", lambda *args, **kwargs: memory)
     yield memory
     memory.released.set()  # calls left hanging end with the test
@@ -64,15 +63,19 @@ def _results_name_their_jobs(manifest, cloud) -> None:
         assert cloud.jobs[handle]["tag"] in _tags_of(manifest, row["key"])
 
 
+def _state(manifest):
+    return read(api.state_path(api.validate(manifest)))
+
+
 def _tags_of(manifest, key) -> set:
-    store = _store(manifest)
-    return {t for (t,) in store.conn.execute(
-        "SELECT a.tag FROM attempts a JOIN slices s ON s.job_id = a.job_id WHERE s.experiment=?", (key,))}
+    with _state(manifest) as state:
+        jobs = {s.job_id for s in state.slices() if s.experiment == key}
+        return {a.tag for a in state.attempts() if a.job_id in jobs}
 
 
 def _unresolved(manifest) -> int:
-    store = _store(manifest)
-    return store.conn.execute("SELECT count(*) FROM attempts WHERE tag_state='unknown'").fetchone()[0]
+    with _state(manifest) as state:
+        return sum(a.tag_state == "unknown" for a in state.attempts())
 
 
 def test_lost_answers_are_found_by_tag(cloud, manifest):
@@ -117,8 +120,8 @@ def test_retry_looks_up_the_unknown_tags_of_failed_jobs_first(cloud, manifest):
     assert report.all_done
     assert len(cloud.accepted) == EXPERIMENTS and set(cloud.accepted.values()) == {1}
     _results_name_their_jobs(manifest, cloud)
-    with Store.open(path, readonly=True) as store:  # the attempt opened to resubmit: never sent
-        states = [s for (s,) in store.conn.execute("SELECT state FROM attempts ORDER BY id")]
+    with read(path) as state:  # the attempt opened to resubmit: never sent
+        states = [a.state for a in state.attempts()]
     assert states.count("superseded") == EXPERIMENTS
 
 
@@ -145,7 +148,8 @@ def test_a_handle_naming_another_job_is_not_trusted(cloud, manifest):
     report_store = Store.open(path, readonly=True)
     assert report_store.state_counts(report_store.latest_plan_apply())["done"] == EXPERIMENTS
     _results_name_their_jobs(manifest, cloud)
-    errors = [e for (e,) in report_store.conn.execute("SELECT error FROM attempts WHERE error IS NOT NULL")]
+    with read(path) as state:
+        errors = [a.error for a in state.attempts() if a.error is not None]
     assert len(errors) == EXPERIMENTS and all("carries other tags" in e and "lost" in e for e in errors)
 
 

@@ -169,3 +169,38 @@ def test_a_second_command_hears_of_the_lock_at_once(project, _state_dir):
         assert process.poll() is None, "the running apply was not disturbed"
     finally:
         _cleanup(process)
+
+
+# Each way qrun's coordinator first imports Perceval: reading a .pcvl file, loading the
+# Quandela adapter, a factory that builds a Perceval circuit. Quandela's C++ extension takes
+# SIGINT over when Perceval is first imported, and Ctrl-C then did nothing: a Quandela
+# campaign polled on until it was killed (found by test_cloud_contract's cancel scenario).
+PERCEVAL_IMPORTS = {
+    "a .pcvl source": "from pathlib import Path; from qrun.sources import load_file; "
+                      "load_file(Path(sys.argv[1]), 'hom.pcvl', photonic_input='|1,1>')",
+    "the Quandela adapter": "from qrun.providers import PROVIDERS; "
+                            "PROVIDERS['quandela.cloud'].adapter_module()",
+}
+
+
+@pytest.mark.parametrize("how", list(PERCEVAL_IMPORTS))
+def test_ctrl_c_still_interrupts_once_perceval_is_imported(how, tmp_path):
+    from .conftest import EXAMPLES
+
+    source = tmp_path / "hom.pcvl"
+    source.write_bytes((EXAMPLES / "circuits" / "hom.pcvl").read_bytes())
+    program = "\n".join([
+        "import os, signal, sys, time",
+        PERCEVAL_IMPORTS[how],
+        "assert 'exqalibur' in sys.modules",
+        "try:",
+        "    os.kill(os.getpid(), signal.SIGINT)",
+        "    time.sleep(5)",
+        "    print('swallowed')",
+        "except KeyboardInterrupt:",
+        "    print('interrupted')",
+    ])
+    ran = subprocess.run([sys.executable, "-c", program, str(source)], capture_output=True,
+                         text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["interrupted"], ran.stdout + ran.stderr

@@ -39,7 +39,7 @@ from ..errors import BackendUnavailable
 from ..executors import ExecutorChoice
 from ..manifest import Manifest
 from ..planner import job_limits
-from ..providers import PROVIDERS, Limits, adapter_for
+from ..providers import PROVIDERS, Limits, remote_adapter_for
 from ..providers.base import JobNotFound, RemoteStatus, SubmissionUnknown, Task, TaskFailed, TransientBackendError
 from ..providers.faults import NO_FAULTS, Faults
 from ..providers.local import run_local_job
@@ -346,8 +346,8 @@ class Engine:
     def _call(self, kind: Call, remote: RemoteJob) -> None:
         config = remote.job.backend_config
         try:
-            adapter = adapter_for(config["provider"], config["device"], config["options"],
-                                  config.get("credentials"))
+            adapter = remote_adapter_for(config["provider"], config["device"], config["options"],
+                                         config.get("credentials"))
         except Exception as exc:  # no SDK, no credentials, a bad region: nothing can be sent
             self._unreachable(kind, remote, f"cannot reach {config['provider']}: {_describe(exc)}")
             return
@@ -583,8 +583,8 @@ class Engine:
             return
         self._forget(remote)
         config = remote.job.backend_config
-        adapter = adapter_for(config["provider"], config["device"], config["options"],
-                              config.get("credentials"))
+        adapter = remote_adapter_for(config["provider"], config["device"], config["options"],
+                                     config.get("credentials"))
         metadata = {**adapter.metadata(), "remote_id": remote.handle}
         self._complete(op, counts, metadata)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from qrun.errors import BackendUnavailable
+from qrun.providers.base import RemoteAdapter
 from qrun.providers.spec import Limits, ProviderSpec
 
 ENTRY_POINT_GROUP = "qrun.providers"
@@ -114,3 +116,16 @@ def adapter_for(provider_id: str, device: str, options: dict, credentials: dict 
             _adapters[cache_key] = module.Adapter(device=device, options=options,
                                                   credentials=credentials or {})
     return _adapters[cache_key]
+
+
+def remote_adapter_for(provider_id: str, device: str, options: dict,
+                       credentials: dict | None = None) -> RemoteAdapter:
+    """``adapter_for`` a cloud provider, checked against the contract the engine relies on
+    (a plugin's adapter that lacks a method is refused here, not half-way through a job)."""
+    adapter = adapter_for(provider_id, device, options, credentials)
+    if not isinstance(adapter, RemoteAdapter):
+        missing = [name for name in ("submit", "find", "poll", "fetch", "cancel", "metadata")
+                   if not callable(getattr(adapter, name, None))]
+        raise BackendUnavailable(f"provider {provider_id}'s adapter lacks the remote adapter "
+                                 f"methods {', '.join(missing)} (qrun/providers/base.py)")
+    return adapter

@@ -8,12 +8,12 @@ only when a job runs, in the process running it, or when a check needs the SDK.
 from __future__ import annotations
 
 import difflib
-import importlib
 import re
 from dataclasses import dataclass, field, fields
 from types import ModuleType
 
 from qrun.errors import BackendUnavailable
+from qrun.interrupts import import_sdk
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class ProviderSpec:
     def adapter_module(self) -> ModuleType:
         """The adapter module; a missing SDK is a BackendUnavailable saying what to install."""
         try:
-            return importlib.import_module(self.adapter)
+            return import_sdk(self.adapter)
         except ImportError as exc:
             raise BackendUnavailable(
                 f"provider {self.id} needs {', '.join(self.sdk_packages)}, which cannot be "
@@ -122,11 +122,11 @@ class ProviderSpec:
         """Why this backend cannot run ``program`` beyond family and size, or None."""
         if self.check_module is None:
             return None
-        return importlib.import_module(self.check_module).check_program(program, device, options)
+        return import_sdk(self.check_module).check_program(program, device, options)
 
     def fake_class(self) -> type:
         """The class of this provider's fake service (a qrun.fakes.server.FakeServer)."""
         if self.fake is None:
             raise BackendUnavailable(f"provider {self.id} has no fake service")
         module_name, _, class_name = self.fake.partition(":")
-        return getattr(importlib.import_module(module_name), class_name)
+        return getattr(import_sdk(module_name), class_name)

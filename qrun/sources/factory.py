@@ -19,6 +19,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from ..interrupts import keep_ctrl_c
 from . import SourceError, make_program, one_line, wrap_photonic
 
 
@@ -32,6 +33,7 @@ def load_factory(spec: dict, folder: Path, photonic_input: str | None = None):
         built = function(**spec.get("args", {}))
     except Exception as exc:  # the user's code: report its error, not ours
         raise SourceError(f"{target} raised {type(exc).__name__}: {one_line(exc)}") from None
+    keep_ctrl_c()  # the factory may have imported an SDK that takes SIGINT over
     fmt, content = _serialize(built, target)
     if fmt == "perceval":
         content = wrap_photonic(content, photonic_input)

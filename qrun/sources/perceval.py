@@ -12,6 +12,7 @@ import json
 import zlib
 from pathlib import Path
 
+from ..interrupts import keep_ctrl_c
 from . import Facts, SourceError, one_line
 
 
@@ -20,6 +21,7 @@ def load(content: bytes, origin: str = "<circuit>"):
     import perceval as pcvl
     from perceval.serialization import deserialize
 
+    keep_ctrl_c()  # the first Perceval import takes SIGINT over (qrun/interrupts.py)
     document = json.loads(content)
     serialized = _unzipped(document["serialized"].strip(), origin)
     try:

@@ -66,6 +66,17 @@ class JobStateRow(NamedRow):
 
 
 @dataclass(frozen=True)
+class SliceRow(NamedRow):
+    """A share of an experiment's shots, run by one job (most experiments have one)."""
+    experiment: str
+    idx: int
+    shots: int
+    job_id: int
+    counts: dict | None
+    metadata: dict | None
+
+
+@dataclass(frozen=True)
 class AttemptRow(NamedRow):
     id: int
     job_id: int
@@ -137,6 +148,9 @@ class StateReader:
 
     def attempts(self, state: str | None = None) -> list[AttemptRow]:
         return self._rows(AttemptRow, "attempts", "id", state=state)
+
+    def slices(self) -> list[SliceRow]:
+        return self._rows(SliceRow, "slices", "rowid")
 
     def events(self, entity: str | None = None) -> list[EventRow]:
         return self._rows(EventRow, "events", "id", entity=entity)
