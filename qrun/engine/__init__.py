@@ -1,8 +1,9 @@
 """Engine stage: the scheduler that takes stored jobs to done or failed.
 
-    loop.py    the Engine: its loop, local jobs, and the rules for remote jobs
-    remote.py  a remote job's phase (a transition table), its polling schedule; a service's pace
-    calls.py   calls to providers, in threads: a submission with its lookups first
+    loop.py         the Engine: its loop, scheduling, local jobs, outcomes, Ctrl-C
+    remote_jobs.py  the rules for remote jobs: submit (tags looked up first), follow, settle
+    remote.py       a remote job's phase (a transition table) and polling schedule; a service's pace
+    calls.py        work in flight, and calls to providers in threads
 """
 
 from .loop import SILENCE_LIMIT, Engine, NullProgress, RunOutcome

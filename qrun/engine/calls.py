@@ -1,17 +1,43 @@
-"""Calls to cloud providers, made in threads: one submission with its lookups, and the
-threads themselves. Nothing here touches the state database; what a call learned comes
+"""Work in flight (a local run or a provider call), and calls to cloud providers, made in
+threads: one submission with its lookups, and the threads themselves. Nothing here touches the state database; what a call learned comes
 back to the engine's loop whole, errors included, and is committed there."""
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..providers.base import TransientBackendError
+from ..providers.base import TaskFailed, TransientBackendError
+from ..store import JobRow
+from .remote import Call, RemoteJob
 
 CALL_THREADS = 64  # concurrent calls to cloud providers
+
+
+@dataclass
+class Op:
+    """Work in flight: a local run, or one call to a provider about a remote job."""
+
+    kind: Call
+    job: JobRow
+    attempt_id: int
+    slices: list
+    remote: RemoteJob | None = None  # what a provider call is about (None for a local run)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def about(self) -> RemoteJob:
+        if self.remote is None:
+            raise TypeError(f"a local run of job {self.job.id} has no remote job")
+        return self.remote
+
+
+def describe(exc: BaseException | None) -> str:
+    """An error as one line of text, as it is recorded."""
+    return TaskFailed.of(exc).error if exc is not None else "no reason given"
 
 
 @dataclass
