@@ -287,3 +287,35 @@ def test_a_lost_answer_right_after_an_absent_lookup_is_looked_up_again(project, 
         assert set(fake.accepted.values()) == {1}, fake.accepted
     finally:
         fake.stop()
+
+
+def test_a_connection_dropped_after_the_create_was_accepted_is_not_paid_twice(project, fake, aws_env,
+                                                                               _state_dir, monkeypatch):
+    """The service accepts CreateQuantumTask, then the connection drops before its answer
+    (botocore's ConnectionClosedError, an HTTPClientError). The task may exist, so it is not
+    a refusal: the engine looks its tag up and follows the task it finds; nothing is sent
+    twice. (It used to read as "created nothing", so the task was sent and paid again.)"""
+    import botocore.exceptions
+    from braket.aws import AwsSession
+
+    from qrun import api
+
+    real_create = AwsSession.create_quantum_task
+    dropped = []
+
+    def create_then_drop(session, **kwargs):
+        arn = real_create(session, **kwargs)  # the fake made (and will run) the task
+        tag = kwargs["tags"]["qrun-tag"]
+        if tag not in dropped:  # each job's first create loses its answer
+            dropped.append(tag)
+            raise botocore.exceptions.ConnectionClosedError(endpoint_url=url)
+        return arn
+
+    url = fake.start()
+    monkeypatch.setattr(AwsSession, "create_quantum_task", create_then_drop)
+    manifest = _campaign(project, url, thetas=1)
+    report = api.apply(manifest)
+    assert report.all_done, report
+    assert len(dropped) == 2, "every job's create lost its answer once"
+    assert sorted(fake.accepted.values()) == [1, 1] and set(fake.accepted) == set(dropped)
+    assert len(fake.tasks) == 2

@@ -11,6 +11,7 @@ import os
 import random
 import sqlite3
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -229,7 +230,7 @@ def test_a_failed_backend_listing_is_not_a_missing_backend(fake, monkeypatch):
     for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(ibm_cloud, "_process_endpoint", [])
-    monkeypatch.setattr(ibm_cloud, "RETRY_WAIT_MAX", 0.05)
+    monkeypatch.setattr(ibm_cloud.Adapter, "policy", replace(ibm_cloud.Adapter.policy, wait_max=0.05))
     service = fake()
     listing = "GET /api/v1/backends"
 

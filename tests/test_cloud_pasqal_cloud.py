@@ -10,6 +10,7 @@ import secrets
 import shutil
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -232,7 +233,6 @@ def test_email_password_login_and_a_refused_value(fakes, flip_first_atom, monkey
 
 
 def test_project_choice_cancel_and_unreachable_service(fakes, flip_first_atom, monkeypatch):
-    from qrun.providers.pasqal_cloud import adapter as pasqal_cloud
     from qrun.providers.pasqal_cloud.adapter import Adapter, PasqalCloudError
 
     monkeypatch.setenv("PASQAL_TOKEN", "any")
@@ -254,8 +254,7 @@ def test_project_choice_cancel_and_unreachable_service(fakes, flip_first_atom, m
                 {"env": "PASQAL_TOKEN"}).submit([_task(flip_first_atom, 500)], None, "t2")
     assert "t2" not in fake.accepted
 
-    monkeypatch.setattr(pasqal_cloud, "RETRY_CALLS", 2)
-    monkeypatch.setattr(pasqal_cloud, "RETRY_WAIT", 0.01)
+    monkeypatch.setattr(Adapter, "policy", replace(Adapter.policy, tries=2, wait_initial=0.01))
     port = fake.url.rsplit(":", 1)[1]
     fake.stop()
     gone = Adapter("EMU_FREE", {"endpoint": f"http://127.0.0.1:{port}", "project_id": two[0]["id"]},
@@ -277,22 +276,18 @@ def test_faults_come_from_the_environment_unless_given(monkeypatch):
             == (0.05, 0.0, 0.25, True, 0.5)
 
 
-def test_a_refused_lookup_inside_a_submission_leaves_its_fate_unknown(fakes, flip_first_atom, monkeypatch):
-    """The adapter retries a creation whose answer was lost after looking the tag up; if that
-    lookup is refused, the batch may exist: the submission must not read as refused (which
-    would let `qrun retry` pay for it again)."""
-    from qrun.providers.base import SubmissionUnknown
+def test_a_lost_creation_answer_is_never_a_refusal_and_never_resent(fakes, flip_first_atom, monkeypatch):
+    """A batch creation whose answer was lost may have made the batch: the submission must
+    not read as refused (which would let `qrun retry` pay for it again), and the adapter
+    neither sends it again nor looks it up itself: the engine looks the tag up before any
+    new try (and a refused lookup there leaves the fate unknown: test_never_pay_twice)."""
     from qrun.providers.pasqal_cloud.adapter import Adapter
 
     monkeypatch.setenv("PASQAL_TOKEN", "any")
     fake = fakes(lose_after_accept=1.0)
     adapter = Adapter("EMU_FREE", {"endpoint": fake.url}, {"env": "PASQAL_TOKEN"})
-    real_find = adapter.find
-
-    def refused(tag):
-        fake.credential = "rotated"  # the credential expires between the creation and its lookup
-        return real_find(tag)
-    monkeypatch.setattr(adapter, "find", refused)
-    with pytest.raises(SubmissionUnknown, match="may have created the batch"):
+    looked_up = []
+    monkeypatch.setattr(adapter, "find", looked_up.append)
+    with pytest.raises(TransientBackendError, match="may exist"):
         adapter.submit([_task(flip_first_atom, 500)], None, "qrun-doubt-1")
-    assert dict(fake.accepted) == {"qrun-doubt-1": 1}
+    assert dict(fake.accepted) == {"qrun-doubt-1": 1} and not looked_up

@@ -19,7 +19,6 @@ AWS call (Braket and S3) to one address: a local fake service in rehearsals and 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 
@@ -29,25 +28,16 @@ from botocore.config import Config
 from braket.aws import AwsQuantumTask, AwsSession
 from braket.ir.openqasm import Program as OpenQASMProgram
 from braket.schema_common import BraketSchemaBase
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
-from qrun.providers.base import JobNotFound, RemoteStatus, Task, TransientBackendError, sdk_versions
+from qrun.providers.base import JobNotFound, RemoteStatus, Task, sdk_versions
 from qrun.providers.braket_local import program as braket_program
 from qrun.providers.braket_local.adapter import measure_counts, prepare_program
+from qrun.providers.cloud import CloudAdapter, error_text
 
 TAG_KEY = "qrun-tag"
+# Error codes AWS answers for what passes (some of them with HTTP 400).
 TRANSIENT_CODES = {"ThrottlingException", "InternalServiceException", "ServiceUnavailable",
                    "ServiceQuotaExceededException", "RequestTimeout", "SlowDown", "InternalError"}
-RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
-RETRY_SECONDS = 30.0  # nor longer than this (a try already started ends by its own timeout)
-RETRY_WAIT_MAX = 8.0
 # Every request is bounded: botocore's defaults (60 s to connect, 60 s per read) made one
 # call to a service that accepts connections but never answers take six minutes with its
 # tries, and an apply run past fifteen.
@@ -61,36 +51,71 @@ STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLE
 logging.getLogger("braket").setLevel(logging.WARNING)
 
 
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
-                        botocore.exceptions.ConnectTimeoutError,
-                        # dropped after the request was sent: the call may have been done
-                        botocore.exceptions.ConnectionClosedError)):
-        return True
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.get("Code") in TRANSIENT_CODES or status == 429 or status >= 500
-    return False
-
-
-class Adapter:
+class Adapter(CloudAdapter):
     provider = "braket.aws"
+    service_name = "Braket"
+    # Keys are boto3's own business (its environment variables or a profile): qrun never
+    # reads them, so {env: VAR} is not a reference it takes.
+    credential_kinds = ("profile",)
+    credentials_note = "boto3 reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY itself"
 
     def __init__(self, device: str, options: dict, credentials: dict):
-        self.device = device
-        self.bucket = options.get("s3_bucket", "amazon-braket-qrun")
-        self.prefix = options.get("s3_prefix", "qrun")
-        self.session = self._session(options, credentials)
+        super().__init__(device, options, credentials)
+        self.bucket = self.options.get("s3_bucket", "amazon-braket-qrun")
+        self.prefix = self.options.get("s3_prefix", "qrun")
         self._prepared: dict = {}  # program digest -> BraketProgram for this device
         self._target: braket_program.Device | None = None  # from the device's properties
         self._target_lock = threading.Lock()
+
+    # -- the cloud core's hooks
+
+    def connect(self) -> AwsSession:
+        return self._session(self.options, {"profile": self.credentials.profile})
+
+    @property
+    def session(self) -> AwsSession:
+        return self.client
+
+    def is_transient(self, exc: BaseException) -> bool:
+        # HTTPClientError covers a connection the server closed before answering
+        # (ConnectionClosedError) and read timeouts; ConnectionError the failed connects.
+        if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
+            return True
+        if isinstance(exc, botocore.exceptions.ClientError):
+            status = _http_status(exc)
+            return _code(exc) in TRANSIENT_CODES or status == 429 or status >= 500
+        return False
+
+    def answer_status(self, exc: BaseException) -> int | None:
+        if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) not in TRANSIENT_CODES:
+            return _http_status(exc) or None
+        return None
+
+    def created_nothing(self, exc: BaseException) -> bool:
+        # botocore checks a request's parameters before it sends anything.
+        return isinstance(exc, botocore.exceptions.ParamValidationError) or super().created_nothing(exc)
+
+    def refusal(self, exc: Exception) -> Exception:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            return RuntimeError(f"Braket refused: {_error_text(exc)}")
+        return exc
+
+    def _about_task(self, function, *args, **kwargs):
+        """A call naming one quantum task: Braket's "not found" means the task is gone."""
+        try:
+            return function(*args, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                raise JobNotFound(f"Braket: {_error_text(exc)}") from None
+            raise
+
+    # -- the device
 
     def target(self) -> braket_program.Device:
         """What the device declares (GetDevice), asked once per adapter."""
         with self._target_lock:
             if self._target is None:
-                answer = self._call(self.session.get_device, self.device)
+                answer = self.call(self.session.get_device, self.device)
                 if answer.get("deviceStatus") == "RETIRED":
                     raise RuntimeError(f"Braket device {self.device} is retired")
                 properties = BraketSchemaBase.parse_raw_schema(answer["deviceCapabilities"])
@@ -109,26 +134,7 @@ class Adapter:
         client = boto_session.client("braket", config=config)
         return AwsSession(boto_session=boto_session, braket_client=client, config=config)
 
-    def _call(self, function, *args, tries: int = RETRY_CALLS, about_task: bool = False, **kwargs):
-        """Call the SDK, retrying transient failures (throttling, 5xx, lost connections).
-
-        ``about_task``: the call names one quantum task, so "not found" means the task is gone."""
-        try:
-            for attempt in Retrying(retry=retry_if_exception(_transient),
-                                    stop=stop_after_attempt(tries) | stop_after_delay(RETRY_SECONDS),
-                                    wait=wait_random_exponential(multiplier=0.2, max=RETRY_WAIT_MAX),
-                                    reraise=False):
-                with attempt:
-                    return function(*args, **kwargs)
-        except RetryError as exc:
-            cause = exc.last_attempt.exception()
-            raise TransientBackendError(f"Braket did not answer after "
-                                        f"{exc.last_attempt.attempt_number} tries: "
-                                        f"{_error_text(cause)}") from None
-        except botocore.exceptions.ClientError as exc:
-            if about_task and exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                raise JobNotFound(f"Braket: {_error_text(exc)}") from None
-            raise RuntimeError(f"Braket refused: {_error_text(exc)}") from None
+    # -- the remote adapter contract
 
     def submit(self, tasks: list[Task], seed, tag: str) -> str:
         (task,) = tasks
@@ -139,12 +145,11 @@ class Adapter:
             raise RuntimeError(size)
         inputs = prepared.inputs_for(task.params)
         program = OpenQASMProgram(source=prepared.source, inputs=inputs)
-        # One try only: a create whose answer was lost may have made the task, and a blind
-        # retry would make a second one (the SDK sends a fresh client token each call). The
-        # engine retries instead, after looking the tag up.
-        created = self._call(AwsQuantumTask.create, self.session, self.device, program,
-                             (self.bucket, self.prefix), task.shots, tags={TAG_KEY: tag},
-                             inputs=inputs, quiet=True, tries=1)
+        # Made once (the SDK sends a fresh client token at each call, so a second try could
+        # make a second task): a lost answer goes back to the engine, which looks the tag up.
+        created = self.create(AwsQuantumTask.create, self.session, self.device, program,
+                              (self.bucket, self.prefix), task.shots, tags={TAG_KEY: tag},
+                              inputs=inputs, quiet=True)
         return created.id
 
     def find(self, tag: str) -> str | None:
@@ -154,7 +159,7 @@ class Adapter:
                        "maxResults": 100}
             if token:
                 request["nextToken"] = token
-            page = self._call(self.session.braket_client.search_quantum_tasks, **request)
+            page = self.call(self.session.braket_client.search_quantum_tasks, **request)
             for summary in page.get("quantumTasks", []):
                 if summary.get("tags", {}).get(TAG_KEY) == tag:
                     return summary["quantumTaskArn"]
@@ -163,8 +168,8 @@ class Adapter:
                 return None
 
     def poll(self, handle: str) -> RemoteStatus:
-        answer = self._call(self.session.braket_client.get_quantum_task, quantumTaskArn=handle,
-                            about_task=True)
+        answer = self.call(self._about_task, self.session.braket_client.get_quantum_task,
+                           quantumTaskArn=handle)
         state = answer["status"]
         tags = answer.get("tags")
         return RemoteStatus(state=STATES.get(state, "queued"), provider_state=state,
@@ -175,13 +180,13 @@ class Adapter:
         (task,) = tasks
         prepared = prepare_program(task, self.target(), self._prepared)  # same text, same map
         remote = AwsQuantumTask(handle, aws_session=self.session)
-        result = self._call(remote.result, about_task=True)
+        result = self.call(self._about_task, remote.result)
         if result is None:
             raise RuntimeError(f"Braket has no result for {handle} ({remote.state()})")
         return [measure_counts(result, prepared)]
 
     def cancel(self, handle: str) -> None:
-        self._call(self.session.cancel_quantum_task, handle, about_task=True)
+        self.call(self._about_task, self.session.cancel_quantum_task, handle)
 
     def metadata(self) -> dict:
         return {"provider": self.provider, "device": self.device,
@@ -218,8 +223,16 @@ class _Session(boto3.Session):
         return cache[key]
 
 
-def _error_text(exc: BaseException | None) -> str:
+def _code(exc: botocore.exceptions.ClientError) -> str | None:
+    return exc.response.get("Error", {}).get("Code")
+
+
+def _http_status(exc: botocore.exceptions.ClientError) -> int:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+
+
+def _error_text(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip()
-    return json.dumps(str(exc))[1:-1] if exc else "no answer"
+    return error_text(exc)

@@ -15,9 +15,10 @@ parse error) fails on its own: the others are submitted, and a second tag,
 ``qrun-skipped:<indices>``, keeps with the job which tasks it lacks, so ``fetch`` lines the
 results up even for a job found again after a crash.
 
-Credentials are references: ``{env: VAR}`` (an IBM Cloud API key read from ``$VAR`` when the
-service is first contacted), ``{profile: NAME}`` (an account saved with
-``QiskitRuntimeService.save_account(name=NAME)``), or nothing (the SDK's default account).
+Credentials are references, read by the cloud core: ``{env: VAR}`` (an IBM Cloud API key
+read from ``$VAR`` when the service is contacted, and again if it changes), ``{profile: NAME}``
+(an account saved with ``QiskitRuntimeService.save_account(name=NAME)``), or nothing (the
+SDK's default account).
 ``options.instance`` names the service instance (CRN or name); without it the SDK picks one.
 
 Rehearsal against a local fake (``options.endpoint``: ``python -m qrun.fakes qiskit.ibm``).
@@ -34,10 +35,11 @@ The three variables are process-wide, so they are set for the life of the proces
 adapter with an endpoint connects, and one process cannot drive a real account and a fake
 (or two fakes) at once: the adapter refuses that instead of sending a key to the wrong place.
 
-Retries: transient failures (connection errors, 429, 5xx) are retried inside each call with
-tenacity; the SDK also retries 5xx on its own. A job submission is retried in place only when
-the service refused it (429): any other doubtful end (lost connection, 5xx after the SDK's
-retries) raises TransientBackendError, and the engine looks the tag up before trying again.
+Retries, credentials and the client are the cloud core's (qrun.providers.cloud): transient
+failures (connection errors, 429, 5xx) are retried inside each call under the one policy; the
+SDK also retries 5xx on its own (IBM's API guarantees that a 5xx leaves no job behind). A job
+submission is made once: only a definite refusal (4xx, not 408 or 429) says no job was made;
+any other end raises TransientBackendError, and the engine looks the tag up before trying again.
 """
 
 from __future__ import annotations
@@ -45,14 +47,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import requests
 from qiskit.providers.exceptions import QiskitBackendNotFoundError
 from qiskit_ibm_runtime import Batch, QiskitRuntimeService
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
-from qiskit_ibm_runtime.exceptions import IBMRuntimeError, RuntimeInvalidStateError, RuntimeJobNotFound
+from qiskit_ibm_runtime.exceptions import RuntimeInvalidStateError, RuntimeJobNotFound
 from qiskit_ibm_runtime.executor_sampler import Sampler
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from qrun.providers.base import (
     JobNotFound,
@@ -63,14 +66,9 @@ from qrun.providers.base import (
     qiskit_key_to_qrun,
     sdk_versions,
 )
+from qrun.providers.cloud import CloudAdapter
 from qrun.providers.ibm_local import adapter as ibm_local
 from qrun.sources.gate import parse_circuit
-
-# tenacity: tries of one call, its time budget, and the backoff between tries (seconds).
-RETRY_ATTEMPTS = 6
-RETRY_SECONDS = 30.0
-RETRY_WAIT_INITIAL = 0.25
-RETRY_WAIT_MAX = 4.0
 
 # A job's second tag when some of its tasks could not be prepared: their indices.
 SKIPPED_TAG = "qrun-skipped:"
@@ -87,12 +85,14 @@ _endpoint_lock = threading.Lock()
 _process_endpoint: list = []  # the endpoint this process's SDK settings point at, once set
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The error and its causes (the SDK re-raises HTTP errors inside its own)."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -121,16 +121,6 @@ def _transient(exc: BaseException) -> bool:
     return code is not None and (code == 429 or code >= 500)
 
 
-def _safe_to_resubmit(exc: BaseException) -> bool:
-    """A failed submission that cannot have created a job: refused (429), or failed before
-    the job's POST (the SDK wraps a failed POST as "Failed to run program")."""
-    if not _transient(exc):
-        return False
-    text = getattr(exc, "message", None) or str(exc)  # QiskitError's str() quotes its message
-    posted = isinstance(exc, IBMRuntimeError) and str(text).startswith("Failed to run program")
-    return not posted or _status_code(exc) == 429
-
-
 def _skipped(tags) -> set:
     """Tasks left out of a job at submission (they failed to prepare), from its tags."""
     for tag in tags or []:
@@ -139,25 +129,24 @@ def _skipped(tags) -> set:
     return set()
 
 
-class Adapter:
+class Adapter(CloudAdapter):
     provider = "qiskit.ibm"
+    service_name = "IBM Quantum"
 
     # ibm_local's circuit preparation, reused as is: it reads self.backend (the device's
     # IBMBackend here), self.optimization_level and self._isa (a transpilation cache).
-    _bound = ibm_local.Adapter._bound
+    _bound: Callable[..., Any] = ibm_local.Adapter._bound
 
     def __init__(self, device: str, options: dict, credentials: dict):
-        self.device = device
-        self.endpoint = (options.get("endpoint") or "").rstrip("/") or None
-        self.instance = options.get("instance")
-        self.optimization_level = options.get("optimization_level", 1)
-        self._credentials = dict(credentials or {})
+        super().__init__(device, options, credentials)
+        self.endpoint = (self.options.get("endpoint") or "").rstrip("/") or None
+        self.instance = self.options.get("instance")
+        self.optimization_level = self.options.get("optimization_level", 1)
         self._isa: dict = {}
         self._jobs: dict = {}  # handle -> RuntimeJobV2 (re-attached once per process)
         self._lock = threading.Lock()
-        self._service_object = None
         self._backend_object = None
-        self._secret: str | None = None  # remembered only to scrub it from error texts
+        self._backend_service = None
 
     # -- connection
 
@@ -175,37 +164,31 @@ class Adapter:
                     os.environ["GLOBAL_CATALOG_URL"] = f"{self.endpoint}/catalog"
                 _process_endpoint.append(self.endpoint)
 
-    def _connect(self) -> QiskitRuntimeService:
+    def connect(self) -> QiskitRuntimeService:
+        """The cloud core's hook: the service object (made once; it lists the instances)."""
         self._point_sdk_at_endpoint()
         kwargs: dict = {"instance": self.instance or "auto"}
         if self.endpoint:
             runtime_api = f"{self.endpoint}/api/v1"
             kwargs.update(url=self.endpoint, url_resolver=lambda *_: runtime_api)
-        if "env" in self._credentials:
-            variable = self._credentials["env"]
-            token = os.environ.get(variable)
-            if not token:
-                raise RuntimeError(f"qiskit.ibm: the environment variable {variable} (credentials.env) "
-                                   "is not set or empty; it must hold an IBM Cloud API key")
-            self._secret = token
-            return QiskitRuntimeService(channel="ibm_quantum_platform", token=token, **kwargs)
-        if "profile" in self._credentials:
-            return QiskitRuntimeService(name=self._credentials["profile"], **kwargs)
+        if self.credentials.env:  # an IBM Cloud API key
+            return QiskitRuntimeService(channel="ibm_quantum_platform", token=self.credentials.secret(),
+                                        **kwargs)
+        if self.credentials.profile:
+            return QiskitRuntimeService(name=self.credentials.profile, **kwargs)
         return QiskitRuntimeService(**kwargs)
 
     @property
     def service(self) -> QiskitRuntimeService:
-        with self._lock:
-            if self._service_object is None:
-                self._service_object = self._call(self._connect)
-            return self._service_object
+        return self.client
 
     @property
     def backend(self):
         """The device as an IBMBackend, its Target loaded (configuration and properties)."""
         service = self.service
         with self._lock:
-            if self._backend_object is None:
+            if self._backend_object is None or self._backend_service is not service:
+                self._backend_service = service  # a new service (a rotated key): load again
                 def load():
                     try:
                         backend = service.backend(self.device)
@@ -213,7 +196,7 @@ class Adapter:
                         raise self._not_found_or_unanswered(service) from None
                     backend.target  # noqa: B018 - fetches the properties the Target needs
                     return backend
-                self._backend_object = self._call(load)
+                self._backend_object = self.call(load)
             return self._backend_object
 
     def _not_found_or_unanswered(self, service) -> Exception:
@@ -242,30 +225,27 @@ class Adapter:
         return QiskitBackendNotFoundError(f"the service has no backend {self.device!r} for this "
                                           f"account (it lists: {shown})")
 
-    # -- retries and errors
+    # -- the cloud core's rules for errors
 
-    def _call(self, function, *args, retry_on=_transient, **kwargs):
-        """Call the SDK, retrying what ``retry_on`` says may pass; scrub the key from errors."""
-        try:
-            for attempt in Retrying(retry=retry_if_exception(retry_on),
-                                    stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_SECONDS),
-                                    wait=wait_random_exponential(multiplier=RETRY_WAIT_INITIAL,
-                                                                 max=RETRY_WAIT_MAX),
-                                    reraise=True):
-                with attempt:
-                    return function(*args, **kwargs)
-        except Exception as exc:  # the last try's error (reraise=True)
-            raise self._as_error(exc) from None
+    def is_transient(self, exc: BaseException) -> bool:
+        return _transient(exc)
 
-    def _as_error(self, exc: BaseException) -> Exception:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        if _transient(exc):
-            return TransientBackendError(f"{type(exc).__name__}: {text}")
-        if self._secret and self._secret in str(exc):
-            return RuntimeError(f"{type(exc).__name__}: {text}")
-        return exc
+    def answer_status(self, exc: BaseException) -> int | None:
+        return _status_code(exc)
+
+    def never_sent(self, exc: BaseException) -> bool:
+        """A documented override of the creation rule (cloud.py): ``sampler.run`` reads the
+        backend's status (and the instance's usage) before it POSTs the job, and raises a
+        failure of that POST as IBMRuntimeError "Failed to run program" (RuntimeProgramNotFound
+        for a 404). So a failed request of the SDK's own (RequestsApiError) not wrapped so
+        failed before the POST: nothing was sent. (After the POST the SDK reads the backend
+        again only if the service ran the job on another backend than the one asked for.)"""
+        return isinstance(exc, RequestsApiError)
+
+    def refusal(self, exc: Exception) -> Exception:
+        """The error as is, unless it quotes the key: then its text without it."""
+        text = self.credentials.scrub(str(exc))
+        return exc if text == str(exc) else RuntimeError(f"{type(exc).__name__}: {' '.join(text.split())}")
 
     def _ask(self, handle: str, method: str):
         """Call a job's method; a job object whose call failed half-way is dropped (it may
@@ -282,7 +262,7 @@ class Adapter:
                         (isinstance(exc, RequestsApiError) and exc.status_code == 404):
                     raise JobNotFound(f"IBM Quantum has no job {handle}: {exc}") from None
                 raise
-        return self._call(ask)
+        return self.call(ask)
 
     # -- the remote adapter contract
 
@@ -296,26 +276,25 @@ class Adapter:
                 skipped.append(i)
                 first_error = first_error or exc
         if not pubs:
-            raise first_error
+            raise first_error or RuntimeError("no task to submit")
         tags = [tag] + ([SKIPPED_TAG + ",".join(map(str, skipped))] if skipped else [])
-        batch = self._call(Batch, backend=backend)
+        batch = self.call(Batch, backend=backend)  # a batch costs nothing: retried as a read
         try:
             sampler = Sampler(mode=batch)
             sampler.options.environment.job_tags = tags
-            # Sent again only when nothing can have been created: the service refused it (429)
-            # or it failed before the job's POST. A doubt (lost connection, 5xx after the SDK's
-            # own retries) goes back to the engine, which looks the tag up before any new try.
-            job = self._call(sampler.run, pubs, retry_on=_safe_to_resubmit)
+            # Made once: anything but a definite refusal may have created the job, and goes
+            # back to the engine, which looks the tag up before any new try.
+            job = self.create(sampler.run, pubs)
         finally:
             try:
-                self._call(batch.close)  # no more jobs in this batch; its job runs on
+                self.call(batch.close)  # no more jobs in this batch; its job runs on
             except Exception:
                 pass  # an open batch expires on its own; the job is what matters
         self._jobs[job.job_id()] = job
         return job.job_id()
 
     def find(self, tag: str) -> str | None:
-        jobs = self._call(self.service.jobs, job_tags=[tag], limit=10, descending=False)
+        jobs = self.call(self.service.jobs, job_tags=[tag], limit=10, descending=False)
         if not jobs:
             return None
         self._jobs.setdefault(jobs[0].job_id(), jobs[0])
@@ -326,9 +305,7 @@ class Adapter:
         state = STATES.get(status, "queued")
         error = None
         if state == "failed":  # status() read the error text along with the state
-            error = job.error_message() or f"job {handle} failed"
-            if self._secret:
-                error = error.replace(self._secret, "***")
+            error = self.credentials.scrub(job.error_message() or f"job {handle} failed")
         tags = getattr(job, "tags", None)
         return RemoteStatus(state=state, provider_state=status, error=error,
                             tags=None if tags is None else tuple(tags))

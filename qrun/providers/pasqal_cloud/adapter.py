@@ -14,7 +14,8 @@ Results: each job's counter maps bitstrings to counts, atom 0 of the register le
 which is qrun's convention already (see base.py). A batch that ends in ERROR is fetched like
 a done one: its jobs that finished keep their counts, the others fail with Pasqal's errors.
 
-Credentials (`credentials: {env: VAR}`; never stored): VAR holds either an access token
+Credentials (`credentials: {env: VAR}`, read by the cloud core at each use, never stored;
+Pasqal has no saved profiles): VAR holds either an access token
 (sent as a bearer token, read again at every request, so it may be rotated) or
 `email:password`, with which qrun logs in through Pasqal's token endpoint and renews the
 token itself (the better choice for campaigns that outlast a token). Without
@@ -29,28 +30,19 @@ token-provider settings; the code path is otherwise the same as in real use.
 Retries: the SDK's own retry loop sleeps 2 to 32 s and re-sends a batch creation that was
 answered 500/502/504, which could create the batch twice. So the adapter gives the SDK
 (through its `client_class` hook) an HTTP session that turns connection errors, timeouts,
-429 and 5xx into an exception the SDK does not retry. Reads and cancellations are then
-retried by the session with tenacity (bounded, jittered); a batch creation is never simply
-re-sent: before each new try the adapter looks the tag up, and returns the batch it finds.
+429 and 5xx into an exception the SDK does not retry. Reads and cancellations (GET, PATCH)
+are then retried by the session under the cloud core's call policy (qrun.providers.cloud),
+Retry-After honoured; a batch creation is made once, under the core's creation rule: a lost
+answer goes back to the engine, which looks the tag up before it sends anything again.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import warnings
 from collections import Counter
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the whole process
     from pasqal_cloud.authentication import PasswordGrantTokenProvider, TokenProvider, TokenProviderError
@@ -69,24 +61,13 @@ with warnings.catch_warnings():  # the SDK turns DeprecationWarnings on for the 
     from pasqal_cloud.utils.filters import BatchFilters, PaginationParams
     from pulser.backend.remote import RemoteConnection
 
-from qrun.providers.base import (
-    JobNotFound,
-    RemoteStatus,
-    SubmissionUnknown,
-    Task,
-    TaskFailed,
-    TransientBackendError,
-    sdk_versions,
-)
+from qrun.providers.base import JobNotFound, RemoteStatus, Task, TaskFailed, TransientBackendError, sdk_versions
+from qrun.providers.cloud import CloudAdapter, Credentials, retrying
 from qrun.sources.pulser import build, load_sequence
 
 SDK_PACKAGES = ("pasqal-cloud", "pulser-core")
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 REQUEST_TIMEOUT = 30.0  # seconds for one HTTP request
-RETRY_CALLS = 6  # tries of one request before it counts as a transient failure
-RETRY_SECONDS = 30.0  # nor longer than this
-RETRY_WAIT = 0.25  # first backoff, doubling (with jitter) up to RETRY_WAIT_MAX
-RETRY_WAIT_MAX = 8.0
 
 # Pasqal's batch states -> qrun's. ERROR: some jobs failed; the others may have results.
 STATES = {"PENDING": "queued", "PAUSED": "queued", "RUNNING": "running", "DONE": "done",
@@ -119,18 +100,10 @@ def check_program(program, device: str, options: dict) -> str | None:
     return None
 
 
-# -- HTTP: the session the SDK uses, with qrun's retry policy
+# -- HTTP: the session the SDK uses, with the cloud core's call policy
 
-def _retrying(kind=_Transient) -> Retrying:
-    return Retrying(retry=retry_if_exception_type(kind),
-                    stop=stop_after_attempt(RETRY_CALLS) | stop_after_delay(RETRY_SECONDS),
-                    wait=_wait, reraise=False)
-
-
-def _wait(retry_state) -> float:
-    backoff = wait_random_exponential(multiplier=RETRY_WAIT, max=RETRY_WAIT_MAX)(retry_state)
-    asked = getattr(retry_state.outcome.exception(), "retry_after", None) or 0.0
-    return min(RETRY_WAIT_MAX, max(backoff, asked))
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, _Transient)
 
 
 def _retry_after(response) -> float | None:
@@ -148,14 +121,8 @@ class _Session(requests.Session):
         kwargs.setdefault("timeout", REQUEST_TIMEOUT)
         if method.upper() not in ("GET", "PATCH"):  # a creation: the adapter decides
             return self._once(method, url, *args, **kwargs)
-        try:
-            for attempt in _retrying():
-                with attempt:
-                    return self._once(method, url, *args, **kwargs)
-        except RetryError as exc:
-            raise TransientBackendError(
-                f"Pasqal Cloud did not answer {method} {urlsplit(url).path} after "
-                f"{exc.last_attempt.attempt_number} tries: {exc.last_attempt.exception()}") from None
+        return retrying(Adapter.policy, _is_transient, f"Pasqal Cloud ({method} {urlsplit(url).path})",
+                        self._once, method, url, *args, **kwargs)
 
     def _once(self, method, url, *args, **kwargs):
         where = f"{method} {urlsplit(url).path}"
@@ -175,7 +142,7 @@ class _Session(requests.Session):
         if status >= 400 and "json" not in response.headers.get("Content-Type", ""):
             # The SDK's errors read a JSON body; say plainly what came instead.
             text = " ".join(response.text.split())[:300]
-            raise PasqalCloudError(f"Pasqal Cloud answered {where} with HTTP {status}: {text}")
+            raise PasqalCloudError(f"Pasqal Cloud answered {where} with HTTP {status}: {text}", status)
         return response
 
 
@@ -192,18 +159,25 @@ class _HTTPClient(HTTPClient):
 class _EnvToken(TokenProvider):
     """A bearer token read from the environment at every request (never kept)."""
 
-    def __init__(self, variable: str):
-        self.variable = variable
+    def __init__(self, credentials: Credentials):
+        self.credentials = credentials
 
     def get_token(self) -> str:
-        return _secret(self.variable)
+        return self.credentials.secret()
 
 
-def _secret(variable: str) -> str:
-    value = os.environ.get(variable, "").strip()
-    if not value:
-        raise PasqalCloudError(f"credentials: environment variable {variable} is not set")
-    return value
+def _login(username: str, password: str, configuration) -> PasswordGrantTokenProvider:
+    """Log in with email and password; the errors told apart: what may pass, what will not."""
+    try:
+        return _sdk(PasswordGrantTokenProvider, username, password, configuration)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _Transient(f"login: no answer ({type(exc).__name__})") from None
+    except (TokenProviderError, requests.HTTPError) as exc:
+        cause = exc.args[0] if isinstance(exc, TokenProviderError) and exc.args else exc
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if status in TRANSIENT_STATUS:
+            raise _Transient(f"login: HTTP {status}") from None
+        raise PasqalCloudError(f"Pasqal Cloud refused the login: {cause}", status) from None
 
 
 def _sdk(function, *args, **kwargs):
@@ -246,46 +220,46 @@ def _services(endpoint: str | None) -> tuple:
 
 # -- the adapter
 
-class Adapter:
+class Adapter(CloudAdapter):
     provider = "pasqal.cloud"
+    service_name = "Pasqal Cloud"
+    credential_kinds = ("env",)
+    credentials_required = True
+    credentials_note = "a variable holding a token or email:password; Pasqal has no saved profiles"
 
     def __init__(self, device: str, options: dict, credentials: dict):
-        self.device = device
-        self.endpoint = options.get("endpoint")
-        self.project_id = options.get("project_id")
-        self.credentials = dict(credentials)  # references only: {"env": NAME}
-        self._client: PasqalCloudClient | None = None
-        self._lock = threading.Lock()
+        super().__init__(device, options, credentials)
+        self.endpoint = self.options.get("endpoint")
+        self.project_id = self.options.get("project_id")
         self._sequences: dict = {}  # program digest -> measured, parametrized Sequence
         self._tags: dict = {}  # batch id -> its tags, read once: a handle is trusted by its tag
 
-    # -- the SDK client, made at the first call (making it may log in)
+    # -- the cloud core's hooks
 
-    def client(self) -> PasqalCloudClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._connect()
-            return self._client
-
-    def _connect(self) -> PasqalCloudClient:
-        if "env" not in self.credentials:
-            raise PasqalCloudError("pasqal.cloud needs credentials: {env: VARIABLE} naming an "
-                                   "environment variable that holds a token or email:password "
-                                   "(Pasqal has no saved profiles)")
-        variable = self.credentials["env"]
+    def connect(self) -> PasqalCloudClient:
+        """The SDK client (making it may log in, and list the account's projects)."""
         endpoints, login = _services(self.endpoint)
-        value = _secret(variable)
+        value = self.credentials.secret()
+        token_provider: TokenProvider
         if ":" in value and "@" in value.split(":", 1)[0]:  # email:password (tokens hold no ':')
             username, password = value.split(":", 1)
-            token_provider = self._call(PasswordGrantTokenProvider, username, password,
-                                        login or TokenProviderConf.from_region(None))
+            token_provider = _login(username, password, login or TokenProviderConf.from_region(None))
         else:
-            token_provider = _EnvToken(variable)
+            token_provider = _EnvToken(self.credentials)
         client = PasqalCloudClient(token_provider=token_provider, endpoints=endpoints,
                                    project_id=self.project_id, client_class=_HTTPClient)
         if not client.project_id:
             client.project_id = self._only_project(client)
         return client
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return _is_transient(exc)  # GETs and PATCHes are retried by the session already
+
+    def answer_status(self, exc: BaseException) -> int | None:
+        if isinstance(exc, PasqalCloudError):
+            return exc.status
+        response = getattr(exc, "response", None)
+        return getattr(response, "status_code", None) if isinstance(exc, requests.HTTPError) else None
 
     def _only_project(self, client) -> str:
         projects = _sdk(client.get_all_projects)
@@ -294,30 +268,6 @@ class Adapter:
         listed = ", ".join(f"{p.id} ({p.name})" for p in projects) or "none"
         raise PasqalCloudError(f"set options.project_id: this Pasqal account has "
                                f"{len(projects)} active projects: {listed}")
-
-    def _call(self, function, *args, **kwargs):
-        """A call whose requests are not retried by the session (a login): retry it here."""
-        try:
-            for attempt in _retrying():
-                with attempt:
-                    return self._translate(function, *args, **kwargs)
-        except RetryError as exc:
-            raise TransientBackendError(f"Pasqal Cloud did not answer after "
-                                        f"{exc.last_attempt.attempt_number} tries: "
-                                        f"{exc.last_attempt.exception()}") from None
-
-    @staticmethod
-    def _translate(function, *args, **kwargs):
-        try:
-            return _sdk(function, *args, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"no answer ({type(exc).__name__})") from None
-        except (TokenProviderError, requests.HTTPError) as exc:
-            cause = exc.args[0] if isinstance(exc, TokenProviderError) and exc.args else exc
-            status = getattr(getattr(cause, "response", None), "status_code", None)
-            if status in TRANSIENT_STATUS:
-                raise _Transient(f"HTTP {status}") from None
-            raise PasqalCloudError(f"Pasqal Cloud refused the login: {cause}") from None
 
     # -- what qrun sends
 
@@ -333,7 +283,7 @@ class Adapter:
         """(batch sequence, Pasqal jobs, per task: its job's index or its TaskFailed).
 
         Deterministic in the tasks, so fetch recomputes it to match jobs to tasks."""
-        loadable = Counter()
+        loadable: Counter = Counter()
         for task in tasks:
             try:
                 self._sequence(task)
@@ -341,11 +291,13 @@ class Adapter:
             except Exception:  # reported per task below
                 pass
         main = loadable.most_common(1)[0][0] if loadable else None
-        jobs, slots = [], []
+        jobs: list[dict] = []
+        slots: list[int | TaskFailed] = []
         for task in tasks:
             try:
                 sequence = self._sequence(task)
                 built = build(sequence, task.params)  # refuse bad values before paying for them
+                job: dict
                 if task.program_digest == main:
                     job = {"runs": task.shots}
                     variables = _variables(sequence, task.params)
@@ -359,50 +311,26 @@ class Adapter:
             slots.append(len(jobs))
             jobs.append(job)
         if not jobs:
-            raise PasqalCloudError(f"no task of this job can be sent: {slots[0].error}")
+            errors = [slot.error for slot in slots if isinstance(slot, TaskFailed)]
+            raise PasqalCloudError(f"no task of this job can be sent: {errors[0]}")
         sequence = self._sequences[main]
         return sequence.to_abstract_repr(), jobs, slots
 
     # -- the remote adapter contract (base.py)
 
     def submit(self, tasks: list[Task], seed, tag: str) -> str:
-        """Create the batch; a try whose answer was lost is looked up by tag, never re-sent
-        blindly. (Pasqal has no seed: emulators and QPUs sample on their own.)"""
+        """Create the batch, once (the cloud core's creation rule): a try whose answer was
+        lost goes back to the engine, which looks the tag up before any new try. (Pasqal has
+        no seed: emulators and QPUs sample on their own.)"""
         sequence, jobs, _ = self._batch(tasks)
-        client = self.client()
-
-        def create() -> str:
-            batch = _sdk(client.create_batch, serialized_sequence=sequence, jobs=jobs,
-                         open=False, device_type=self.device, tags=[tag])
-            client.batches.pop(batch.id, None)  # the SDK would keep every batch it saw
-            return batch.id
-
-        try:
-            for attempt in _retrying():
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:  # the last try may have landed
-                        found = self._find_after_doubt(tag)
-                        if found is not None:
-                            return found
-                    return create()
-        except RetryError as exc:
-            raise TransientBackendError(f"Pasqal Cloud did not confirm the batch after "
-                                        f"{exc.last_attempt.attempt_number} tries: "
-                                        f"{exc.last_attempt.exception()}") from None
-
-    def _find_after_doubt(self, tag: str) -> str | None:
-        """Look the tag up after a try whose answer was lost; a refused lookup leaves the
-        batch's fate unknown, which is not a refusal of the submission."""
-        try:
-            return self.find(tag)
-        except TransientBackendError:
-            raise
-        except Exception as exc:
-            raise SubmissionUnknown(f"an earlier try may have created the batch, and looking "
-                                    f"its tag up failed: {exc}") from None
+        client = self.client
+        batch = self.create(_sdk, client.create_batch, serialized_sequence=sequence, jobs=jobs,
+                            open=False, device_type=self.device, tags=[tag])
+        client.batches.pop(batch.id, None)  # the SDK would keep every batch it saw
+        return batch.id
 
     def find(self, tag: str) -> str | None:
-        client = self.client()
+        client = self.client
         filters = BatchFilters(tag=tag, project_id=client.project_id)
         offset, found = 0, []
         while True:
@@ -417,7 +345,7 @@ class Adapter:
         return min(found, key=lambda b: b.created_at).id  # the first, should there be two
 
     def poll(self, handle: str) -> RemoteStatus:
-        client = self.client()
+        client = self.client
         if handle not in self._tags:  # the status answer has no tags: read them once
             self._tags[handle] = tuple(self._get_batch(handle).tags or ())
         try:
@@ -435,7 +363,7 @@ class Adapter:
         sent = [slot for slot in slots if isinstance(slot, int)]
         if len(jobs) != len(sent):
             raise PasqalCloudError(f"batch {handle} holds {len(jobs)} jobs; qrun sent {len(sent)}")
-        outcomes = []
+        outcomes: list[dict | TaskFailed] = []
         for task, slot in zip(tasks, slots):
             if isinstance(slot, TaskFailed):
                 outcomes.append(slot)
@@ -458,7 +386,7 @@ class Adapter:
 
     def cancel(self, handle: str) -> None:
         try:
-            _about_batch(handle, self.client().cancel_batch, handle)
+            _about_batch(handle, self.client.cancel_batch, handle)
         except PasqalCloudError:
             if self.poll(handle).finished:  # ended meanwhile: nothing left to cancel
                 return
@@ -468,7 +396,7 @@ class Adapter:
         return {"provider": self.provider, "device": self.device, "sdk": sdk_versions(SDK_PACKAGES)}
 
     def _get_batch(self, handle: str):
-        client = self.client()
+        client = self.client
         batch = _about_batch(handle, client.get_batch, handle)
         client.batches.pop(handle, None)
         return batch

@@ -30,11 +30,15 @@ Credentials: `{env: VAR}` (the token is read from the environment at each call) 
 `{profile: ...}` (Perceval's saved token: `RemoteConfig`, or PCVL_CLOUD_TOKEN). The token
 lives only in the SDK's request headers; it is never put in an error, a log or metadata.
 `options.endpoint` replaces the cloud's URL (a local fake in rehearsals and tests).
+
+Retries, the creation rule and the lazy SDK objects are the cloud core's
+(qrun.providers.cloud): a job is sent once; only a definite refusal (4xx, not 408 or 429)
+says it was not created, anything else goes back to the engine, which looks the tag up.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
 import threading
 import urllib.parse
@@ -44,14 +48,6 @@ from perceval.providers.quandela import QuandelaCommunicationLayer, RemoteConfig
 from perceval.providers.quandela.rpc_handler import RPCHandler
 from perceval.runtime import ExecutionFactory, RemoteComputer, RunningStatus
 from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from qrun.providers.base import (
     JobNotFound,
@@ -62,12 +58,9 @@ from qrun.providers.base import (
     TransientBackendError,
     sdk_versions,
 )
+from qrun.providers.cloud import CloudAdapter, CredentialError
 from qrun.sources.perceval import load
 
-RETRY_CALLS = 6  # tries of one call before it counts as a transient failure of the job
-RETRY_DEADLINE = 30.0  # seconds one call may spend retrying
-RETRY_WAIT = 0.2  # first wait between tries; doubles, with jitter, up to RETRY_WAIT_MAX
-RETRY_WAIT_MAX = 8.0
 TRANSIENT_STATUS = {408, 423, 425, 429}  # and every 5xx
 LOOKUP_MISSING = {404, 405, 501}  # the service has no job lookup
 
@@ -110,15 +103,6 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
-def _not_sent(exc: BaseException) -> bool:
-    """True when a failed create call certainly created nothing (safe to send again)."""
-    if isinstance(exc, (requests.ConnectTimeout, _Busy)):
-        return True
-    if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
-        return True
-    return _status_code(exc) == 429
-
-
 def _about_job(job_id: str, ask, *args):
     """Ask the SDK about one job; the service's 404 for it means the job is gone."""
     try:
@@ -153,68 +137,58 @@ def _parts(tasks: list[Task]) -> list:
     return list(groups.values())
 
 
-class Adapter:
+class Adapter(CloudAdapter):
     provider = "quandela.cloud"
+    service_name = "the Quandela cloud"
 
     def __init__(self, device: str, options: dict, credentials: dict):
-        self.device = device
-        self.url = options.get("endpoint")
-        self.credentials = dict(credentials or {})
-        self._lock = threading.Lock()
+        super().__init__(device, options, credentials)
+        self.url = self.options.get("endpoint")
         self._payload_lock = threading.Lock()  # the computer's parameters are shared state
-        self._layer = None  # (token fingerprint, communication layer, RPC handler, computer)
         self._found: dict = {}  # tag -> {job name: id} of a partial group find() just saw
 
-    # -- the SDK's objects, created on first use (the layer contacts the cloud on creation)
+    # -- the cloud core's hooks: the SDK's objects (the layer contacts the cloud on creation)
 
     def _token(self) -> str:
-        if "env" in self.credentials:
-            name = self.credentials["env"]
-            token = os.environ.get(name)
-            if not token:
-                raise RuntimeError(f"quandela.cloud credentials: environment variable {name} is not set")
-            return token
+        if self.credentials.env:
+            return self.credentials.secret()
         token = RemoteConfig().get_token()  # PCVL_CLOUD_TOKEN or Perceval's saved token
         if not token:
-            raise RuntimeError("quandela.cloud credentials: no token; set credentials: {env: VAR} "
-                               "or save one with perceval's RemoteConfig")
+            raise CredentialError("quandela.cloud credentials: no token; set credentials: {env: VAR} "
+                                  "or save one with perceval's RemoteConfig")
         return token
 
-    def _connection(self):
+    def client_key(self) -> str | None:
+        # Perceval's saved token may change too: made again for any new token.
+        return hashlib.sha256(self._token().encode()).hexdigest()
+
+    def connect(self) -> tuple:
         """(communication layer, RPC handler, remote computer) for the current token."""
         token = self._token()
-        fingerprint = hash(token)
-        with self._lock:
-            if self._layer is None or self._layer[0] != fingerprint:
-                layer = QuandelaCommunicationLayer(self.device, token=token, url=self.url)
-                rpc = RPCHandler(self.device, url=self.url, token=token)
-                self._layer = (fingerprint, layer, rpc, RemoteComputer(layer))
-            return self._layer[1:]
+        layer = QuandelaCommunicationLayer(self.device, token=token, url=self.url)
+        rpc = RPCHandler(self.device, url=self.url, token=token)
+        return layer, rpc, RemoteComputer(layer)
 
-    def _call(self, function, *args):
-        """Call the SDK, retrying what may pass (connection errors, 429, 5xx, busy queue)."""
-        try:
-            for attempt in Retrying(retry=retry_if_exception(_transient),
-                                    stop=stop_after_attempt(RETRY_CALLS) | stop_after_delay(RETRY_DEADLINE),
-                                    wait=wait_random_exponential(multiplier=RETRY_WAIT, max=RETRY_WAIT_MAX),
-                                    reraise=False):
-                with attempt:
-                    return function(*args)
-        except RetryError as exc:
-            cause = exc.last_attempt.exception()
-            raise TransientBackendError(f"the Quandela cloud did not answer after "
-                                        f"{exc.last_attempt.attempt_number} tries: {_text(cause)}") from None
-        except (TransientBackendError, SubmissionUnknown, JobNotFound):
-            raise
-        except requests.RequestException as exc:  # refused: 4xx (bad token, unknown platform, ...)
-            raise RuntimeError(f"the Quandela cloud refused: {_text(exc)}") from None
+    def _connection(self) -> tuple:
+        return self.client
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return _transient(exc)
+
+    def answer_status(self, exc: BaseException) -> int | None:
+        return _status_code(exc) if isinstance(exc, requests.RequestException) else None
+
+    def refusal(self, exc: Exception) -> Exception:
+        if isinstance(exc, requests.RequestException):  # 4xx: bad token, unknown platform, ...
+            return RuntimeError(f"the Quandela cloud refused: {_text(exc)}")
+        return exc
 
     # -- submission
 
     def submit(self, tasks: list[Task], seed, tag: str) -> str:
         parts = _parts(tasks)
         known = self._found.pop(tag, {})
-        ids = []
+        ids: list[str] = []
         for index, positions in enumerate(parts):
             name = _part_name(tag, index, len(parts))
             job_id = known.get(name)
@@ -238,20 +212,8 @@ class Adapter:
         if experiment.min_photons_filter is None:  # every photon but the heralded ones
             heralded = sum(experiment.in_heralds.values())
             experiment.min_detected_photons_filter(experiment.input_state.n - heralded)
-        uncertain = False  # an earlier try may have created the job: look before sending again
 
-        def once():
-            nonlocal uncertain
-            if uncertain:
-                try:
-                    job_id = self._lookup(tag).get(name)
-                except Exception as exc:
-                    if _transient(exc) or isinstance(exc, SubmissionUnknown):
-                        raise  # retried here, or told to the engine as it is
-                    raise SubmissionUnknown(f"an earlier try may have created job {name}, and "
-                                            f"looking it up failed: {_text(exc)}") from None
-                if job_id is not None:
-                    return job_id
+        def prepare() -> tuple:  # nothing is sent yet: retried as any call
             layer, rpc, computer = self._connection()
             computation = self._computation(computer, experiment, tasks, tag, name)
             if self._queue_room(rpc) <= 0:
@@ -259,15 +221,11 @@ class Adapter:
             with self._payload_lock:
                 seeded = seed is not None and "seed" in computer.available_parameters
                 computer.parameters = {"seed": int(seed)} if seeded else {}
-                payload = computer.prepare_payload(computation)
-            try:
-                return layer.send(payload)
-            except Exception as exc:
-                if _transient(exc) and not _not_sent(exc):
-                    uncertain = True
-                raise
+                return layer, computer.prepare_payload(computation)
 
-        return self._call(once)
+        layer, payload = self.call(prepare)
+        # Sent once: a lost answer goes back to the engine, which looks the tag up first.
+        return self.create(layer.send, payload)
 
     @staticmethod
     def _queue_room(rpc) -> int:
@@ -287,7 +245,7 @@ class Adapter:
         shots = max(task.shots for task in tasks)
         factory = ExecutionFactory(computer, experiment, max_shots_per_call=shots)
         for task in tasks:
-            iteration = {"max_samples": int(task.shots), "max_shots": int(task.shots)}
+            iteration: dict = {"max_samples": int(task.shots), "max_shots": int(task.shots)}
             if task.params:
                 iteration["circuit_params"] = dict(task.params)
             factory.add_iteration(**iteration)
@@ -316,14 +274,14 @@ class Adapter:
                     f"job list; if it is not there, `qrun retry --resubmit-unresolved` submits "
                     f"the job anew") from None
             raise
-        jobs = {}
+        jobs: dict = {}
         for job in answer.get("jobs", []):
             if job.get("job_group_name") == tag and job.get("platform_name", self.device) == self.device:
                 jobs.setdefault(job["job_name"], job["job_id"])
         return jobs
 
     def find(self, tag: str) -> str | None:
-        jobs = self._call(self._lookup, tag)
+        jobs = self.call(self._lookup, tag)
         if not jobs:
             return None
         if tag in jobs:
@@ -350,7 +308,7 @@ class Adapter:
     def poll(self, handle: str) -> RemoteStatus:
         states, words, errors = [], [], []
         for job_id in _ids(handle):
-            status = self._call(self._status, job_id)
+            status = self.call(self._status, job_id)
             state = STATES.get(status.status, "queued")
             states.append(state)
             words.append(RunningStatus.to_server_response(status.status))
@@ -373,7 +331,7 @@ class Adapter:
         outcomes: list = [None] * len(tasks)
         for job_id, positions in zip(ids, parts):
             layer, _, _ = self._connection()
-            results = self._call(_about_job, job_id, layer.get_results, job_id)
+            results = self.call(_about_job, job_id, layer.get_results, job_id)
             listed = results.get(KEY_RESULTS_LIST) if isinstance(results, dict) else None
             if not isinstance(listed, list) or len(listed) != len(positions):
                 raise RuntimeError(f"job {job_id} returned {len(listed or [])} results for "
@@ -390,11 +348,11 @@ class Adapter:
         for job_id in _ids(handle):
             try:
                 layer, _, _ = self._connection()
-                self._call(_about_job, job_id, layer.cancel, job_id)
+                self.call(_about_job, job_id, layer.cancel, job_id)
             except JobNotFound:
                 continue  # gone: nothing left to cancel
             except RuntimeError:  # refused: already finished? then there is nothing to cancel
-                if not self._call(self._status, job_id).completed:
+                if not self.call(self._status, job_id).completed:
                     raise
 
     def metadata(self) -> dict:
