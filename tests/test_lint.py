@@ -1,5 +1,5 @@
-"""The code's habits, checked where CI runs the tests: ruff (configured in pyproject.toml)
-clean on qrun/ and on the plugin example."""
+"""The code's habits, checked where CI runs the tests: ruff clean on qrun/ and on the
+plugin example, mypy clean on qrun/ (both configured in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -16,4 +16,11 @@ def test_ruff_is_clean():
     assert ruff, "ruff is in the test extra"
     checked = subprocess.run([ruff, "check", "--no-cache", "qrun", "examples/plugins"], cwd=REPO,
                              capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_mypy_is_clean(tmp_path):
+    """Types as configured in pyproject.toml ([tool.mypy]), on the whole package."""
+    checked = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path), "qrun"],
+                             cwd=REPO, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
