@@ -80,10 +80,10 @@ def test_the_client_is_made_once_and_again_for_a_rotated_token(monkeypatch):
 
 @pytest.mark.parametrize("error, refused", [
     (Answered(400), True), (Answered(403), True), (Answered(404), True),
-    (Answered(408), False), (Answered(429), False), (Answered(500), False), (Answered(503), False),
+    (Answered(500), False), (Answered(503), False),
     (NoAnswer("connection closed"), False), (KeyError("id"), False),
 ])
-def test_only_a_definite_4xx_says_a_create_made_nothing(error, refused):
+def test_only_a_4xx_says_a_create_made_nothing(error, refused):
     sent = []
 
     def create():
@@ -96,7 +96,20 @@ def test_only_a_definite_4xx_says_a_create_made_nothing(error, refused):
     else:
         with pytest.raises(TransientBackendError, match="may exist"):
             Toy().create(create)
-    assert len(sent) == 1, "a create is sent once"
+    assert len(sent) == 1, "a create that may have landed is sent once"
+
+
+@pytest.mark.parametrize("status", [408, 429])
+def test_a_create_turned_away_before_any_work_is_sent_again(status):
+    sent = []
+
+    def create():
+        sent.append(1)
+        if len(sent) < 3:
+            raise Answered(status)
+        return "job-1"
+
+    assert Toy().create(create) == "job-1" and len(sent) == 3
 
 
 def test_calls_are_retried_within_the_bound():

@@ -7,7 +7,7 @@ The fault model, the same for every fake (constructor keyword / `--flag` / envir
     latency            --latency            QRUN_FAKE_LATENCY            seconds added to every
                        answer, after the work (an accepted job exists before its answer arrives)
     error_rate         --error-rate         QRUN_FAKE_ERROR_RATE         share of requests
-                       answered 429 (with Retry-After: 0) or 503, before any work
+                       answered 429 or 503, before any work
     fail_jobs          --fail-jobs          QRUN_FAKE_FAIL_JOBS          share of accepted
                        jobs that end failed, with the provider's error text
     stall              --stall/--no-stall   QRUN_FAKE_STALL              accepted jobs stay
@@ -145,12 +145,17 @@ class Request:
 class Route:
     """One operation of the provider's API. ``{name}`` in the template matches one path
     segment, ``{name:path}`` the rest of the path; both reach the handler unquoted.
-    ``creates``: a successful answer may be lost (``lose_after_accept``)."""
+    ``creates``: a successful answer may be lost (``lose_after_accept``).
+    ``faulty``: whether ``error_rate`` and ``throttle_next`` reach it. False for a service
+    beside the provider's job API (IBM Cloud's token and resource services): the faults model
+    a busy quantum service, and an SDK's token manager that waits on a failing token request
+    would only make every test slow."""
 
     method: str
     template: str
     handler: str  # the name of the fake's method: handler(request, *segments) -> Reply
     creates: bool = False
+    faulty: bool = True
     pattern: re.Pattern = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -338,7 +343,7 @@ class FakeServer:
         name = route.name if route else f"{request.method} (no route)"
         with self.lock:
             self.requests[name] += 1
-        reply = self._injected(name)
+        reply = self._injected(name) if route is None or route.faulty else None
         if reply is None:
             reply = self._handled(request, route, segments)
             if route and route.creates and 200 <= reply.status < 300 \
@@ -373,9 +378,7 @@ class FakeServer:
         with self.lock:
             self.injected[str(status)] += 1
         busy = "Too many requests" if status == 429 else "Service unavailable"
-        reply = self.error_reply(status, f"{busy} (injected by the qrun fake)")
-        headers = {**reply.headers, "Retry-After": "0"} if status == 429 else reply.headers
-        return reply._replace(headers=headers)
+        return self.error_reply(status, f"{busy} (injected by the qrun fake)")
 
     def _handled(self, request: Request, route: Route | None, segments: list[str]) -> Reply:
         try:

@@ -5,11 +5,12 @@ quandela.cloud). SDK-free: each adapter brings its SDK and a few rules, this mod
     service is tried again when it fails in a way that may pass, with jittered backoff.
     ``retrying`` runs a call under it and raises TransientBackendError once it is spent,
     so every call's time is bounded (base.RemoteAdapter's contract).
-  * One rule for job creations (``CloudAdapter.create``): a create is tried once, never
-    repeated here, and only a definite refusal (an HTTP 4xx answer other than 408 and 429)
-    says that nothing was created. A lost connection, a timeout, 408, 429, 5xx or a failure
-    nobody can read may have created the job: it is a TransientBackendError, and the engine
-    looks the job's tag up before it sends anything again (the engine alone resubmits).
+  * One rule for job creations (``CloudAdapter.create``): only an HTTP 4xx answer says that
+    nothing was created. 408 (request timeout) and 429 (too many requests) are answered
+    before any work and may pass, so such a create is sent again here, under the call
+    policy; any other 4xx is a refusal. A lost connection, a client-side timeout, 5xx or a
+    failure nobody can read may have created the job: it is a TransientBackendError, and the
+    engine looks the job's tag up before it sends anything again.
   * One reading of credential references (``Credentials``): ``{env: VAR}`` is read from the
     environment at each use, never kept; ``{profile: NAME}`` is handed to the SDK. Errors
     name the reference, never the secret.
@@ -46,8 +47,9 @@ from qrun.providers.base import JobNotFound, SubmissionUnknown, TransientBackend
 
 T = TypeVar("T")
 
-# Statuses that answer a request without saying it was refused for good: a timeout of the
-# request (408) and "too many requests" (429). With 5xx, a create answered so may have landed.
+# Statuses that turn a request away before any work, for now only: a timeout of the request
+# (408) and "too many requests" (429). Safe to send again, even a create. With 5xx, a create
+# answered so may have landed.
 NOT_A_REFUSAL = frozenset({408, 429})
 
 
@@ -254,11 +256,13 @@ class CloudAdapter:
     def create(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A call that creates a job (what costs money), sent once.
 
-        Only a definite refusal says that nothing was created; anything else may have made
-        the job, which the engine then looks up by its tag before sending it again. (Tried
-        again here only where ``never_sent`` says the creating request never left.)"""
+        Only a 4xx answer says that nothing was created; anything else may have made the
+        job, which the engine then looks up by its tag before sending it again. Tried again
+        here only when nothing was made: a 408 or 429 answer, or where ``never_sent`` says
+        the creating request never left."""
         def unsent_and_passing(exc: BaseException) -> bool:
-            return self.never_sent(exc) and self.is_transient(exc)
+            turned_away = self.answer_status(exc) in NOT_A_REFUSAL
+            return (turned_away or self.never_sent(exc)) and self.is_transient(exc)
 
         try:
             return retrying(self.policy, unsent_and_passing, self.service_name, function, *args, **kwargs)

@@ -154,9 +154,9 @@ class FakeIBMQuantum(FakeServer):
     provider = "qiskit.ibm"
     title = "fake IBM Quantum Platform"
     routes = (
-        Route("POST", "/iam/identity/token", "_iam"),
-        Route("POST", "/search/v3/resources/search", "_search"),
-        Route("GET", "/catalog/{plan}", "_catalog"),
+        Route("POST", "/iam/identity/token", "_iam", faulty=False),
+        Route("POST", "/search/v3/resources/search", "_search", faulty=False),
+        Route("GET", "/catalog/{plan}", "_catalog", faulty=False),
         Route("GET", "/api/v1/backends", "_backends"),
         Route("GET", "/api/v1/backends/{name}/configuration", "_configuration"),
         Route("GET", "/api/v1/backends/{name}/properties", "_properties"),
