@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import Operator
 
-from qrun.providers.braket_local import program as braket_program
 from qrun.providers.base import Task
+from qrun.providers.braket_local import program as braket_program
 from qrun.sources.gate import parse_circuit
 
 from .conftest import qrun, write
