@@ -64,6 +64,7 @@ def _rows(manifest):
     return [json.loads(x) for x in qrun("export", manifest, "-o", "-", "-f", "jsonl").stdout.splitlines()]
 
 
+@pytest.mark.slow  # suite budget: test_cloud_contract's campaign runs on this fake in CI
 def test_campaign_runs_on_braket_through_the_sdk(project, fake, aws_env, _state_dir):
     manifest = _campaign(project, fake.start())
     result = qrun("apply", manifest)

@@ -99,6 +99,7 @@ def _outputs(*results) -> str:
     return "".join(r.stdout + r.stderr for r in results)
 
 
+@pytest.mark.slow  # suite budget: test_cloud_contract's campaign runs on this fake in CI
 def test_campaign_runs_on_the_fake_with_remote_ids_and_no_secret(project, fake, _state_dir):
     service = fake()
     manifest = _manifest(project, service)

@@ -101,6 +101,7 @@ def test_faults_that_never_pass_end_after_the_policys_attempts(lab, _state_dir):
     assert all(r["state"] == "failed" for r in _rows(manifest))
 
 
+@pytest.mark.slow  # suite budget: test_cloud_contract's failed-then-retry runs in CI
 def test_permanent_failures_are_reported_once_and_retry_completes_after_the_fix(lab, _state_dir):
     manifest = _manifest(lab, "doomed")
     env = {faults.ENV: "permanent=0.4,transient=0.2,seed=5", "COLUMNS": "300"}

@@ -88,6 +88,7 @@ def test_campaign_runs_on_the_ray_cluster(project, ray_cluster, _state_dir):
     assert again.returncode == 0 and "0 experiments run" in again.stdout
 
 
+@pytest.mark.slow  # suite budget: the Ray campaign runs in CI
 def test_faults_and_retries_behave_on_ray_as_on_local_workers(project, ray_cluster, _state_dir):
     manifest = write(project, "rayfaults.yaml", CAMPAIGN.replace("NAME", "rayfaults"))
     env = {"QRUN_RAY_ADDRESS": ray_cluster, faults.ENV: "transient=0.3,permanent=0.3,seed=2",
