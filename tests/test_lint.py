@@ -3,6 +3,7 @@ plugin example, mypy clean on qrun/ (both configured in pyproject.toml)."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -24,3 +25,23 @@ def test_mypy_is_clean(tmp_path):
     checked = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path), "qrun"],
                              cwd=REPO, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_store_touches_sqlite():
+    package = REPO / "qrun"
+    outside = [str(path.relative_to(REPO)) for path in package.rglob("*.py")
+               if "store" not in path.relative_to(package).parts[:1]
+               and _imported_modules(path) & {"sqlite3", "sqlite_utils"}]
+    assert outside == []
+    assert _imported_modules(package / "store" / "connection.py") & {"sqlite3"}  # the check sees imports
