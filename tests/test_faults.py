@@ -91,6 +91,7 @@ def test_thirty_percent_transient_faults_still_complete_everything(lab, _state_d
     assert "|1,1>" not in next(r["counts"] for r in rows if r["circuit"] == "hom")
 
 
+@pytest.mark.slow  # suite budget: test_cloud_core bounds the call policy, the contract suite runs a busy service
 def test_faults_that_never_pass_end_after_the_policys_attempts(lab, _state_dir):
     manifest = _manifest(lab, "down", max_attempts=2)
     applied = qrun("apply", manifest, env={faults.ENV: "transient=1", "COLUMNS": "300"})

@@ -15,21 +15,44 @@ PENDING = "pending"  # a new job's state; the full set is in jobs.py
 
 
 class NamedRow:
-    """Mixin of the store's row dataclasses: field access by name, or as a mapping."""
+    """Mixin of the store's row dataclasses: field access by name, or as a mapping.
+
+    The field names are read once per class: an export asks for every field of 100,000
+    rows, and ``dataclasses.fields`` each time cost a third of its time."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        # A (non-slots) dataclass keeps exactly its fields in __dict__: copying it is what
+        # building the mapping field by field cost, without the Python loop.
+        return dict(self.__dict__)
 
     def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        return list(_names(type(self)))
 
     def __getitem__(self, name: str) -> Any:
-        if name not in self.keys():
+        if name not in _name_set(type(self)):
             raise KeyError(name)
         return getattr(self, name)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default) if name in self.keys() else default
+        return getattr(self, name) if name in _name_set(type(self)) else default
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    return names
+
+
+def _name_set(cls: type) -> frozenset[str]:
+    names = _FIELD_SETS.get(cls)
+    if names is None:
+        names = _FIELD_SETS[cls] = frozenset(_names(cls))
+    return names
 
 
 @dataclass(frozen=True)
