@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -249,11 +250,12 @@ def test_a_retired_device_fails_clearly_and_nothing_is_sent(project, fake, aws_e
     assert not fake.tasks
 
 
-def test_a_lost_answer_right_after_an_absent_lookup_is_looked_up_again(project, aws_env, _state_dir):
-    # Scripted per CreateQuantumTask call (one client token each; botocore's own retry of a
-    # call reuses its token): the 1st is throttled (nothing created), so the next try looks
-    # the tag up (absent, rightly) and submits: that 2nd one is created and its answer lost.
-    # The 3rd try must look the tag up again and find it, not pay a second time.
+def test_a_throttled_create_sent_again_then_its_answer_lost_is_found_by_tag(project, aws_env, _state_dir):
+    # Scripted per CreateQuantumTask request: the 1st is throttled (nothing created), so the
+    # cloud core sends it again in place, with the attempt's own client token; that 2nd one
+    # is created and its answer lost. The engine must look the tag up and find it, not pay
+    # a second time. (The engine's side alone: test_engine_rules, a tag found absent then
+    # sent again.)
     fake = FakeBraket()
     tokens: list = []
     answer = fake.answer
@@ -261,10 +263,8 @@ def test_a_lost_answer_right_after_an_absent_lookup_is_looked_up_again(project, 
     def scripted(request):
         route, _ = fake.route_for(request.method, request.path)
         if route is not None and route.creates:
-            token = json.loads(request.body)["clientToken"]
-            if token not in tokens:
-                tokens.append(token)
-            call = tokens.index(token) + 1
+            tokens.append(json.loads(request.body)["clientToken"])
+            call = len(tokens)
             fake.throttle_next[route.name] = 1 if call == 1 else 0
             fake.faults.lose_after_accept = 1.0 if call == 2 else 0.0
         return answer(request)
@@ -284,8 +284,9 @@ def test_a_lost_answer_right_after_an_absent_lookup_is_looked_up_again(project, 
         """)
         result = qrun("apply", manifest)
         assert result.returncode == 0, result.stderr
-        assert len(tokens) >= 2, "the scenario played out"
-        assert set(fake.accepted.values()) == {1}, fake.accepted
+        assert len(tokens) >= 2 and fake.injected["lost"] == 1, "the scenario played out"
+        assert len(set(tokens)) == 1  # one attempt, one client token, however often it is sent
+        assert set(fake.accepted.values()) == {1} and len(fake.tasks) == 1, fake.accepted
     finally:
         fake.stop()
 
@@ -320,3 +321,105 @@ def test_a_connection_dropped_after_the_create_was_accepted_is_not_paid_twice(pr
     assert len(dropped) == 2, "every job's create lost its answer once"
     assert sorted(fake.accepted.values()) == [1, 1] and set(fake.accepted) == set(dropped)
     assert len(fake.tasks) == 2
+
+
+# -- idempotency: a client token per attempt, lookups bounded by the attempt's time
+
+
+def _adapter(url: str):
+    from qrun.providers.braket_aws.adapter import Adapter
+
+    return Adapter(SV1, {"endpoint": url, "s3_bucket": "results"}, {})
+
+
+def _task(shots: int = 10):
+    from qrun.providers.base import Task
+
+    source = ('OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[1] q;\nbit[1] c;\nx q[0];\n'
+              'c[0] = measure q[0];\n')
+    return Task("qasm3", source.encode(), 0, "flip", {}, shots)
+
+
+def test_a_create_sent_twice_with_one_tag_makes_one_task(fake, aws_env):
+    from qrun.tags import new_tag
+
+    adapter = _adapter(fake.start())
+    tag = new_tag("0123456789abcdef")
+    first = adapter.submit([_task()], None, tag)
+    again = adapter.submit([_task()], None, tag)  # as a create sent again would be
+    assert first == again and len(fake.tasks) == 1
+    other = adapter.submit([_task()], None, new_tag("0123456789abcdef"))
+    assert other != first and len(fake.tasks) == 2  # another attempt: another token
+
+
+def test_a_lookup_asks_only_for_tasks_created_since_the_attempt(fake, aws_env):
+    from qrun.providers.braket_aws.adapter import CLOCK_SKEW
+    from qrun.tags import new_tag
+
+    adapter = _adapter(fake.start())
+    tag = new_tag("0123456789abcdef")
+    handle = adapter.submit([_task()], None, tag)
+    mine = fake.tasks[handle]
+    for number in range(250):  # older tasks of the device, as a long-used account has
+        arn = f"{handle}-older-{number}"
+        fake.tasks[arn] = dataclasses.replace(mine, arn=arn, created=mine.created - 10 * CLOCK_SKEW,
+                                              tags={"qrun-tag": new_tag("fedcba9876543210")})
+    searches = fake.requests["POST /quantum-tasks"]
+    assert adapter.find(tag) == handle
+    assert fake.requests["POST /quantum-tasks"] - searches == 1  # one page, not three
+    old_style = "qrun-0123456789abcdef-0123456789ab"  # a tag written before tags had a time
+    assert adapter.find(old_style) is None
+    assert fake.requests["POST /quantum-tasks"] - searches == 1 + 3  # every task read
+
+
+def test_a_lookup_the_service_will_not_bound_reads_every_task(fake, aws_env, monkeypatch):
+    from qrun.providers.braket_aws import adapter as braket_aws
+    from qrun.tags import new_tag
+
+    adapter = _adapter(fake.start())
+    tag = new_tag("0123456789abcdef")
+    handle = adapter.submit([_task()], None, tag)
+    monkeypatch.setattr(braket_aws, "_created_since",
+                        lambda when: {"name": "createdAt", "operator": "GTE", "values": ["last tuesday"]})
+    assert adapter.find(tag) == handle  # the refused bound is dropped, not the lookup
+
+
+@pytest.mark.parametrize("filters, size", [
+    ([{"name": "tag", "operator": "EQUAL", "values": ["x"]}], 100),
+    ([{"name": "status", "operator": "CONTAINS", "values": ["QUEUED"]}], 100),
+    ([{"name": "status", "operator": "EQUAL", "values": []}], 100),
+    ([{"name": "createdAt", "operator": "BETWEEN", "values": ["2026-01-01T00:00:00Z"]}], 100),
+    ([{"name": "createdAt", "operator": "GT", "values": ["yesterday"]}], 100),
+    ([{"name": "status", "operator": "EQUAL", "values": ["QUEUED"]}] * 11, 100),
+    ([], 101),
+])
+def test_the_fake_search_refuses_what_the_service_model_does(fake, filters, size):
+    # Sent as raw JSON: botocore checks some of these (list lengths) before sending, and the
+    # fake must refuse them from any client.
+    import http.client
+
+    host, port = fake.start().rsplit("/", 1)[1].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/quantum-tasks", json.dumps({"filters": filters, "maxResults": size}),
+                       {"Content-Type": "application/json"})
+    answer = connection.getresponse()
+    assert answer.status == 400 and "ValidationException" in answer.getheader("x-amzn-ErrorType", "")
+
+
+def test_the_fake_search_filters_as_the_service_does(fake, aws_env):
+    session = _sdk_session(fake.start())
+    arns = [_create(session, SV1, "OPENQASM 3.0;\nqubit[1] q;\nh q[0];\n").id for _ in range(3)]
+    _create(session, DM1, "OPENQASM 3.0;\nqubit[1] q;\nh q[0];\n")
+    fake.tasks[arns[0]].created = time.time() - 3600
+
+    def found(*filters):
+        answer = session.braket_client.search_quantum_tasks(filters=list(filters), maxResults=100)
+        return {t["quantumTaskArn"] for t in answer["quantumTasks"]}
+
+    on_sv1 = {"name": "deviceArn", "operator": "EQUAL", "values": [SV1]}
+    recent = {"name": "createdAt", "operator": "GTE",
+              "values": [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))]}
+    assert found(on_sv1) == set(arns)
+    assert found(on_sv1, recent) == set(arns[1:])
+    assert found({"name": "quantumTaskArn", "operator": "EQUAL", "values": arns[:2]}) == set(arns[:2])
+    assert found({"name": "jobArn", "operator": "EQUAL", "values": ["arn:job"]}) == set()

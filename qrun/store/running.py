@@ -12,10 +12,10 @@ Crash-safety rules kept here (DESIGN.md):
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 
+from ..tags import new_tag
 from .connection import Connection, now, to_json
 from .events import record_event
 from .jobs import CANCELLED, DONE, FAILED, PENDING, RUNNING, SUBMITTED, SUBMITTING, move_job
@@ -32,15 +32,12 @@ def start_attempt(conn: Connection, apply_id: int, job: JobRow, state: str = RUN
     work starts or any provider is called."""
     with conn.transaction():
         number = job.attempts + 1
-        # The tag names this one attempt at the provider, for ever: not only its number,
-        # which starts again after `qrun retry`, and not only the job's content key, which
-        # another campaign with the same job shares. A lookup by tag must never find a
-        # job some other attempt submitted.
-        tag = f"qrun-{job.key[:16]}-{uuid.uuid4().hex[:12]}"
+        stamp = now()
+        tag = new_tag(job.key, stamp)  # names this one attempt at the provider (qrun/tags.py)
         tag_state = TAG_UNKNOWN if state == SUBMITTING else None  # local work has no provider
         cur = conn.execute(
             "INSERT INTO attempts(job_id, number, apply_id, state, tag, started_at, tag_state) "
-            "VALUES (?,?,?,?,?,?,?)", (job.id, number, apply_id, state, tag, now(), tag_state))
+            "VALUES (?,?,?,?,?,?,?)", (job.id, number, apply_id, state, tag, stamp, tag_state))
         move_job(conn, apply_id, job.id, state, {"attempt": number}, attempts=number)
         return int(cur.lastrowid or 0)
 

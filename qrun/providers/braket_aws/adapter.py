@@ -19,6 +19,8 @@ AWS call (Braket and S3) to one address: a local fake service in rehearsals and 
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import logging
 import threading
 
@@ -29,6 +31,7 @@ from braket.aws import AwsQuantumTask, AwsSession
 from braket.ir.openqasm import Program as OpenQASMProgram
 from braket.schema_common import BraketSchemaBase
 
+from qrun import tags
 from qrun.providers.base import JobNotFound, RemoteStatus, Task, sdk_versions
 from qrun.providers.braket_local import program as braket_program
 from qrun.providers.braket_local.adapter import measure_counts, prepare_program
@@ -49,6 +52,24 @@ STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLE
           "FAILED": "failed", "CANCELLING": "running", "CANCELLED": "cancelled"}
 
 logging.getLogger("braket").setLevel(logging.WARNING)
+
+# A lookup by tag asks for the tasks created since the attempt was recorded, less this much:
+# this machine's clock and AWS's may disagree.
+CLOCK_SKEW = 900.0
+
+
+class _BoundRefused(Exception):
+    """The service refused a search's createdAt bound (its format is not documented)."""
+
+
+def client_token(tag: str) -> str:
+    """CreateQuantumTask's idempotency token for an attempt (1 to 64 characters)."""
+    return hashlib.sha256(f"qrun-client-token:{tag}".encode()).hexdigest()[:64]
+
+
+def _created_since(when: float) -> dict:
+    stamp = datetime.datetime.fromtimestamp(when, datetime.UTC)
+    return {"name": "createdAt", "operator": "GTE", "values": [stamp.strftime("%Y-%m-%dT%H:%M:%SZ")]}
 
 
 class Adapter(CloudAdapter):
@@ -96,6 +117,8 @@ class Adapter(CloudAdapter):
         return isinstance(exc, botocore.exceptions.ParamValidationError) or super().created_nothing(exc)
 
     def refusal(self, exc: Exception) -> Exception:
+        if isinstance(exc, _BoundRefused):
+            return exc
         if isinstance(exc, botocore.exceptions.ClientError):
             return RuntimeError(f"Braket refused: {_error_text(exc)}")
         return exc
@@ -143,29 +166,50 @@ class Adapter(CloudAdapter):
         size = target.size_problem(prepared.num_qubits, task.shots)
         if size:
             raise RuntimeError(size)
-        inputs = prepared.inputs_for(task.params)
-        program = OpenQASMProgram(source=prepared.source, inputs=inputs)
-        # Made once (the SDK sends a fresh client token at each call, so a second try could
-        # make a second task): a lost answer goes back to the engine, which looks the tag up.
-        created = self.create(AwsQuantumTask.create, self.session, self.device, program,
-                              (self.bucket, self.prefix), task.shots, tags={TAG_KEY: tag},
-                              inputs=inputs, quiet=True)
-        return created.id
+        program = OpenQASMProgram(source=prepared.source, inputs=prepared.inputs_for(task.params))
+        # The request AwsQuantumTask.create sends for an OpenQASM program, plus a client
+        # token of our own: the SDK leaves it to botocore, which draws a new one per call.
+        # Derived from the attempt's tag, so that a create sent again (by the cloud core,
+        # after a 429) is the same create to the service, which makes one task per token.
+        # Still made once otherwise: a lost answer goes back to the engine, which looks the
+        # tag up before anything is sent again.
+        return self.create(self.session.create_quantum_task, deviceArn=self.device,
+                           outputS3Bucket=self.bucket, outputS3KeyPrefix=self.prefix,
+                           shots=task.shots, action=program.json(), tags={TAG_KEY: tag},
+                           clientToken=client_token(tag))
 
     def find(self, tag: str) -> str | None:
+        since = tags.created_at(tag)
+        if since is not None:
+            try:
+                return self._search_for(tag, [_created_since(since - CLOCK_SKEW)])
+            except _BoundRefused:
+                pass  # the createdAt filter's format is not documented: refused, read them all
+        return self._search_for(tag, [])
+
+    def _search_for(self, tag: str, bounds: list) -> str | None:
+        """The task carrying ``tag`` among the device's tasks within ``bounds``, if any."""
         token = None
         while True:
-            request = {"filters": [{"name": "deviceArn", "operator": "EQUAL", "values": [self.device]}],
-                       "maxResults": 100}
+            request = {"filters": [{"name": "deviceArn", "operator": "EQUAL", "values": [self.device]},
+                                   *bounds], "maxResults": 100}
             if token:
                 request["nextToken"] = token
-            page = self.call(self.session.braket_client.search_quantum_tasks, **request)
+            page = self.call(self._search_page, bool(bounds), **request)
             for summary in page.get("quantumTasks", []):
                 if summary.get("tags", {}).get(TAG_KEY) == tag:
                     return summary["quantumTaskArn"]
             token = page.get("nextToken")
             if not token:
                 return None
+
+    def _search_page(self, bounded: bool, **request) -> dict:
+        try:
+            return self.session.braket_client.search_quantum_tasks(**request)
+        except botocore.exceptions.ClientError as exc:
+            if bounded and _code(exc) == "ValidationException":
+                raise _BoundRefused() from exc
+            raise
 
     def poll(self, handle: str) -> RemoteStatus:
         answer = self.call(self._about_task, self.session.braket_client.get_quantum_task,

@@ -23,6 +23,7 @@ Faults, flags and accounting: qrun.fakes.server, the same for every fake.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -216,15 +217,19 @@ class FakeBraket(FakeServer):
         return Reply(200, {"quantumTaskArn": arn, "cancellationStatus": "CANCELLING"})
 
     def _search(self, request: Request) -> Reply:
+        """SearchQuantumTasks as the service model defines it: up to 10 filters on
+        quantumTaskArn, deviceArn, jobArn, status or createdAt, each with an operator (LT,
+        LTE, EQUAL, GT, GTE, BETWEEN) and 1 to 10 values; 1 to 100 results a page."""
         asked = request.json()
-        tasks = list(self.tasks.values())
-        for condition in asked.get("filters", []):
-            if condition["name"] == "deviceArn":
-                tasks = [t for t in tasks if t.device in condition["values"]]
-            elif condition["name"] == "status":
-                tasks = [t for t in tasks if t.status in condition["values"]]
-        start = int(asked.get("nextToken") or 0)
+        filters = asked.get("filters", [])
         size = int(asked.get("maxResults") or 100)
+        if len(filters) > 10 or not 1 <= size <= 100:
+            raise HTTPError(400, "at most 10 filters and 1 to 100 results a page", "ValidationException")
+        tasks = list(self.tasks.values())
+        for condition in filters:
+            keep = _search_condition(condition)
+            tasks = [t for t in tasks if keep(t)]
+        start = int(asked.get("nextToken") or 0)
         page = tasks[start:start + size]
         answer: dict = {"quantumTasks": [{k: v for k, v in self._describe(t).items()
                                           if k not in ("deviceParameters", "failureReason")}
@@ -238,6 +243,39 @@ class FakeBraket(FakeServer):
         if data is None:
             return Reply(404, b"<Error><Code>NoSuchKey</Code></Error>", {"Content-Type": "application/xml"})
         return Reply(200, data, {"Content-Type": "application/json"})
+
+
+_SEARCH_FIELDS = {"quantumTaskArn": lambda t: t.arn, "deviceArn": lambda t: t.device,
+                  "jobArn": lambda t: None, "status": lambda t: t.status,
+                  "createdAt": lambda t: t.created}
+
+
+def _search_condition(condition: dict):
+    """One SearchQuantumTasks filter as a test on a task; a malformed one is refused."""
+    name, operator, values = condition.get("name"), condition.get("operator"), condition.get("values")
+    if name not in _SEARCH_FIELDS or operator not in ("LT", "LTE", "EQUAL", "GT", "GTE", "BETWEEN") \
+            or not isinstance(values, list) or not 1 <= len(values) <= 10:
+        raise HTTPError(400, f"invalid search filter {condition}", "ValidationException")
+    if name == "createdAt":
+        values = [_parse_iso(v) for v in values]
+    if operator == "BETWEEN" and len(values) != 2:
+        raise HTTPError(400, "BETWEEN takes two values", "ValidationException")
+    field_of = _SEARCH_FIELDS[name]
+    tests = {"EQUAL": lambda v: v in values, "LT": lambda v: v < values[0],
+             "LTE": lambda v: v <= values[0], "GT": lambda v: v > values[0],
+             "GTE": lambda v: v >= values[0], "BETWEEN": lambda v: values[0] <= v <= values[1]}
+    test = tests[operator]
+    return lambda task: field_of(task) is not None and test(field_of(task))
+
+
+def _parse_iso(text) -> float:
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPError(400, f"createdAt: {text!r} is not a timestamp", "ValidationException") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 def _iso(moment: float) -> str:
