@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from . import __version__, exporter, planner
+from . import __version__, costs, exporter, planner
 from . import manifest as manifests
 from .engine import SILENCE_LIMIT, Engine, RunOutcome
 from .errors import LockedError, QrunError, StateError
@@ -51,6 +51,9 @@ class PlanReport:
     state_path: Path
     rows: list  # per circuit and backend: counts of new, cached, failed, resume
     totals: dict
+    cost: costs.CostEstimate  # what would run, per backend: tasks, shots, cost; and what was sent
+    budget: costs.Budget | None = None
+    over_budget: str | None = None  # why apply would refuse to start (costs.check_budget)
 
     @property
     def to_run(self) -> int:
@@ -62,22 +65,34 @@ class PlanReport:
 
 
 def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
-    """What `apply` would do, and why, without writing anything."""
+    """What `apply` would do, and why, and what it would cost, without writing anything."""
     manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     store = Store.open(db_path, readonly=True) if db_path.exists() else None
     tally: Counter = Counter()  # (circuit, backend, provider, reason) -> experiments
+    new_work: Counter = Counter()  # (backend, shots) -> new experiments, to count their jobs
+    sent: dict = {}
+    to_send: dict = {}
     try:
         # Stored states are looked up a batch at a time, as the plan streams by: memory
         # stays the same for a campaign of any size.
         for batch in _batches(planner.experiments(manifest), PLAN_BATCH):
             states = store.experiment_states([e.key for e in batch]) if store else {}
             for experiment in batch:
-                tally[experiment.circuit, experiment.backend, experiment.provider,
-                      _reason(states.get(experiment.key))] += 1
+                reason = _reason(states.get(experiment.key))
+                tally[experiment.circuit, experiment.backend, experiment.provider, reason] += 1
+                if reason == "new":
+                    new_work[experiment.backend, experiment.shots] += 1
+        if store:
+            latest = store.latest_plan_apply()
+            sent = _work_by_backend(store.sent_work())
+            to_send = _work_by_backend(store.unsent_work(latest)) if latest else {}
     finally:
         if store:
             store.close()
+    for (backend, shots), count in new_work.items():
+        jobs = planner.jobs_needed(count, shots, planner.job_limits(manifest, backend))
+        to_send.setdefault(backend, costs.Work()).add(jobs, count * shots)
     rows: dict = {}
     totals = dict.fromkeys(("new", "cached", "failed", "resume"), 0)
     for (circuit, backend, provider, reason), count in tally.items():
@@ -85,8 +100,22 @@ def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
                                                    "provider": provider, **dict.fromkeys(totals, 0)})
         row[reason] += count
         totals[reason] += count
+    estimate = costs.CostEstimate.of(manifest, to_send, sent)
     return PlanReport(campaign=manifest.name, state_path=db_path, rows=list(rows.values()),
-                      totals=totals)
+                      totals=totals, cost=estimate, budget=manifest.budget,
+                      over_budget=_over_budget(manifest.budget, estimate))
+
+
+def _work_by_backend(rows) -> dict:
+    return {row.backend: costs.Work(row.tasks, row.shots) for row in rows}
+
+
+def _over_budget(budget, estimate) -> str | None:
+    try:
+        costs.check_budget(budget, estimate)
+    except costs.BudgetExceeded as exc:
+        return str(exc)
+    return None
 
 
 PLAN_BATCH = 2000  # experiments whose stored state `plan` asks for at once
@@ -242,11 +271,15 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOp
         if retry_failed:  # before the plan is stored, so that it cuts jobs for split-off slices
             store.reset_failed(apply_id)
         planned = store_plan(store, manifest, apply_id)
+        estimate = costs.CostEstimate.of(manifest, _work_by_backend(store.unsent_work(apply_id)),
+                                         _work_by_backend(store.sent_work()))
+        costs.check_budget(manifest.budget, estimate)  # before anything is sent
         if on_planned:
             counts = store.state_counts(apply_id)
             on_planned(planned, sum(counts.values()), counts[DONE])
         run = Engine(store, manifest, apply_id, executor=options.executor, faults=options.faults,
-                     progress=progress, silence_limit=options.silence_limit).run()
+                     progress=progress, silence_limit=options.silence_limit,
+                     spending=costs.Spending(manifest.budget, estimate)).run()
         state = store.state_counts(apply_id)
         outcome = "interrupted" if run.interrupted else \
             "done" if state[PENDING] == 0 and state[FAILED] == 0 else "failed"
@@ -286,7 +319,7 @@ def status(path: str | Path, state_dir=None, root=None) -> dict:
     report = {"campaign": manifest.name, "state_path": str(db_path), "applied": False,
               "experiments": None, "backends": [], "jobs": {}, "last_apply": None,
               "manifest_changed": None, "lock": None, "failures": [], "failure_causes": [],
-              "pending_causes": [], "remote_jobs": []}
+              "pending_causes": [], "remote_jobs": [], "spend": None}
     apply_id = None
     if db_path.exists():
         with Store.open(db_path, readonly=True) as store:
@@ -305,11 +338,21 @@ def status(path: str | Path, state_dir=None, root=None) -> dict:
                     failures=store.failures(apply_id, limit=FAILURES_SHOWN),
                     failure_causes=store.failure_causes(apply_id),
                     pending_causes=store.pending_causes(apply_id),
-                    remote_jobs=store.remote_jobs(apply_id))
+                    remote_jobs=store.remote_jobs(apply_id),
+                    spend=_spend(manifest, store.sent_work()))
     if apply_id is None:  # never applied: everything the manifest describes is pending
         total = sum(1 for _ in planner.experiments(manifest))
         report["experiments"] = {"total": total, "done": 0, "failed": 0, "pending": total}
     return report
+
+
+def _spend(manifest: Manifest, sent) -> dict:
+    """What was sent, per backend, priced as the manifest prices it now (costs.py)."""
+    estimate = costs.CostEstimate.of(manifest, {}, _work_by_backend(sent))
+    return {"currency": estimate.currency, "total": estimate.spent,
+            "backends": [{"backend": row.backend, "tasks": row.spent_work.tasks,
+                          "shots": row.spent_work.shots, "cost": row.spent}
+                         for row in estimate.backends.values() if row.spent_work.tasks]}
 
 
 def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None,

@@ -24,6 +24,7 @@ from .errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OVER_BUDGET,
     EXIT_TERMINATED,
     ManifestError,
     QrunError,
@@ -105,7 +106,8 @@ def validate(manifest, state_dir, root):
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @reports_errors
 def plan(manifest, state_dir, root, detailed_exitcode, output):
-    """Show what apply would run and why (new, cached, failed, resume). Writes nothing."""
+    """Show what apply would run and why (new, cached, failed, resume), and what it would
+    cost. Writes nothing; exit 3 when the estimate passes the budget."""
     from . import api
 
     try:
@@ -119,13 +121,24 @@ def plan(manifest, state_dir, root, detailed_exitcode, output):
     if output == "json":
         click.echo(json.dumps({"campaign": report.campaign, "state_path": str(report.state_path),
                                "totals": report.totals, "to_run": report.to_run,
-                               "rows": report.rows}, indent=2))
+                               "rows": report.rows, "cost": report.cost.as_dict(),
+                               "budget": _budget_json(report.budget),
+                               "over_budget": report.over_budget}, indent=2))
     else:
         from . import render
 
         render.plan(report)
+    if report.over_budget:  # apply would refuse to start: say so as it would
+        click.echo(f"error: {report.over_budget}", err=True)
+        sys.exit(EXIT_OVER_BUDGET)
     if detailed_exitcode:
         sys.exit(2 if report.has_work else EXIT_OK)
+
+
+def _budget_json(budget) -> dict | None:
+    if budget is None:
+        return None
+    return {"total": budget.total, "backends": budget.backends, "currency": budget.currency}
 
 
 def _print_error(exc: QrunError) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_OVER_BUDGET = 3  # work whose estimated cost passes spec.budget (or is unknown) was refused
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), handled as Ctrl-C is
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import sweep as sweeps
 from . import yamlpos
+from .costs import CURRENCY, Budget, Price, price_of
 from .errors import BackendUnavailable, ManifestError, Problem, QrunError
 from .providers import PROVIDERS, Limits
 from .sources import Program, SourceError, load_file
@@ -53,6 +54,7 @@ class BackendSpec:
     line: int
     timeout: float | None = None  # seconds a remote job may take before it is cancelled
     chosen_limits: Limits = Limits()  # the limits the manifest itself gives this backend
+    pricing: Price | None = None  # the manifest's own price for it (costs.price_of)
 
     @property
     def identity(self) -> dict:
@@ -102,6 +104,7 @@ class Manifest:
     retry: RetryPolicy
     exports: tuple
     raw: dict = field(repr=False, default_factory=dict)
+    budget: Budget | None = None
 
     @property
     def folder(self) -> Path:
@@ -472,6 +475,7 @@ class _Checker:
             ),
             exports=tuple(self._exports(spec.get("export", []))),
             raw=data,
+            budget=self._budget(spec.get("budget"), backends),
         )
 
     # -- circuits
@@ -621,8 +625,31 @@ class _Checker:
                 chosen_limits=manifest_limits,
                 credentials=dict(entry.get("credentials", {})), line=self.doc.line_of(where),
                 timeout=self._duration(entry["timeout"], where + ("timeout",))
-                if "timeout" in entry else None)
+                if "timeout" in entry else None,
+                pricing=_pricing(entry["pricing"]) if "pricing" in entry else None)
         return backends
+
+    # -- cost
+
+    def _budget(self, value, backends: dict) -> Budget | None:
+        """spec.budget: a total, or a mapping of a total, per-backend bounds and a currency."""
+        if value is None:
+            return None
+        where = ("spec", "budget")
+        if not isinstance(value, dict):
+            value = {"total": value}
+        budget = Budget(total=value.get("total"), backends=dict(value.get("backends", {})),
+                        currency=value.get("currency", CURRENCY))
+        for name in budget.backends:
+            if name not in backends:
+                self.report(where + ("backends", name),
+                            f"no backend named {name!r}{_suggest(name, sorted(backends))}")
+        for name, backend in backends.items():
+            price = price_of(backend)
+            if price is not None and price.currency != budget.currency:
+                self.report(where, f"the budget is in {budget.currency}, backend {name}'s price "
+                                   f"in {price.currency}: give both in one currency")
+        return budget
 
     # -- targets
 
@@ -787,6 +814,12 @@ _FAMILY_WORDS = {"gate": "a gate-model circuit", "pulser": "a Pulser sequence",
                  "photonic": "a photonic circuit"}
 _FAMILY_PLURALS = {"gate": "gate-model circuits", "pulser": "Pulser sequences",
                    "photonic": "photonic circuits"}
+
+
+def _pricing(entry: dict) -> Price:
+    return Price(per_task=entry.get("per_task", 0.0), per_shot=entry.get("per_shot", 0.0),
+                 per_second=entry.get("per_second"), currency=entry.get("currency", CURRENCY),
+                 source="the manifest's pricing")
 
 
 def parse_duration(value) -> float:

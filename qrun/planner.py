@@ -178,6 +178,18 @@ def cut_jobs(to_run: Iterable[tuple], limits_of) -> Iterator[JobSpec]:
             yield _job(backend, tuple(group))
 
 
+def jobs_needed(experiments: int, shots: int, limits: Limits) -> int:
+    """How many jobs cut_jobs makes of ``experiments`` of one backend with ``shots`` each
+    (what a plan's cost estimate counts as tasks, without cutting them)."""
+    if not experiments:
+        return 0
+    cap = limits.max_shots_per_job
+    if cap and shots > cap:
+        return experiments * -(-shots // cap)
+    per_job = limits.max_experiments_per_job
+    return -(-experiments // per_job) if per_job else 1
+
+
 def _shares(shots: int, cap: int) -> list[int]:
     """Split shots into as few slices of at most ``cap`` as possible, sizes within one."""
     count = -(-shots // cap)

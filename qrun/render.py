@@ -32,6 +32,37 @@ def plan(report) -> None:
     if t["failed"]:
         out.print("Failed experiments are not run again by apply; use `qrun retry` once the "
                   "cause is fixed.")
+    _cost(report.cost, report.budget)
+
+
+def _cost(estimate, budget) -> None:
+    """The estimate per backend (where anything costs or is unknown), its total, the budget."""
+    from .costs import money
+
+    currency = estimate.currency
+    priced = [r for r in estimate.backends.values()
+              if r.price is None or r.price.per_task or r.price.per_shot or r.price.per_second]
+    if priced:
+        table = Table(title="estimated cost", title_justify="left")
+        for column in ("backend", "tasks", "shots", "estimate", "sent before", "price"):
+            table.add_column(column, justify="right" if column in ("tasks", "shots") else "left")
+        for row in priced:
+            table.add_row(row.backend, f"{row.work.tasks:,}", f"{row.work.shots:,}",
+                          money(row.cost, currency), money(row.spent, currency),
+                          row.price.source if row.price else "none known")
+        out.print(table)
+        for row in priced:
+            if row.cost is None:
+                out.print(f"{row.backend}: cost unknown, {row.why_unknown}.")
+    free = len(estimate.backends) - len(priced)
+    note = f" ({free} backend{'s' if free != 1 else ''} free: local or rehearsal)" if free else ""
+    out.print(f"Estimated cost: {money(estimate.total, currency)}{note}.")
+    if budget is not None:
+        parts = []
+        if budget.total is not None:
+            parts.append(f"{money(budget.total, budget.currency)} in total")
+        parts += [f"{money(bound, budget.currency)} on {name}" for name, bound in budget.backends.items()]
+        out.print(f"Budget: {', '.join(parts)}; sent before: {money(estimate.spent, currency)}.")
 
 
 class ApplyProgress:
@@ -180,6 +211,14 @@ def status(report: dict) -> None:
             table.add_row(str(job.job), job.backend, job.state, job.provider_state or "",
                           job.remote_id)
         out.print(table)
+    spend = report.get("spend")
+    if spend and spend["backends"]:
+        from .costs import money
+
+        shown = ", ".join(f"{row['backend']} {money(row['cost'], spend['currency'])} "
+                          f"({row['tasks']:,} tasks, {row['shots']:,} shots)" for row in spend["backends"])
+        out.print(f"sent to providers (estimated at the manifest's prices): "
+                  f"{money(spend['total'], spend['currency'])}: {shown}", soft_wrap=True)
     if report["failures"]:
         failures(report["failures"], report["failure_causes"], report["experiments"]["failed"])
     if report.get("pending_causes") and report["applied"]:

@@ -39,6 +39,7 @@ class MemoryCloud:
         self.refuse_submissions = False
         self.busy_submissions = 0  # the next N submissions are answered 429, nothing created
         self.stall = stall  # created jobs stay queued
+        self.failures_pass = False  # failed jobs say a new attempt may succeed (a device fault)
         self.silent = threading.Event()  # set: every call hangs until it is cleared
         self.released = threading.Event()
         self.hanging = threading.Event()  # some call hangs on the silent service
@@ -119,7 +120,8 @@ class MemoryCloud:
             raise JobNotFound(f"no job {handle}")
         state = job["state"]
         return RemoteStatus(state=state, provider_state=state.upper(), tags=(job["tag"],),
-                            error=FAILURE_TEXT if state == "failed" else None)
+                            error=FAILURE_TEXT if state == "failed" else None,
+                            transient=self.failures_pass)
 
     def fetch(self, handle, tasks):
         job = self.jobs.get(handle)

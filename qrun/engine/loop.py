@@ -31,6 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from .. import executors
+from ..costs import Spending, Work
 from ..errors import BackendUnavailable
 from ..executors import ExecutorChoice
 from ..manifest import Manifest
@@ -39,7 +40,7 @@ from ..providers import PROVIDERS, Limits
 from ..providers.base import JobNotFound, Task, TaskFailed, TransientBackendError
 from ..providers.faults import NO_FAULTS, Faults
 from ..providers.local import run_local_job
-from ..store import JobRow, Store
+from ..store import PENDING, JobRow, Store
 from .calls import CALL_THREADS, Op, describe
 from .remote import Call, Service
 from .remote_jobs import RemoteJobs
@@ -72,7 +73,8 @@ class NullProgress:
 class Engine:
     def __init__(self, store: Store, manifest: Manifest, apply_id: int,
                  executor: ExecutorChoice = ExecutorChoice(), faults: Faults = NO_FAULTS,
-                 progress=None, silence_limit: float = SILENCE_LIMIT):
+                 progress=None, silence_limit: float = SILENCE_LIMIT,
+                 spending: Spending | None = None):
         self.store = store
         self.manifest = manifest
         self.apply_id = apply_id
@@ -80,6 +82,9 @@ class Engine:
         self.faults = faults  # injected into local runs (QRUN_FAULTS), for rehearsals
         self.progress = progress or NullProgress()
         self.silence_limit = silence_limit
+        self.spending = spending  # a budget's bound on what may still be sent
+        self._spending_read = False
+        self._held_backends: set[str] = set()  # backends with a job held back by the budget
         self.outcome = RunOutcome()
         self.in_flight: dict[Future, Op] = {}  # local runs and provider calls under way
         self.remote = RemoteJobs(self)  # the remote jobs this run follows
@@ -197,6 +202,7 @@ class Engine:
     def _jobs_to_start(self) -> list:
         """(how to begin, job) for the ready jobs there is room for."""
         starts: list = []
+        self._spending_read = False  # the budget's base is read once per round, on need
         local_room = 2 * self._workers() - sum(op.kind is Call.RUN for op in self.in_flight.values())
         per_backend = self._jobs_per_backend()
         has_local = any(PROVIDERS[b.provider].local for b in self.manifest.backends.values())
@@ -217,10 +223,31 @@ class Engine:
             if local:
                 starts.append((self._begin_local, job))
                 local_room -= 1
+            elif self._held_by_budget(job):
+                continue
             else:
                 starts.append((self.remote.begin, job))
             per_backend[job.backend] = per_backend.get(job.backend, 0) + 1
         return starts
+
+    def _held_by_budget(self, job: JobRow) -> bool:
+        """A job about to be sent whose cost does not fit what is left of the budget waits
+        for the next apply (raise spec.budget, then apply again), and the run says so."""
+        if self.spending is None or self.spending.budget is None or job.state != PENDING:
+            return False  # a job being looked up (submitting) was counted when it was sent
+        if not self._spending_read:
+            self.spending.refresh({row.backend: Work(row.tasks, row.shots)
+                                   for row in self.store.sent_work()})
+            self._spending_read = True
+        shots = sum(work.shots for work in self.store.job_work(job.id))
+        refusal = self.spending.refusal(job.backend, shots)
+        if refusal is None:
+            return False
+        self.store.hold_for_next_apply(self.apply_id, job.id, refusal)
+        if job.backend not in self._held_backends:
+            self._held_backends.add(job.backend)
+            self.outcome.notices.append(f"{job.backend}: jobs left pending, {refusal}")
+        return True
 
     def _remote_backends_full(self, per_backend: dict) -> bool:
         for name, spec in self.manifest.backends.items():

@@ -154,6 +154,9 @@ class Store:
     def note_job_error(self, apply_id: int, job_id: int, reason: str) -> None:
         queue.note_job_error(self._conn, apply_id, job_id, reason)
 
+    def hold_for_next_apply(self, apply_id: int, job_id: int, reason: str) -> None:
+        queue.hold_for_next_apply(self._conn, apply_id, job_id, reason)
+
     def defer_submission(self, apply_id: int, job_id: int, retry_at: float, error: str) -> None:
         queue.defer_submission(self._conn, apply_id, job_id, retry_at, error)
 
@@ -228,6 +231,12 @@ class Store:
 
     def pending_causes(self, apply_id: int, limit: int = 20) -> list[reports.PendingCause]:
         return reports.pending_causes(self._conn, apply_id, limit)
+
+    def sent_work(self) -> list[reports.BackendWork]:
+        return reports.sent_work(self._conn)
+
+    def unsent_work(self, apply_id: int) -> list[reports.BackendWork]:
+        return reports.unsent_work(self._conn, apply_id)
 
     def remote_jobs(self, apply_id: int, limit: int = 50) -> list[reports.RemoteJob]:
         return reports.remote_jobs(self._conn, apply_id, limit)

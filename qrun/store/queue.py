@@ -147,6 +147,15 @@ def note_job_error(conn: Connection, apply_id: int, job_id: int, reason: str) ->
         record_event(conn, apply_id, "job", job_id, "noted", reason)
 
 
+def hold_for_next_apply(conn: Connection, apply_id: int, job_id: int, reason: str) -> None:
+    """A pending job this run will not send (its cost does not fit the budget): it waits for
+    the next apply, with why."""
+    with conn.transaction():
+        conn.execute("UPDATE jobs SET not_before=?, error=?, updated_at=? WHERE id=? AND state=?",
+                     (NEXT_APPLY, reason, now(), job_id, PENDING))
+        record_event(conn, apply_id, "job", job_id, "held", reason)
+
+
 def defer_submission(conn: Connection, apply_id: int, job_id: int, retry_at: float,
                      error: str) -> None:
     """A submission whose outcome is unknown: stay submitting, look the tag up later

@@ -12,7 +12,9 @@ from typing import Any
 
 from .connection import Connection
 from .jobs import DONE, FAILED, FINISHED_JOB_STATES, PENDING, UNFINISHED_JOB_STATES
+from .migrations import remote_providers
 from .rows import NamedRow
+from .running import TAG_FOUND, TAG_UNKNOWN
 
 _IN_PLAN = ("EXISTS (SELECT 1 FROM slices s JOIN experiments e ON e.key=s.experiment "
             "WHERE s.job_id=j.id AND e.plan_apply=?)")
@@ -135,6 +137,38 @@ def pending_causes(conn: Connection, apply_id: int, limit: int = 20) -> list[Pen
         "GROUP BY j.backend, j.state, j.error ORDER BY n DESC, j.backend LIMIT ?",
         (apply_id, PENDING, *UNFINISHED_JOB_STATES, limit))
     return [PendingCause(backend=b, job_state=s, reason=e, experiments=n) for b, s, e, n in rows]
+
+
+@dataclass(frozen=True)
+class BackendWork(NamedRow):
+    """Jobs (each one task at its provider) and their shots, on one backend."""
+    backend: str
+    tasks: int
+    shots: int
+
+
+def sent_work(conn: Connection) -> list[BackendWork]:
+    """Per backend, over the whole campaign: every submission the provider may hold (its
+    tag not known to be absent), failed ones included, with its job's shots. What counts
+    against a budget (see costs.py)."""
+    remote = remote_providers()
+    marks = ",".join("?" * len(remote))
+    rows = conn.all(
+        "SELECT j.backend, count(*), coalesce(sum(w.shots), 0) FROM attempts a "
+        "JOIN jobs j ON j.id=a.job_id "
+        "JOIN (SELECT job_id, sum(shots) AS shots FROM slices GROUP BY job_id) w ON w.job_id=j.id "
+        f"WHERE a.tag_state IN (?, ?) AND j.provider IN ({marks}) GROUP BY j.backend",
+        (TAG_UNKNOWN, TAG_FOUND, *remote))
+    return [BackendWork(backend=b, tasks=t, shots=n) for b, t, n in rows]
+
+
+def unsent_work(conn: Connection, apply_id: int) -> list[BackendWork]:
+    """Per backend: the plan's pending jobs (never sent, or to be sent again) and their shots."""
+    rows = conn.all(
+        "SELECT j.backend, count(DISTINCT j.id), sum(s.shots) FROM jobs j "
+        "JOIN slices s ON s.job_id=j.id JOIN experiments e ON e.key=s.experiment "
+        "WHERE j.state=? AND e.plan_apply=? GROUP BY j.backend", (PENDING, apply_id))
+    return [BackendWork(backend=b, tasks=t, shots=n or 0) for b, t, n in rows]
 
 
 def remote_jobs(conn: Connection, apply_id: int, limit: int = 50) -> list[RemoteJob]:
