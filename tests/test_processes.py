@@ -149,7 +149,9 @@ def test_no_process_outlives_a_killed_coordinator(project, _state_dir):
 
 
 def test_a_second_command_hears_of_the_lock_at_once(project, _state_dir):
-    manifest = _campaign_of(60, project)
+    # Far more than runs while the five commands do (the apply is killed at the end): with
+    # 60 the apply could finish first on a machine running tests in parallel.
+    manifest = _campaign_of(600, project)
     db = _state_dir / "busy.sqlite"
     process = _start(manifest)
     try:
@@ -159,6 +161,7 @@ def test_a_second_command_hears_of_the_lock_at_once(project, _state_dir):
         validate_time = time.monotonic() - started
         assert validated.returncode == 0
         for command in (["apply"], ["retry"], ["cancel"], ["unlock"]):
+            assert process.poll() is None, "the apply ended before the test could ask"
             started = time.monotonic()
             second = qrun(*command, manifest)
             elapsed = time.monotonic() - started

@@ -12,7 +12,6 @@ from ..errors import StateError
 from . import lock, migrations, plans, queue, reports, running
 from .connection import Connection
 from .jobs import RUNNING
-from .readonly import StateReader
 from .rows import JobRow, LeftRemoteJob, OpenAttempt, PlanCounts, Program, SliceWork, UnfinishedJob
 
 if TYPE_CHECKING:
@@ -51,11 +50,6 @@ class Store:
     def open(cls, path: Path, create: bool = True, readonly: bool = False) -> Store:
         """Open (or create) a campaign's state database; see :func:`open_connection`."""
         return cls(open_connection(Path(path), create=create, readonly=readonly))
-
-    @staticmethod
-    def open_read_only(path: Path) -> StateReader:
-        """The read-only API (results, jobs, attempts, events, experiments as named rows)."""
-        return StateReader(open_connection(Path(path), create=False, readonly=True))
 
     @property
     def conn(self) -> sqlite3.Connection:
