@@ -78,15 +78,20 @@ class ApplyProgress:
             return
         self._progress = Progress(TextColumn("[bold]apply"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-                                  console=err, transient=False)
-        self._task = self._progress.add_task("apply", total=total, completed=done, failed=0)
+                                  TextColumn("{task.fields[note]}"), console=err, transient=False)
+        self._task = self._progress.add_task("apply", total=total, completed=done, failed=0, note="")
         self._progress.start()
 
     def experiments_finished(self, done: int, failed: int) -> None:
         if self._progress is not None and self._task is not None:
             task = self._progress.tasks[0]
             self._progress.update(self._task, advance=done + failed,
-                                  failed=task.fields["failed"] + failed)
+                                  failed=task.fields["failed"] + failed, note="")
+
+    def waiting(self, backend: str, reason: str) -> None:
+        """Submissions wait for room at a provider: said on the bar until work moves again."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, note=f"{backend}: waiting for room at the provider")
 
     def stop(self) -> None:
         if self._progress is not None:

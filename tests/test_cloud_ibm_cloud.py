@@ -249,3 +249,60 @@ def test_a_failed_backend_listing_is_not_a_missing_backend(fake, monkeypatch):
     service.throttle_next[listing] = 0
     with pytest.raises(QiskitBackendNotFoundError, match="no backend 'ibm_nowhere'.*lists: fake_manila"):
         adapter("ibm_nowhere").backend  # noqa: B018
+
+
+# -- account limits: wait for room (3458), stop cleanly on a spent quota (4317)
+
+
+@pytest.fixture
+def ibm(monkeypatch):
+    from . import clouds
+
+    cloud = clouds.IBM()
+    for key, value in cloud.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COLUMNS", "400")
+    yield cloud
+    cloud.stop()
+
+
+def test_a_pending_job_limit_makes_jobs_wait_and_none_fails(ibm, project, _state_dir):
+    from . import clouds
+
+    ibm.start(max_pending_jobs=1, run_time=0.3)
+    manifest = ibm.campaign(project, "limited", points=7)  # 8 jobs, one in flight at a time
+    applied = qrun("apply", manifest, "--no-progress")
+    output = applied.stdout + applied.stderr
+    assert applied.returncode == 0, output
+    turned_away = ibm.fake.injected["3458"]
+    assert turned_away >= 20, ibm.fake.injected  # the service said "no room" that often
+    assert clouds.experiment_states(_state_dir / "limited.sqlite") == {"done": 8}
+    assert set(ibm.accepted().values()) == {1} and len(ibm.accepted()) == 8  # never a second job
+    assert "waited for room at the provider" in output and "3458" in output, output
+    with clouds.read(_state_dir / "limited.sqlite") as state:
+        refused = [a for a in state.attempts() if a.tag_state == "absent"]
+        assert len(refused) == turned_away  # each turned-away attempt is known absent
+        assert all(job.attempts == 1 for job in state.jobs())  # none counted against the retry policy
+
+
+def test_a_spent_quota_stops_submitting_and_a_later_apply_finishes(ibm, project, _state_dir):
+    from . import clouds
+
+    ibm.start()
+    ibm.fake.quota_spent = True
+    manifest = ibm.campaign(project, "spent", points=2)
+    applied = qrun("apply", manifest, "--no-progress")
+    output = applied.stdout + applied.stderr
+    assert applied.returncode == 1, output
+    assert "the quota is spent" in output and "4317" in output, output
+    # Refused at most once per job already on its way when the first answer came; no job
+    # was sent after it.
+    assert not ibm.accepted() and 1 <= ibm.fake.injected["4317"] <= 3
+    assert ibm.fake.requests["POST /api/v1/jobs"] == ibm.fake.injected["4317"]
+    db = _state_dir / "spent.sqlite"
+    assert clouds.experiment_states(db) == {"pending": 3}  # nothing failed for it
+    ibm.fake.quota_spent = False  # the period renews
+    again = qrun("apply", manifest, "--no-progress")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert clouds.experiment_states(db) == {"done": 3}
+    assert set(ibm.accepted().values()) == {1}

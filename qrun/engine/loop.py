@@ -69,6 +69,9 @@ class NullProgress:
     def experiments_finished(self, done: int, failed: int) -> None:
         pass
 
+    def waiting(self, backend: str, reason: str) -> None:
+        """Submissions to ``backend`` wait (no room at the provider yet)."""
+
 
 class Engine:
     def __init__(self, store: Store, manifest: Manifest, apply_id: int,
@@ -84,7 +87,7 @@ class Engine:
         self.silence_limit = silence_limit
         self.spending = spending  # a budget's bound on what may still be sent
         self._spending_read = False
-        self._held_backends: set[str] = set()  # backends with a job held back by the budget
+        self._noted: set[tuple] = set()  # (backend, kind) of the notices given
         self.outcome = RunOutcome()
         self.in_flight: dict[Future, Op] = {}  # local runs and provider calls under way
         self.remote = RemoteJobs(self)  # the remote jobs this run follows
@@ -138,7 +141,8 @@ class Engine:
         wait_for = due - time.time() if due is not None else 1.0
         return min(1.0, max(0.01, wait_for))
 
-    def _service(self, backend: str) -> Service:
+    def service(self, backend: str) -> Service:
+        """What this run knows of a backend's service (made on first use)."""
         service = self._services.get(backend)
         if service is None:
             service = self._services[backend] = Service()
@@ -156,13 +160,13 @@ class Engine:
             error = None  # an answer: the service knows no such job
         unanswered = isinstance(error, TransientBackendError) or \
             (op.kind is Call.SUBMIT and error is None and future.result().unanswered)
-        self._service(op.job.backend).heard(not unanswered, op.started)
+        self.service(op.job.backend).heard(not unanswered, op.started)
 
     def _leave_silent_services(self) -> None:
         now = time.time()
         for op in self.in_flight.values():  # a call still waiting counts as silence too
             if op.kind is not Call.RUN and now - op.started > self.silence_limit:
-                self._service(op.job.backend).heard(False, op.started)
+                self.service(op.job.backend).heard(False, op.started)
         for backend, service in list(self._services.items()):
             since = service.silent_since
             if since is not None and now - since > self.silence_limit and not service.left:
@@ -170,7 +174,7 @@ class Engine:
 
     def _leave(self, backend: str, silent_for: float) -> None:
         """Stop working with a backend's service for this run; its work waits, with why."""
-        self._service(backend).left = True
+        self.service(backend).left = True
         spec = self.manifest.backends.get(backend)
         where = ""
         if spec is not None:
@@ -218,23 +222,33 @@ class Engine:
             limits = self._limits(job)
             if limits.max_parallel is not None and per_backend.get(job.backend, 0) >= limits.max_parallel:
                 continue
-            if not local and not self._service(job.backend).rate_allows(limits.submit_rate, time.time()):
+            if not local and not self.service(job.backend).rate_allows(limits.submit_rate, time.time()):
                 continue
             if local:
                 starts.append((self._begin_local, job))
                 local_room -= 1
-            elif self._held_by_budget(job):
-                continue
+            elif self.service(job.backend).room_at > time.time() or self._held(job):
+                continue  # no room at the provider yet, or held for a later apply
             else:
                 starts.append((self.remote.begin, job))
             per_backend[job.backend] = per_backend.get(job.backend, 0) + 1
         return starts
 
-    def _held_by_budget(self, job: JobRow) -> bool:
-        """A job about to be sent whose cost does not fit what is left of the budget waits
-        for the next apply (raise spec.budget, then apply again), and the run says so."""
-        if self.spending is None or self.spending.budget is None or job.state != PENDING:
+    def _held(self, job: JobRow) -> bool:
+        """A job about to be sent that this run will not send waits for a later apply, and
+        the run says why: its backend's quota is spent, or its cost does not fit what is
+        left of the budget (raise spec.budget, then apply again)."""
+        if job.state != PENDING:
             return False  # a job being looked up (submitting) was counted when it was sent
+        closed = self.service(job.backend).closed
+        if closed is not None:
+            self.store.hold_for_next_apply(self.apply_id, job.id, closed)
+            return True
+        return self._held_by_budget(job)
+
+    def _held_by_budget(self, job: JobRow) -> bool:
+        if self.spending is None or self.spending.budget is None:
+            return False
         if not self._spending_read:
             self.spending.refresh({row.backend: Work(row.tasks, row.shots)
                                    for row in self.store.sent_work()})
@@ -244,10 +258,14 @@ class Engine:
         if refusal is None:
             return False
         self.store.hold_for_next_apply(self.apply_id, job.id, refusal)
-        if job.backend not in self._held_backends:
-            self._held_backends.add(job.backend)
-            self.outcome.notices.append(f"{job.backend}: jobs left pending, {refusal}")
+        self.note_once("budget", job.backend, f"{job.backend}: jobs left pending, {refusal}")
         return True
+
+    def note_once(self, kind: str, backend: str, notice: str) -> None:
+        """A run-level notice, printed at the end: once per kind and backend."""
+        if (kind, backend) not in self._noted:
+            self._noted.add((kind, backend))
+            self.outcome.notices.append(notice)
 
     def _remote_backends_full(self, per_backend: dict) -> bool:
         for name, spec in self.manifest.backends.items():

@@ -140,6 +140,9 @@ class Service:
     last_submit: float = 0.0  # when a job was last sent to it (its submit_rate)
     silent_since: float | None = None  # since when none of its calls got an answer
     left: bool = False  # left to the next apply: it stopped answering
+    room_at: float = 0.0  # no submission before this: the account had no room (NoRoomYet)
+    room_waits: int = 0  # submissions turned away in a row, for the wait's backoff
+    closed: str | None = None  # why nothing more is submitted in this run (QuotaSpent)
 
     def rate_allows(self, rate: float | None, now: float) -> bool:
         """Whether a submission may go now under ``rate`` per second; if so, it is counted."""

@@ -18,7 +18,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from ..providers import remote_adapter_for
-from ..providers.base import JobNotFound, RemoteStatus, SubmissionUnknown, TransientBackendError
+from ..providers.base import (
+    JobNotFound,
+    NoRoomYet,
+    QuotaSpent,
+    RemoteStatus,
+    SubmissionUnknown,
+    TransientBackendError,
+)
 from ..store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow
 from .calls import CALL_THREADS, CallThreads, Op, SubmitOutcome, describe, submit_once
 from .remote import Call, RemoteJob
@@ -186,6 +193,10 @@ class RemoteJobs:
             # Unknown whether the provider took it: the attempt stays "submitting" and its
             # next try looks the tag up first.
             self._defer_submission(remote, describe(outcome.error))
+        elif isinstance(outcome.error, NoRoomYet):
+            self._wait_for_room(remote, outcome.error)
+        elif isinstance(outcome.error, QuotaSpent):
+            self._stop_submitting(remote, outcome.error)
         elif outcome.error is not None or handle is None:  # refused (invalid circuit, over a limit, credentials)
             self.engine.fail(op, describe(outcome.error), transient=False, tag_absent=True)
         elif outcome.found is not None and outcome.found[0] != remote.attempt_id:
@@ -197,7 +208,30 @@ class RemoteJobs:
             self._follow(remote, handle)
         else:
             self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id, handle)
+            self.engine.service(remote.job.backend).room_waits = 0
             self._follow(remote, handle)
+
+    def _wait_for_room(self, remote: RemoteJob, error: Exception) -> None:
+        """The account has as many unfinished jobs as it may: this job, and every other
+        submission to the backend, waits (backing off while it lasts); none fails for it."""
+        service = self.engine.service(remote.job.backend)
+        service.room_waits += 1
+        service.room_at = time.time() + self.engine.backoff(service.room_waits)
+        reason = f"waiting for room at the provider: {describe(error)}"
+        self.store.wait_for_room(self.apply_id, remote.job.id, remote.attempt_id, service.room_at, reason)
+        self.engine.progress.waiting(remote.job.backend, reason)
+        self.engine.note_once("room", remote.job.backend, f"{remote.job.backend}: submissions "
+                              f"waited for room at the provider ({describe(error)})")
+
+    def _stop_submitting(self, remote: RemoteJob, error: Exception) -> None:
+        """The period's quota is spent: nothing more is sent to the backend in this run (its
+        submitted jobs are still followed); what is left waits for a later apply."""
+        service = self.engine.service(remote.job.backend)
+        service.closed = (f"the quota is spent: {describe(error)}; left for a later apply, "
+                          "once the quota renews")
+        self.store.wait_for_room(self.apply_id, remote.job.id, remote.attempt_id, NEXT_APPLY,
+                                 service.closed)
+        self.engine.note_once("quota", remote.job.backend, f"{remote.job.backend}: {service.closed}")
 
     def _defer_submission(self, remote: RemoteJob, error: str) -> None:
         """Try the submission (its lookups first) again later in this run, a bounded number

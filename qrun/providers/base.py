@@ -68,6 +68,18 @@ class SubmissionUnknown(Exception):
     ``submit`` means the provider refused: it created nothing."""
 
 
+class NoRoomYet(Exception):
+    """The provider turned a submission away before any work because the account holds as
+    many unfinished jobs as it may (IBM's error 3458): nothing was created. The engine
+    sends it again once the provider has had time to finish one; the job never fails for it."""
+
+
+class QuotaSpent(Exception):
+    """The account's quota for the period is spent (IBM's error 4317): nothing was created,
+    and nothing will be until the period renews. The engine stops submitting to that
+    backend for this apply; what is left stays pending for a later one."""
+
+
 class JobNotFound(Exception):
     """The provider answers, definitively, that it holds no job under a handle (a purged
     job, a service restored from a backup). Not a network error: the engine then looks the

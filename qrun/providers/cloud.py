@@ -43,7 +43,13 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from qrun.providers.base import JobNotFound, SubmissionUnknown, TransientBackendError
+from qrun.providers.base import (
+    JobNotFound,
+    NoRoomYet,
+    QuotaSpent,
+    SubmissionUnknown,
+    TransientBackendError,
+)
 
 T = TypeVar("T")
 
@@ -261,6 +267,8 @@ class CloudAdapter:
         here only when nothing was made: a 408 or 429 answer, or where ``never_sent`` says
         the creating request never left."""
         def unsent_and_passing(exc: BaseException) -> bool:
+            if self.limit_reached(exc) is not None:
+                return False  # the engine waits for room: trying again now would not help
             turned_away = self.answer_status(exc) in NOT_A_REFUSAL
             return (turned_away or self.never_sent(exc)) and self.is_transient(exc)
 
@@ -269,11 +277,19 @@ class CloudAdapter:
         except (SubmissionUnknown, CredentialError):
             raise
         except Exception as exc:
+            limit = self.limit_reached(exc)
+            if limit is not None:
+                raise limit(f"{self.service_name}: {self.credentials.scrub(error_text(exc))}") from None
             if not isinstance(exc, TransientBackendError) and self.created_nothing(exc):
                 raise self.refusal(exc) from None
             why = str(exc) if isinstance(exc, TransientBackendError) else error_text(exc)
             raise TransientBackendError(f"{self.service_name} did not confirm the job, which may exist: "
                                         f"{self.credentials.scrub(why)}") from None
+
+    def limit_reached(self, exc: BaseException) -> type[NoRoomYet] | type[QuotaSpent] | None:
+        """Hook: whether a create was turned away by an account limit, before any work:
+        NoRoomYet (too many unfinished jobs: wait), QuotaSpent (the period's quota: stop)."""
+        return None
 
     def created_nothing(self, exc: BaseException) -> bool:
         """The creation rule: a 4xx answer, but 408 and 429, is a refusal that made nothing."""

@@ -167,6 +167,10 @@ class Store:
         with self._conn.transaction():
             running.release(self._conn, apply_id, job_id, attempt_id)
 
+    def wait_for_room(self, apply_id: int, job_id: int, attempt_id: int, until: float,
+                      reason: str) -> None:
+        running.wait_for_room(self._conn, apply_id, job_id, attempt_id, until, reason)
+
     def mark_tags_absent(self, attempt_ids: Iterable[int]) -> None:
         with self._conn.transaction():
             running.mark_tags_absent(self._conn, attempt_ids)

@@ -73,6 +73,17 @@ def release(conn: Connection, apply_id: int, job_id: int, attempt_id: int | None
 
 # ---------------------------------------------------------------- remote submissions
 
+def wait_for_room(conn: Connection, apply_id: int, job_id: int, attempt_id: int, until: float,
+                  reason: str) -> None:
+    """A submission the provider turned away before any work, by an account limit: its tag
+    is absent, the attempt does not count against the retry policy, and the job waits
+    until ``until`` (NEXT_APPLY: a later apply), with why."""
+    with conn.transaction():
+        mark_tags_absent(conn, [attempt_id])
+        release(conn, apply_id, job_id, attempt_id)
+        conn.execute("UPDATE jobs SET not_before=?, error=?, updated_at=? WHERE id=?",
+                     (until, reason, now(), job_id))
+
 def mark_tags_absent(conn: Connection, attempt_ids: Iterable[int]) -> None:
     """The provider answered that it holds no job under these attempts' tags."""
     conn.executemany("UPDATE attempts SET tag_state=? WHERE id=? AND tag_state=?",

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,6 +60,8 @@ from qiskit_ibm_runtime.executor_sampler import Sampler
 
 from qrun.providers.base import (
     JobNotFound,
+    NoRoomYet,
+    QuotaSpent,
     RemoteStatus,
     Task,
     TaskFailed,
@@ -107,6 +110,22 @@ def _status_code(exc: BaseException) -> int | None:
         if isinstance(error, requests.HTTPError) and response is not None:
             return response.status_code
     return None
+
+
+# IBM's error codes for account limits (quantum.cloud.ibm.com/docs/errors), as the service's
+# error body carries them ({"errors": [{"code": 3458, ...}]}) or as older answers wrote them
+# ("Error code: 3458"). Read by code, whatever the HTTP status they come with.
+TOO_MANY_PENDING_JOBS = 3458
+QUOTA_EXCEEDED = 4317
+_ERROR_CODE = re.compile(r'"code"\s*:\s*"?(\d{4})\b|[Ee]rror code:?\s*(\d{4})\b')
+
+
+def _error_codes(exc: BaseException) -> set[int]:
+    codes = set()
+    for error in _chain(exc):
+        for found in _ERROR_CODE.finditer(str(error)):
+            codes.add(int(found.group(1) or found.group(2)))
+    return codes
 
 
 def _transient(exc: BaseException) -> bool:
@@ -232,6 +251,14 @@ class Adapter(CloudAdapter):
 
     def answer_status(self, exc: BaseException) -> int | None:
         return _status_code(exc)
+
+    def limit_reached(self, exc: BaseException):
+        codes = _error_codes(exc)
+        if QUOTA_EXCEEDED in codes:
+            return QuotaSpent
+        if TOO_MANY_PENDING_JOBS in codes:
+            return NoRoomYet
+        return None
 
     def never_sent(self, exc: BaseException) -> bool:
         """A documented override of the creation rule (cloud.py): ``sampler.run`` reads the

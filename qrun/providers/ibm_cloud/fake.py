@@ -175,9 +175,14 @@ class FakeIBMQuantum(FakeServer):
         Route("PUT", "/api/v1/jobs/{id}/tags", "_set_tags"),
     )
 
-    def __init__(self, *, backends=None, **common):
+    def __init__(self, *, backends=None, max_pending_jobs: int | None = None, **common):
         super().__init__(**common)
         self.backends = tuple(backends) if backends else None  # None: every fake backend
+        # The account's limits, as the service enforces them on a job's creation: at most
+        # this many unfinished jobs (error 3458, the open plan's 3); the period's quota
+        # spent (error 4317). Both answer HTTP 400 with the code and create nothing.
+        self.max_pending_jobs = max_pending_jobs
+        self.quota_spent = False
         self.jobs: dict[str, _Job] = {}
         self.sessions: dict[str, dict] = {}
         self._tokens: dict[str, str | None] = {}  # bearer token -> the key it was issued for
@@ -298,7 +303,8 @@ class FakeIBMQuantum(FakeServer):
 
     def _usage(self, request: Request) -> Reply:
         return Reply(200, {"instance_id": CRN, "usage_consumed_seconds": 0,
-                           "usage_limit_reached": False, "usage_remaining_seconds": None})
+                           "usage_limit_reached": self.quota_spent,
+                           "usage_remaining_seconds": 0 if self.quota_spent else None})
 
     # -- sessions (batch mode)
 
@@ -361,6 +367,7 @@ class FakeIBMQuantum(FakeServer):
             raise HTTPError(400, f"invalid executor input: {type(exc).__name__}: {exc}", 1305) from None
         tags = payload.get("tags") or []
         with self.lock:
+            self._refuse_past_limits()
             job = _Job(f"fake-{uuid.uuid4().hex[:20]}", backend, "executor", payload["params"],
                        tags, session_id, next(self._job_numbers))
             job.fail = self.job_fails()
@@ -369,6 +376,18 @@ class FakeIBMQuantum(FakeServer):
                 self.accepted[tag] += 1
         self.run_later(lambda: self._run(job))
         return Reply(200, {"id": job.id, "backend": backend})
+
+    def _refuse_past_limits(self) -> None:
+        """The account's limits (held lock): a create past them makes nothing."""
+        if self.quota_spent:
+            self.injected["4317"] += 1
+            raise HTTPError(400, "You have exceeded your monthly quota.", 4317)
+        unfinished = sum(j.status in ("Queued", "Running") for j in self.jobs.values())
+        if self.max_pending_jobs is not None and unfinished >= self.max_pending_jobs:
+            self.injected["3458"] += 1
+            raise HTTPError(400, f"You have reached the limit of {self.max_pending_jobs} pending "
+                                 "jobs. Please wait for a job to complete or cancel one before "
+                                 "submitting anything new.", 3458)
 
     def _run(self, job: _Job) -> None:
         with self.lock:
