@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from qrun.providers.base import TransientBackendError
+from qrun.providers.base import NoRoomYet, QuotaSpent, TransientBackendError
 from qrun.providers.cloud import POLICY, CloudAdapter, CredentialError, Credentials, retrying
 
 SECRET = "planted-secret-7c1d"
@@ -128,3 +128,30 @@ def test_calls_are_retried_within_the_bound():
     assert time.monotonic() - started < 5
     with pytest.raises(Answered):  # what will not pass is raised at once
         Toy().call(lambda: (_ for _ in ()).throw(Answered(401)))
+
+
+class Limited(Toy):
+    """A service whose 429 names an account limit (as IBM's error codes do)."""
+
+    def limit_reached(self, exc):
+        if isinstance(exc, Answered) and "pending" in getattr(exc, "__notes__", []):
+            return NoRoomYet
+        if isinstance(exc, Answered) and exc.status == 402:
+            return QuotaSpent
+        return None
+
+
+@pytest.mark.parametrize("status, note, kind", [(429, "pending", NoRoomYet), (402, "", QuotaSpent)])
+def test_a_create_past_an_account_limit_is_not_tried_again_here(status, note, kind):
+    sent = []
+
+    def create():
+        sent.append(1)
+        error = Answered(status)
+        if note:
+            error.add_note(note)
+        raise error
+
+    with pytest.raises(kind, match=f"^Toy: .*HTTP {status}"):
+        Limited(credentials={}).create(create)
+    assert len(sent) == 1  # the engine waits (or stops); no in-place retry burns the policy
