@@ -70,9 +70,6 @@ class Work:
         self.tasks += tasks
         self.shots += shots
 
-    def __add__(self, other: Work) -> Work:
-        return Work(self.tasks + other.tasks, self.shots + other.shots)
-
 
 # ---------------------------------------------------------------- prices
 
@@ -121,7 +118,17 @@ def price_table(provider: str) -> dict:
         text = (resources.files(package) / "prices.json").read_text(encoding="utf-8")
     except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
         return {}
-    return json.loads(text)
+    try:
+        table = json.loads(text)
+        for entry in table.get("devices", ()):
+            str(entry["device"])
+        if table.get("devices") and not (table.get("source") and table.get("as_of")):
+            raise KeyError("source and as_of")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # A plugin's table is its author's input: say which file, never a traceback.
+        raise QrunError(f"{provider}: its price table {package}/prices.json is not readable "
+                        f"({type(exc).__name__}: {exc}); see docs/providers.md") from None
+    return table
 
 
 # ---------------------------------------------------------------- estimates

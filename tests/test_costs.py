@@ -255,3 +255,20 @@ def test_spending_bounds_only_what_the_budget_names():
     assert "unknown" in spending.refusal("unpriced", 100)  # a total needs every price
     spending.refresh({"priced": costs.Work(10, 0)})  # what the store says was sent
     assert "0.00 USD left of 10.00 USD" in spending.refusal("priced", 1)
+
+
+def test_a_broken_price_table_is_a_clear_error(monkeypatch, tmp_path):
+    from importlib import resources
+
+    from qrun.errors import QrunError
+
+    costs.price_table.cache_clear()
+    broken = tmp_path / "prices.json"
+    broken.write_text('{"devices": [{"name": "no device pattern"}]}')
+    monkeypatch.setattr(resources, "files", lambda package: tmp_path)
+    try:
+        with pytest.raises(QrunError, match=r"braket.aws: its price table .*prices.json is not readable"):
+            costs.price_table("braket.aws")
+    finally:
+        monkeypatch.undo()
+        costs.price_table.cache_clear()
