@@ -14,7 +14,7 @@ import random
 import threading
 from collections import Counter
 
-from qrun.providers.base import JobNotFound, RemoteStatus, TransientBackendError
+from qrun.providers.base import JobNotFound, NoRoomYet, RemoteStatus, TransientBackendError
 
 FAILURE_TEXT = "the memory device failed this job (injected)"
 
@@ -38,6 +38,7 @@ class MemoryCloud:
         self.refuse_lookups = False  # every lookup is refused, as with an expired credential
         self.refuse_submissions = False
         self.busy_submissions = 0  # the next N submissions are answered 429, nothing created
+        self.full_submissions = 0  # the next N are turned away: no room for more jobs (NoRoomYet)
         self.stall = stall  # created jobs stay queued
         self.failures_pass = False  # failed jobs say a new attempt may succeed (a device fault)
         self.silent = threading.Event()  # set: every call hangs until it is cleared
@@ -95,6 +96,11 @@ class MemoryCloud:
             busy, self.busy_submissions = self.busy_submissions > 0, max(0, self.busy_submissions - 1)
         if busy:
             raise TransientBackendError("HTTP 429: too many requests (nothing was created)")
+        with self._lock:
+            full, self.full_submissions = self.full_submissions > 0, max(0, self.full_submissions - 1)
+        if full:
+            self.injected["no room"] += 1
+            raise NoRoomYet("the account holds as many unfinished jobs as it may (injected)")
         if self.refuse_submissions:
             raise RuntimeError("HTTP 401: the credential was refused")
         handle = self._create(tag, [task.shots for task in tasks])

@@ -223,3 +223,27 @@ def test_a_tag_found_absent_then_sent_again_is_looked_up_again(cloud, manifest):
     assert set(cloud.accepted.values()) == {1}, cloud.accepted
     assert len(cloud.accepted) == EXPERIMENTS and report.all_done
     _results_name_their_jobs(manifest, cloud)
+
+
+def test_no_room_at_the_provider_is_waited_for_without_spinning(cloud, manifest):
+    """Every job turned away (NoRoomYet) twelve times in all, with nothing else in flight: the
+    jobs wait with backoff, none fails, none is paid twice, and the loop sleeps meanwhile
+    rather than asking the store in a busy loop."""
+    # One job in flight at a time: while one waits for room, the others are ready but held.
+    manifest.write_text(manifest.read_text()
+                        .replace("initial: 10ms, max: 20ms", "initial: 300ms, max: 300ms")
+                        .replace('options: {endpoint: "http://127.0.0.1:9"}',
+                                 'options: {endpoint: "http://127.0.0.1:9"}\n      limits: {max_parallel: 1}'))
+    api.plan(manifest)  # imports and parsing paid before the measure
+    cloud.full_submissions = 12
+    wall, cpu = time.monotonic(), time.process_time()
+    report = api.apply(manifest)
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    assert report.all_done and cloud.injected["no room"] == 12
+    assert set(cloud.accepted.values()) == {1} and len(cloud.accepted) == EXPERIMENTS
+    _results_name_their_jobs(manifest, cloud)
+    with _state(manifest) as state:
+        assert all(job.attempts == 1 for job in state.jobs())  # waits are not attempts
+        assert sum(a.tag_state == "absent" for a in state.attempts()) == 12
+    assert any("waited for room" in notice for notice in report.run.notices), report.run.notices
+    assert wall > 1.0 and cpu < 0.5 * wall, (wall, cpu)  # asleep, not spinning

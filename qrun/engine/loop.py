@@ -124,7 +124,7 @@ class Engine:
                 wake_at = self.store.next_retry_time(self.apply_id)
                 if wake_at is None:
                     return  # nothing pending: every job of the plan is done or failed
-                time.sleep(min(max(0.0, wake_at - time.time()), 5.0))
+                time.sleep(self._idle_time(wake_at))
                 continue
             if not self.in_flight:  # only jobs waiting for their next poll (wait([]) would spin)
                 time.sleep(self._quiet_time())
@@ -134,6 +134,16 @@ class Engine:
             with self.store.transaction():  # one commit for all that finished meanwhile
                 for future in done:
                     self._settle(future)
+
+    def _idle_time(self, wake_at: float) -> float:
+        """How long the loop sleeps with nothing in flight: until the next job may start. A
+        job ready now that did not start waits for room at its provider (or for its submit
+        rate): sleep until the first room opens, not in a busy loop."""
+        now = time.time()
+        if wake_at > now:
+            return min(wake_at - now, 5.0)
+        rooms = [service.room_at for service in self._services.values() if service.room_at > now]
+        return min(min(rooms) - now, 5.0) if rooms else 0.01
 
     def _quiet_time(self) -> float:
         """How long the loop may wait for results before a poll or a retry falls due."""
