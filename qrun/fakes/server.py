@@ -228,7 +228,7 @@ class FakeServer:
             raise RuntimeError(f"{self.title} is already serving at {self.url}")
         self._runner = ThreadPoolExecutor(max_workers=self._workers,
                                           thread_name_prefix=f"fake-{self.provider}-run")
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          name=f"fake-{self.provider}", daemon=True).start()
@@ -454,6 +454,16 @@ def _close(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # already closed by the client
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that drops its connection (a killed apply, a timed-out SDK call) is part of
+    the service's life, not an error to print a traceback for; anything else still is."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler_for(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
