@@ -54,8 +54,10 @@ STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLE
 logging.getLogger("braket").setLevel(logging.WARNING)
 
 # A lookup by tag asks for the tasks created since the attempt was recorded, less this much:
-# this machine's clock and AWS's may disagree.
-CLOCK_SKEW = 900.0
+# this machine's clock and AWS's may disagree. AWS refuses requests signed more than 15
+# minutes off its clock, so a day is far more than any created task can be off; a margin too
+# small would miss a task that exists and pay for it twice.
+CLOCK_SKEW = 86400.0
 
 
 class _BoundRefused(Exception):
