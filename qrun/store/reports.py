@@ -153,10 +153,12 @@ def sent_work(conn: Connection) -> list[BackendWork]:
     against a budget (see costs.py)."""
     remote = remote_providers()
     marks = ",".join("?" * len(remote))
+    # Each job's shots are summed through the slices' job_id index, for these jobs only: the
+    # engine asks before sending, and a campaign may hold 100,000 local slices besides.
     rows = conn.all(
-        "SELECT j.backend, count(*), coalesce(sum(w.shots), 0) FROM attempts a "
-        "JOIN jobs j ON j.id=a.job_id "
-        "JOIN (SELECT job_id, sum(shots) AS shots FROM slices GROUP BY job_id) w ON w.job_id=j.id "
+        "SELECT j.backend, count(*), "
+        "coalesce(sum((SELECT sum(s.shots) FROM slices s WHERE s.job_id=j.id)), 0) "
+        "FROM attempts a JOIN jobs j ON j.id=a.job_id "
         f"WHERE a.tag_state IN (?, ?) AND j.provider IN ({marks}) GROUP BY j.backend",
         (TAG_UNKNOWN, TAG_FOUND, *remote))
     return [BackendWork(backend=b, tasks=t, shots=n) for b, t, n in rows]
