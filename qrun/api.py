@@ -85,8 +85,8 @@ def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
                     new_work[experiment.backend, experiment.shots] += 1
         if store:
             latest = store.latest_plan_apply()
-            sent = _work_by_backend(store.sent_work())
-            to_send = _work_by_backend(store.unsent_work(latest)) if latest else {}
+            sent = costs.work_by_backend(store.sent_work())
+            to_send = costs.work_by_backend(store.unsent_work(latest)) if latest else {}
     finally:
         if store:
             store.close()
@@ -104,10 +104,6 @@ def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
     return PlanReport(campaign=manifest.name, state_path=db_path, rows=list(rows.values()),
                       totals=totals, cost=estimate, budget=manifest.budget,
                       over_budget=_over_budget(manifest.budget, estimate))
-
-
-def _work_by_backend(rows) -> dict:
-    return {row.backend: costs.Work(row.tasks, row.shots) for row in rows}
 
 
 def _over_budget(budget, estimate) -> str | None:
@@ -271,15 +267,18 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOp
         if retry_failed:  # before the plan is stored, so that it cuts jobs for split-off slices
             store.reset_failed(apply_id)
         planned = store_plan(store, manifest, apply_id)
-        estimate = costs.CostEstimate.of(manifest, _work_by_backend(store.unsent_work(apply_id)),
-                                         _work_by_backend(store.sent_work()))
-        costs.check_budget(manifest.budget, estimate)  # before anything is sent
+        spending = None
+        if manifest.budget is not None:  # a campaign without one pays no query for it
+            estimate = costs.CostEstimate.of(manifest, costs.work_by_backend(store.unsent_work(apply_id)),
+                                             costs.work_by_backend(store.sent_work()))
+            costs.check_budget(manifest.budget, estimate)  # before anything is sent
+            spending = costs.Spending(manifest.budget, estimate)
         if on_planned:
             counts = store.state_counts(apply_id)
             on_planned(planned, sum(counts.values()), counts[DONE])
         run = Engine(store, manifest, apply_id, executor=options.executor, faults=options.faults,
                      progress=progress, silence_limit=options.silence_limit,
-                     spending=costs.Spending(manifest.budget, estimate)).run()
+                     spending=spending).run()
         state = store.state_counts(apply_id)
         outcome = "interrupted" if run.interrupted else \
             "done" if state[PENDING] == 0 and state[FAILED] == 0 else "failed"
@@ -348,7 +347,7 @@ def status(path: str | Path, state_dir=None, root=None) -> dict:
 
 def _spend(manifest: Manifest, sent) -> dict:
     """What was sent, per backend, priced as the manifest prices it now (costs.py)."""
-    estimate = costs.CostEstimate.of(manifest, {}, _work_by_backend(sent))
+    estimate = costs.CostEstimate.of(manifest, {}, costs.work_by_backend(sent))
     return {"currency": estimate.currency, "total": estimate.spent,
             "backends": [{"backend": row.backend, "tasks": row.spent_work.tasks,
                           "shots": row.spent_work.shots, "cost": row.spent}

@@ -9,6 +9,7 @@ with the documented exit codes, never as tracebacks:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -122,7 +123,7 @@ def plan(manifest, state_dir, root, detailed_exitcode, output):
         click.echo(json.dumps({"campaign": report.campaign, "state_path": str(report.state_path),
                                "totals": report.totals, "to_run": report.to_run,
                                "rows": report.rows, "cost": report.cost.as_dict(),
-                               "budget": _budget_json(report.budget),
+                               "budget": report.budget and dataclasses.asdict(report.budget),
                                "over_budget": report.over_budget}, indent=2))
     else:
         from . import render
@@ -133,12 +134,6 @@ def plan(manifest, state_dir, root, detailed_exitcode, output):
         sys.exit(EXIT_OVER_BUDGET)
     if detailed_exitcode:
         sys.exit(2 if report.has_work else EXIT_OK)
-
-
-def _budget_json(budget) -> dict | None:
-    if budget is None:
-        return None
-    return {"total": budget.total, "backends": budget.backends, "currency": budget.currency}
 
 
 def _print_error(exc: QrunError) -> None:

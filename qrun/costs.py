@@ -46,6 +46,12 @@ class Price:
     currency: str = CURRENCY
     source: str = ""  # where the figures come from, as shown to users
 
+    @classmethod
+    def from_entry(cls, entry: dict, currency: str, source: str) -> Price:
+        """A price from its written form: a price table's entry or a manifest's pricing:."""
+        return cls(per_task=entry.get("per_task", 0.0), per_shot=entry.get("per_shot", 0.0),
+                   per_second=entry.get("per_second"), currency=currency, source=source)
+
     def cost(self, work: Work) -> float | None:
         """What the work costs; None when it cannot be known before it runs."""
         if not work.tasks and not work.shots:
@@ -69,6 +75,11 @@ class Work:
     def add(self, tasks: int, shots: int) -> None:
         self.tasks += tasks
         self.shots += shots
+
+
+def work_by_backend(rows) -> dict[str, Work]:
+    """The store's per-backend rows of work (store.reports.BackendWork) as Work."""
+    return {row.backend: Work(row.tasks, row.shots) for row in rows}
 
 
 # ---------------------------------------------------------------- prices
@@ -103,10 +114,8 @@ def table_price(provider: str, device: str) -> Price | None:
     table = price_table(provider)
     for entry in table.get("devices", ()):
         if fnmatch.fnmatchcase(device, entry["device"]):
-            return Price(per_task=entry.get("per_task", 0.0), per_shot=entry.get("per_shot", 0.0),
-                         per_second=entry.get("per_second"),
-                         currency=table.get("currency", CURRENCY),
-                         source=f"{entry.get('name', device)}, {table['source']} {table['as_of']}")
+            return Price.from_entry(entry, table.get("currency", CURRENCY),
+                                    f"{entry.get('name', device)}, {table['source']} {table['as_of']}")
     return None
 
 

@@ -626,7 +626,8 @@ class _Checker:
                 credentials=dict(entry.get("credentials", {})), line=self.doc.line_of(where),
                 timeout=self._duration(entry["timeout"], where + ("timeout",))
                 if "timeout" in entry else None,
-                pricing=_pricing(entry["pricing"]) if "pricing" in entry else None)
+                pricing=Price.from_entry(entry["pricing"], entry["pricing"].get("currency", CURRENCY),
+                                         "the manifest's pricing") if "pricing" in entry else None)
         return backends
 
     # -- cost
@@ -814,12 +815,6 @@ _FAMILY_WORDS = {"gate": "a gate-model circuit", "pulser": "a Pulser sequence",
                  "photonic": "a photonic circuit"}
 _FAMILY_PLURALS = {"gate": "gate-model circuits", "pulser": "Pulser sequences",
                    "photonic": "photonic circuits"}
-
-
-def _pricing(entry: dict) -> Price:
-    return Price(per_task=entry.get("per_task", 0.0), per_shot=entry.get("per_shot", 0.0),
-                 per_second=entry.get("per_second"), currency=entry.get("currency", CURRENCY),
-                 source="the manifest's pricing")
 
 
 def parse_duration(value) -> float:

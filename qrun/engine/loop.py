@@ -31,7 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from .. import executors
-from ..costs import Spending, Work
+from ..costs import Spending, work_by_backend
 from ..errors import BackendUnavailable
 from ..executors import ExecutorChoice
 from ..manifest import Manifest
@@ -260,8 +260,7 @@ class Engine:
         if self.spending is None or self.spending.budget is None:
             return False
         if not self._spending_read:
-            self.spending.refresh({row.backend: Work(row.tasks, row.shots)
-                                   for row in self.store.sent_work()})
+            self.spending.refresh(work_by_backend(self.store.sent_work()))
             self._spending_read = True
         shots = sum(work.shots for work in self.store.job_work(job.id))
         refusal = self.spending.refusal(job.backend, shots)
