@@ -10,6 +10,8 @@ database (``<state_dir>/<campaign name>.sqlite``).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -20,10 +22,11 @@ from pathlib import Path
 from . import __version__, costs, exporter, planner
 from . import manifest as manifests
 from .engine import SILENCE_LIMIT, Engine, RunOutcome
-from .errors import LockedError, QrunError, StateError
+from .errors import DeviceUnreadable, LockedError, QrunError, StateError
 from .executors import ExecutorChoice
 from .manifest import Manifest
 from .provenance import git_state
+from .providers import Limits
 from .providers import faults
 from .store import DONE, FAILED, PENDING, LockHolder, PlanCounts, Store, lock_message
 
@@ -87,11 +90,16 @@ def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
             latest = store.latest_plan_apply()
             sent = costs.work_by_backend(store.sent_work())
             to_send = costs.work_by_backend(store.unsent_work(latest)) if latest else {}
+        # A device's own limits on a job (a Braket program set's size) are read by apply;
+        # plan uses what the last one read, or the provider's guess, never the network.
+        declared = {backend: _stored_declared_limits(store, manifest, backend)
+                    for backend in {b for b, _ in new_work}}
     finally:
         if store:
             store.close()
     for (backend, shots), count in new_work.items():
-        jobs = planner.jobs_needed(count, shots, planner.job_limits(manifest, backend))
+        limits = planner.job_limits(manifest, backend, declared[backend])
+        jobs = planner.jobs_needed(count, shots, limits)
         to_send.setdefault(backend, costs.Work()).add(jobs, count * shots)
     rows: dict = {}
     totals = dict.fromkeys(("new", "cached", "failed", "resume"), 0)
@@ -245,15 +253,58 @@ def _quietly(closing_write, *args) -> None:
 
 def store_plan(store: Store, manifest: Manifest, apply_id: int):
     """Stream the manifest's experiments into the store and cut jobs for what must run."""
-    return store.save_plan(
+    declared: dict = {}  # backend -> what its device said one job may carry
+
+    def limits_of(backend: str):
+        declared[backend] = declared_limits(manifest, backend)
+        return planner.job_limits(manifest, backend, declared[backend])
+
+    planned = store.save_plan(
         apply_id,
         programs=[c.program for c in manifest.circuits.values()],
         experiments=planner.experiments(manifest),
         backend_configs={name: b.config for name, b in manifest.backends.items()},
-        cut_jobs=lambda rows: planner.cut_jobs(
-            rows, lambda backend: planner.job_limits(manifest, backend)),
+        cut_jobs=lambda rows: planner.cut_jobs(rows, limits_of),
         seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
     )
+    for backend, limits in declared.items():  # kept for `plan`, which stays off the network
+        if limits is not None:
+            store.set_meta(_declared_key(manifest, backend), json.dumps(dataclasses.asdict(limits)))
+    return planned
+
+
+def _declared_key(manifest: Manifest, backend: str) -> str:
+    return "declared_limits:" + planner.canonical_json(manifest.backends[backend].identity)
+
+
+def _stored_declared_limits(store: Store | None, manifest: Manifest, backend: str):
+    """What the backend's device said one job may carry, as the last apply read it."""
+    text = store.meta(_declared_key(manifest, backend)) if store else None
+    return Limits(**json.loads(text)) if text else None
+
+
+def declared_limits(manifest: Manifest, backend: str):
+    """What a cloud device itself says one job may carry, where its adapter can tell
+    (``job_limits``: a Braket device's program-set size, from GetDevice); None elsewhere.
+
+    Asked only for backends with jobs to cut, inside the plan's transaction: a device that
+    cannot be read stops the apply with nothing planned or sent, rather than cutting jobs
+    by a guess that the device may refuse, or that costs a task fee per circuit."""
+    from .engine.calls import describe
+    from .providers import PROVIDERS, remote_adapter_for
+
+    spec = manifest.backends[backend]
+    if PROVIDERS[spec.provider].local:
+        return None
+    try:
+        adapter = remote_adapter_for(spec.provider, spec.device, spec.options, spec.credentials)
+        ask = getattr(adapter, "job_limits", None)
+        return ask() if ask is not None else None
+    except QrunError:  # a missing SDK says so itself
+        raise
+    except Exception as exc:  # the service did not answer, or refused: say which backend
+        raise DeviceUnreadable(f"backend {backend}: could not read what device {spec.device} takes "
+                               f"in one job ({describe(exc)}); nothing was planned or sent") from None
 
 
 def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOptions, progress,

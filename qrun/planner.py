@@ -138,10 +138,17 @@ def _has_repeats(column: list) -> bool:
 LOCAL_EXPERIMENTS_PER_JOB = 25
 
 
-def job_limits(manifest: Manifest, backend: str) -> Limits:
-    """The backend's limits tightened by the manifest's `split:` rules."""
+def job_limits(manifest: Manifest, backend: str, declared: Limits | None = None) -> Limits:
+    """The backend's limits tightened by the manifest's `split:` rules.
+
+    ``declared`` are what the device itself says one job may carry (a Braket device's
+    program-set size, read by its adapter at apply): they replace the provider's guess made
+    without the network, and what the manifest sets may tighten them, never pass them."""
     spec = manifest.backends[backend]
-    limits = spec.limits.tightened(manifest.split)
+    limits = spec.limits
+    if declared is not None:
+        limits = limits.overridden(declared).overridden(spec.chosen_limits).tightened(declared)
+    limits = limits.tightened(manifest.split)
     chosen = spec.chosen_limits.max_experiments_per_job or manifest.split.max_experiments_per_job
     if PROVIDERS[spec.provider].local and chosen is None:
         # A device's own cap (an IBM fake backend's 300 circuits) bounds the default, not it.
@@ -154,8 +161,9 @@ def cut_jobs(to_run: Iterable[tuple], limits_of) -> Iterator[JobSpec]:
     """Group (backend, experiment key, shots) into jobs that respect each backend's limits.
 
     Experiments of one backend and one shot count share jobs of at most
-    ``max_experiments_per_job``; an experiment with more shots than ``max_shots_per_job``
-    is cut into slices, one job each, merged back when all are done.
+    ``max_experiments_per_job`` and ``max_total_shots_per_job`` shots together; an
+    experiment with more shots than ``max_shots_per_job`` (or than a job may hold) is cut
+    into slices, one job each, merged back when all are done.
     """
     open_jobs: dict = {}  # (backend, shots) -> list of slices being filled
     limits_by_backend: dict = {}
@@ -163,14 +171,14 @@ def cut_jobs(to_run: Iterable[tuple], limits_of) -> Iterator[JobSpec]:
         limits = limits_by_backend.get(backend)
         if limits is None:
             limits = limits_by_backend[backend] = limits_of(backend)
-        cap = limits.max_shots_per_job
+        cap = _shots_cap(limits)
         if cap and shots > cap:
             for index, share in enumerate(_shares(shots, cap)):
                 yield _job(backend, (Slice(key, index, share),))
             continue
         group = open_jobs.setdefault((backend, shots), [])
         group.append(Slice(key, 0, shots))
-        if limits.max_experiments_per_job and len(group) >= limits.max_experiments_per_job:
+        if len(group) >= _experiments_per_job(limits, shots):
             yield _job(backend, tuple(group))
             group.clear()
     for (backend, _), group in open_jobs.items():
@@ -183,11 +191,25 @@ def jobs_needed(experiments: int, shots: int, limits: Limits) -> int:
     (what a plan's cost estimate counts as tasks, without cutting them)."""
     if not experiments:
         return 0
-    cap = limits.max_shots_per_job
+    cap = _shots_cap(limits)
     if cap and shots > cap:
         return experiments * -(-shots // cap)
-    per_job = limits.max_experiments_per_job
-    return -(-experiments // per_job) if per_job else 1
+    per_job = _experiments_per_job(limits, shots)
+    return -(-experiments // per_job) if per_job < experiments else 1
+
+
+def _shots_cap(limits: Limits) -> int | None:
+    """The most shots one experiment may have in a job (more: it is cut into slices)."""
+    caps = [cap for cap in (limits.max_shots_per_job, limits.max_total_shots_per_job) if cap]
+    return min(caps) if caps else None
+
+
+def _experiments_per_job(limits: Limits, shots: int) -> int | float:
+    """How many experiments of ``shots`` each one job may carry (inf: no limit)."""
+    per_job = limits.max_experiments_per_job or float("inf")
+    if limits.max_total_shots_per_job and shots:
+        per_job = min(per_job, max(1, limits.max_total_shots_per_job // shots))
+    return per_job
 
 
 def _shares(shots: int, cap: int) -> list[int]:

@@ -119,15 +119,16 @@ def test_plan_estimates_tasks_shots_and_cost_per_backend_and_in_total(project):
     planned, plan = _plan_json(manifest)
     assert planned.returncode == 0, planned.stderr
     forte, garnet = _cost_of(plan, "forte"), _cost_of(plan, "garnet")
-    # 4 experiments, one Braket task each, 100 shots each: 4 x 0.30 + 400 x the shot price
-    assert (forte["tasks"], forte["shots"]) == (4, 400)
-    assert forte["cost"] == pytest.approx(4 * 0.30 + 400 * 0.08)
-    assert garnet["cost"] == pytest.approx(4 * 0.30 + 400 * 0.00145)
+    # 4 experiments of 100 shots, in one program set task (a QPU takes up to 100 circuits
+    # in one, as AWS documents): 1 x 0.30 + 400 x the shot price
+    assert (forte["tasks"], forte["shots"]) == (1, 400)
+    assert forte["cost"] == pytest.approx(1 * 0.30 + 400 * 0.08)
+    assert garnet["cost"] == pytest.approx(1 * 0.30 + 400 * 0.00145)
     assert _cost_of(plan, "aer")["cost"] == 0.0
     assert plan["cost"]["total"] == pytest.approx(forte["cost"] + garnet["cost"])
     assert plan["cost"]["currency"] == "USD" and plan["cost"]["spent"] == 0.0
     shown = qrun("plan", manifest, env={"COLUMNS": "200"}).stdout
-    assert "estimated cost" in shown and "33.20 USD" in shown  # forte: 1.20 + 32.00
+    assert "estimated cost" in shown and "32.30 USD" in shown  # forte: 0.30 + 32.00
     assert f"Estimated cost: {plan['cost']['total']:,.2f} USD" in shown
 
 

@@ -24,6 +24,9 @@ class Limits:
     submit_rate: float | None = None  # submissions per second
     max_shots_per_job: int | None = None
     max_experiments_per_job: int | None = None
+    # The shots of all of one job's experiments together (a Braket program set's
+    # maximumTotalShots; IBM's executions, circuits x shots, per job)
+    max_total_shots_per_job: int | None = None
     max_qubits: int | None = None  # qubits, or atoms for neutral-atom backends
     max_modes: int | None = None  # photonic backends
     max_photons: int | None = None
@@ -63,6 +66,10 @@ class ProviderSpec:
     device_pattern: str | None = None
     device_hint: str = ""
     cloud_limits: Limits = field(default_factory=Limits)  # every device of a cloud provider
+    # (device pattern, limits) pairs refining cloud_limits for the devices a pattern
+    # matches, the first match winning: what is known of a kind of device without asking
+    # it (its adapter's job_limits, at apply, says what the device itself declares).
+    limits_by_device_pattern: tuple = ()
     # A module with check_program(program, device, options) -> str | None, asked at
     # validation; best one that spares validation the SDK's import.
     check_module: str | None = None
@@ -115,6 +122,9 @@ class ProviderSpec:
         if self.devices is not None:
             return self.devices.get(device, Limits())
         if self.device_pattern is not None:  # a cloud: no network at validation
+            for pattern, limits in self.limits_by_device_pattern:
+                if re.fullmatch(pattern, device):
+                    return self.cloud_limits.overridden(limits)
             return self.cloud_limits
         return self.adapter_module().device_limits(device)
 

@@ -14,7 +14,13 @@ SPEC = ProviderSpec(
     tuning_options=frozenset({"s3_bucket", "s3_prefix"}),
     device_pattern=r"arn:aws:braket:[a-z0-9-]*:[0-9]*:device/.+",
     device_hint="a Braket device ARN such as arn:aws:braket:::device/quantum-simulator/amazon/sv1",
-    cloud_limits=Limits(max_experiments_per_job=1),  # a quantum task holds one circuit
+    # A quantum task holds one circuit, or on a device that declares program sets, up to
+    # its maximumExecutables (read by the adapter at apply). AWS documents program sets for
+    # every gate-based QPU, "up to 100" circuits or parameter sets: what plan assumes for a
+    # QPU before an apply has read the device.
+    cloud_limits=Limits(max_experiments_per_job=1),
+    limits_by_device_pattern=((r"arn:aws:braket:[a-z0-9-]*:[0-9]*:device/qpu/.+",
+                               Limits(max_experiments_per_job=100)),),
     # Dynamic circuits are refused at validation; the gates a device declares are read
     # from its properties when tasks are submitted.
     check_module="qrun.providers.braket_local.program",

@@ -1,7 +1,13 @@
 """braket.aws: circuits on Amazon Braket devices, through the Braket SDK on boto3.
 
-A Braket quantum task holds one circuit, so a qrun job here is one experiment (or one shot
-slice): the registry's limits say so, and the planner cuts jobs accordingly. Each task carries
+On a device that declares program sets (GetDevice's ``braket.ir.openqasm.program_set``
+action: Braket's gate-based QPUs), a qrun job is one **program set** task of up to the
+device's ``maximumExecutables`` experiments and ``maximumTotalShots`` shots (``job_limits``
+reads them, the planner cuts jobs by them): one task fee instead of one per circuit. Each
+experiment is one executable; the experiments of one sweep share one program with list
+inputs. Braket divides a set's shots evenly among its executables, and the planner puts
+only experiments of one shot count in one job. Elsewhere (SV1, DM1, TN1) a task holds one
+circuit, and a job one experiment (or one shot slice). Each task carries
 qrun's idempotency tag as the task tag `qrun-tag`; `find` looks it up with
 SearchQuantumTasks, whose summaries list each task's tags. Results are read from S3, where
 Braket writes them, by the SDK (`AwsQuantumTask.result`).
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import logging
 import threading
 
@@ -29,15 +36,19 @@ import botocore.exceptions
 from botocore.config import Config
 from braket.aws import AwsQuantumTask, AwsSession
 from braket.ir.openqasm import Program as OpenQASMProgram
+from braket.ir.openqasm import ProgramSet
 from braket.schema_common import BraketSchemaBase
+from braket.tasks import ProgramSetQuantumTaskResult
 
 from qrun import tags
-from qrun.providers.base import JobNotFound, RemoteStatus, Task, sdk_versions
+from qrun.providers.base import JobNotFound, RemoteStatus, Task, TaskFailed, sdk_versions
 from qrun.providers.braket_local import program as braket_program
 from qrun.providers.braket_local.adapter import measure_counts, prepare_program
 from qrun.providers.cloud import CloudAdapter, error_text
+from qrun.providers.spec import Limits
 
 TAG_KEY = "qrun-tag"
+PROGRAM_SET = "braket.ir.openqasm.program_set"  # the device action that takes program sets
 # Error codes AWS answers for what passes (some of them with HTTP 400).
 TRANSIENT_CODES = {"ThrottlingException", "InternalServiceException", "ServiceUnavailable",
                    "ServiceQuotaExceededException", "RequestTimeout", "SlowDown", "InternalError"}
@@ -88,6 +99,7 @@ class Adapter(CloudAdapter):
         self.prefix = self.options.get("s3_prefix", "qrun")
         self._prepared: dict = {}  # program digest -> BraketProgram for this device
         self._target: braket_program.Device | None = None  # from the device's properties
+        self._program_sets: dict | None = None  # its program-set action, if it declares one
         self._target_lock = threading.Lock()
 
     # -- the cloud core's hooks
@@ -143,11 +155,23 @@ class Adapter(CloudAdapter):
                 answer = self.call(self.session.get_device, self.device)
                 if answer.get("deviceStatus") == "RETIRED":
                     raise RuntimeError(f"Braket device {self.device} is retired")
+                capabilities = json.loads(answer["deviceCapabilities"])
                 properties = BraketSchemaBase.parse_raw_schema(answer["deviceCapabilities"])
+                self._program_sets = capabilities.get("action", {}).get(PROGRAM_SET)
                 # Cloud devices take no mid-circuit measurement, reset or condition.
                 self._target = braket_program.Device.from_properties(self.device, properties,
                                                                      dynamic=False)
             return self._target
+
+    def job_limits(self) -> Limits:
+        """What one job may carry on this device, as it declares it: a program set's
+        executables and total shots, or one circuit where it takes no program sets."""
+        self.target()
+        action = self._program_sets
+        if action is None:
+            return Limits(max_experiments_per_job=1)
+        return Limits(max_experiments_per_job=max(1, int(action["maximumExecutables"])),
+                      max_total_shots_per_job=int(action["maximumTotalShots"]) or None)
 
     @staticmethod
     def _session(options: dict, credentials: dict) -> AwsSession:
@@ -162,13 +186,7 @@ class Adapter(CloudAdapter):
     # -- the remote adapter contract
 
     def submit(self, tasks: list[Task], seed, tag: str) -> str:
-        (task,) = tasks
-        target = self.target()
-        prepared = prepare_program(task, target, self._prepared)
-        size = target.size_problem(prepared.num_qubits, task.shots)
-        if size:
-            raise RuntimeError(size)
-        program = OpenQASMProgram(source=prepared.source, inputs=prepared.inputs_for(task.params))
+        action, shots = self._program_set(tasks) if len(tasks) > 1 else self._program(tasks[0])
         # The request AwsQuantumTask.create sends for an OpenQASM program, plus a client
         # token of our own: the SDK leaves it to botocore, which draws a new one per call.
         # Derived from the attempt's tag, so that a create sent again (by the cloud core,
@@ -177,8 +195,67 @@ class Adapter(CloudAdapter):
         # tag up before anything is sent again.
         return self.create(self.session.create_quantum_task, deviceArn=self.device,
                            outputS3Bucket=self.bucket, outputS3KeyPrefix=self.prefix,
-                           shots=task.shots, action=program.json(), tags={TAG_KEY: tag},
+                           shots=shots, action=action, tags={TAG_KEY: tag},
                            clientToken=client_token(tag))
+
+    def _program(self, task: Task) -> tuple[str, int]:
+        """One task's action (an OpenQASM program) and shots, checked against the device."""
+        target = self.target()
+        prepared = prepare_program(task, target, self._prepared)
+        size = target.size_problem(prepared.num_qubits, task.shots)
+        if size:
+            raise RuntimeError(size)
+        return OpenQASMProgram(source=prepared.source, inputs=prepared.inputs_for(task.params)).json(), \
+            task.shots
+
+    def _program_set(self, tasks: list[Task]) -> tuple[str, int]:
+        """Several tasks as one program set's action, and its total shots."""
+        target = self.target()
+        if self._program_sets is None:
+            raise RuntimeError(f"Braket device {self.device} takes no program sets: one circuit a task")
+        shots = {task.shots for task in tasks}
+        if len(shots) != 1:
+            raise RuntimeError("a program set runs every executable with the same shots; this job "
+                               f"mixes {sorted(shots)}")
+        (each,) = shots
+        for task in tasks:
+            size = target.size_problem(prepare_program(task, target, self._prepared).num_qubits, each)
+            if size:
+                raise RuntimeError(size)
+        programs, _ = self._packed(tasks)
+        total = each * len(tasks)
+        ceiling = self._program_sets.get("maximumTotalShots")
+        if len(tasks) > self._program_sets["maximumExecutables"] or (ceiling and total > ceiling):
+            raise RuntimeError(f"{len(tasks)} experiments of {each:,} shots exceed what one program "
+                               f"set takes on {self.device}")
+        return ProgramSet(programs=programs).json(), total
+
+    def _packed(self, tasks: list[Task]) -> tuple[list, list]:
+        """The program set's programs, and where each task is in it: (program, inputs index).
+
+        Tasks with inputs (the points of a sweep) whose translated text is the same share one
+        program, their inputs as lists in task order; any other task is a program of its own.
+        Braket reports executables in that order: program by program, inputs index 0 up."""
+        programs: list = []  # (source, {name: [values]}) per program
+        executables: list = []  # how many executables each program holds so far
+        shared: dict = {}  # (source, input names) -> index of the program they share
+        where = []
+        for task in tasks:
+            prepared = prepare_program(task, self.target(), self._prepared)
+            inputs = prepared.inputs_for(task.params) or {}
+            key = (prepared.source, tuple(sorted(inputs)))
+            index = shared.get(key) if inputs else None
+            if index is None:
+                index = len(programs)
+                programs.append((prepared.source, {name: [] for name in inputs}))
+                executables.append(0)
+                if inputs:
+                    shared[key] = index
+            for name, value in inputs.items():
+                programs[index][1][name].append(value)
+            where.append((index, executables[index]))
+            executables[index] += 1
+        return [OpenQASMProgram(source=source, inputs=inputs or None) for source, inputs in programs], where
 
     def find(self, tag: str) -> str | None:
         since = tags.created_at(tag)
@@ -223,13 +300,42 @@ class Adapter(CloudAdapter):
                             tags=None if tags is None else tuple(v for k, v in tags.items() if k == TAG_KEY))
 
     def fetch(self, handle: str, tasks: list[Task]) -> list:
-        (task,) = tasks
-        prepared = prepare_program(task, self.target(), self._prepared)  # same text, same map
         remote = AwsQuantumTask(handle, aws_session=self.session)
         result = self.call(self._about_task, remote.result)
         if result is None:
             raise RuntimeError(f"Braket has no result for {handle} ({remote.state()})")
+        if isinstance(result, ProgramSetQuantumTaskResult):
+            return self._program_set_counts(result, tasks)
+        (task,) = tasks
+        prepared = prepare_program(task, self.target(), self._prepared)  # same text, same map
         return [measure_counts(result, prepared)]
+
+    def _program_set_counts(self, result: ProgramSetQuantumTaskResult, tasks: list[Task]) -> list:
+        """Counts (or TaskFailed) per task from a program set's result, in qrun's bit order.
+
+        Each task's entry is found where ``_packed`` put it; a result whose shape is not the
+        one sent (another number of programs or executables, an entry with other inputs) is
+        refused rather than mapped to the wrong experiment."""
+        programs, where = self._packed(tasks)
+        sent = [1 + max((k for q, k in where if q == p), default=0) for p in range(len(programs))]
+        if [len(entry) for entry in result.entries] != sent:
+            raise RuntimeError(f"Braket's result for {result.task_metadata.id} does not have the "
+                               "shape of the program set sent; refusing to guess which executable "
+                               "is which experiment")
+        return [self._entry_counts(task, programs[p], k, result.entries[p][k])
+                for task, (p, k) in zip(tasks, where, strict=True)]
+
+    def _entry_counts(self, task: Task, program: OpenQASMProgram, index: int, entry):
+        if not hasattr(entry, "counts"):  # a ProgramSetExecutableFailure: this one alone failed
+            metadata = entry.failureMetadata
+            return TaskFailed(f"Braket {metadata.category.value.lower()} failure: {metadata.failureReason}"
+                              + (" (retryable)" if metadata.retryable else ""))
+        expected = {name: values[index] for name, values in (program.inputs or {}).items()}
+        if expected and dict(entry.inputs or {}) != expected:
+            raise RuntimeError(f"Braket returned the inputs {entry.inputs} where qrun sent {expected}; "
+                               "refusing to guess which executable is which experiment")
+        prepared = prepare_program(task, self.target(), self._prepared)
+        return prepared.counts_by_clbit(entry.measured_qubits, dict(entry.counts))
 
     def cancel(self, handle: str) -> None:
         self.call(self._about_task, self.session.cancel_quantum_task, handle)

@@ -145,15 +145,31 @@ def _tn1() -> dict:
     }, "Tensor network simulator, up to 50 qubits.")
 
 
+PROGRAM_SET = "braket.ir.openqasm.program_set"
+# The program-set action as Braket's local simulators declare it (default-simulator 1.41.2):
+# what the fake adds to its devices when it is asked to stand in for a device that takes
+# program sets (AWS documents them for its gate-based QPUs, not for SV1, DM1 or TN1).
+PROGRAM_SET_ACTION = {"actionType": PROGRAM_SET, "version": ["1"], "maximumExecutables": 100,
+                      "maximumTotalShots": 200_000}
+
+
 class SimulatorDevice:
     """One on-demand simulator: its GetDevice answer and its CreateQuantumTask checks."""
 
     def __init__(self, short: str, name: str, capabilities: dict, simulator: str):
+        self.short = short
         self.arn = DEVICE_PREFIX + short
         self.name = name
         self.capabilities = capabilities
         self.simulator = simulator  # "sv" or "dm": which local simulator runs the tasks
         self.openqasm = capabilities["action"]["braket.ir.openqasm.program"]
+        self.program_sets = capabilities["action"].get(PROGRAM_SET)  # None: it takes none
+
+    def with_program_sets(self, action: dict = PROGRAM_SET_ACTION) -> SimulatorDevice:
+        """This device, declaring (and accepting) program sets as ``action`` says."""
+        capabilities = {**self.capabilities,
+                        "action": {**self.capabilities["action"], PROGRAM_SET: dict(action)}}
+        return SimulatorDevice(self.short, self.name, capabilities, self.simulator)
 
     def describe(self, status: str) -> dict:
         """GetDevice's answer (deviceCapabilities is a JSON document in a string)."""
@@ -163,21 +179,72 @@ class SimulatorDevice:
                 "deviceQueueInfo": [{"queue": "QUANTUM_TASKS_QUEUE", "queueSize": "0",
                                      "queuePriority": "Normal"}]}
 
-    def refusal(self, action: str, shots: int) -> str | None:
-        """Why the service would refuse this task (a ValidationException's message), or None."""
-        low, high = self.capabilities["service"]["shotsRange"]
-        if not low <= shots <= high:
-            return (f"Number of shots {shots} is not in the range [{low}, {high}] supported "
-                    f"by device {self.arn}")
+    def refusal(self, action: str, shots: int) -> dict | None:
+        """Why the service would refuse this task, as the body of its 400
+        ValidationException (``message``, and for program sets the failures), or None."""
         try:
             program = json.loads(action)
         except ValueError:
-            return "action is not a JSON document"
+            return {"message": "action is not a JSON document"}
         header = (program.get("braketSchemaHeader") or {}).get("name")
+        if header == PROGRAM_SET:
+            return self.program_set_refusal(program, shots)
         if header != "braket.ir.openqasm.program":
-            return f"action type {header!r} is not supported by this fake (OpenQASM only)"
-        return self._program_problem(program.get("source", ""),
-                                     frozenset(program.get("inputs") or {}), shots)
+            return {"message": f"action type {header!r} is not supported by this fake (OpenQASM only)"}
+        low, high = self.capabilities["service"]["shotsRange"]
+        if not low <= shots <= high:
+            return {"message": f"Number of shots {shots} is not in the range [{low}, {high}] "
+                               f"supported by device {self.arn}"}
+        problem = self._program_problem(program.get("source", ""),
+                                        frozenset(program.get("inputs") or {}), shots)
+        return {"message": problem} if problem else None
+
+    def program_set_refusal(self, action: dict, shots: int) -> dict | None:
+        """Why the service would refuse this program set, as the body of its 400
+        ValidationException (``message``, and ``programSetValidationFailures`` naming the
+        program and inputs index at fault, as botocore's model has them), or None."""
+        from braket.ir.openqasm import ProgramSet
+
+        if self.program_sets is None:
+            return {"message": f"Device {self.arn} does not support the action type {PROGRAM_SET}"}
+        try:
+            program_set = ProgramSet.parse_obj(action)
+        except ValueError as exc:  # pydantic: no program, scalar or unequal input lists
+            return {"message": "the program set is not valid: " + " ".join(str(exc).split())}
+        count = program_set.num_executables
+        limit = self.program_sets["maximumExecutables"]
+        total_low = self.program_sets.get("minimumTotalShots") or 1
+        total_high = self.program_sets["maximumTotalShots"]
+        if count > limit:
+            return {"message": f"The program set has {count} executables; device {self.arn} "
+                               f"takes at most {limit}"}
+        if shots == 0:
+            return {"message": "Shots must not be zero. Result types are not supported with "
+                               "program set."}
+        if shots % count:
+            return {"message": f"Total shots {shots} must be divisible by the number of "
+                               f"executables {count}"}
+        if not total_low <= shots <= total_high:
+            return {"message": f"Total shots {shots} are not in the range [{total_low}, "
+                               f"{total_high}] of device {self.arn} for program sets"}
+        failures = self._program_set_failures(program_set, shots // count)
+        if failures:
+            return {"message": "Program set validation failed.", "reason": "ProgramSetValidationFailed",
+                    "programSetValidationFailures": failures}
+        return None
+
+    def _program_set_failures(self, program_set, shots_each: int) -> list:
+        """One failure per program whose text the device refuses, run with ``shots_each``."""
+        failures = []
+        low, high = self.capabilities["service"]["shotsRange"]
+        for index, program in enumerate(program_set.programs):
+            problem = (f"Number of shots {shots_each} per executable is not in the range "
+                       f"[{low}, {high}] supported by device {self.arn}"
+                       if not low <= shots_each <= high else
+                       self._program_problem(program.source, frozenset(program.inputs or {}), shots_each))
+            if problem:
+                failures.append({"programIndex": index, "errors": [problem]})
+        return failures
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 (one device object per fake, alive as long as it)
     def _program_problem(self, source: str, input_names: frozenset, shots: int) -> str | None:

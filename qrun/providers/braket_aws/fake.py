@@ -32,7 +32,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from qrun.fakes.server import FakeServer, HTTPError, Reply, Request, Route
-from qrun.providers.braket_aws.devices import DEVICES, RETIRED
+from qrun.providers.braket_aws.devices import DEVICES, PROGRAM_SET, RETIRED
 
 ACCOUNT = "000000000000"
 # Braket's error types, for answers that name none (injected faults, bugs of the fake)
@@ -54,6 +54,10 @@ class _Task:
     tags: dict
     action: str
     fail: bool  # doomed by fail_jobs
+    programs: int = 0  # how many a program set holds (0: the action is a single program)
+    executables: int = 1
+    failing: frozenset = frozenset()  # executables (by position) doomed by fail_executables
+    successful_shots: int | None = None
     created: float = field(default_factory=time.time)
     status: str = "QUEUED"
     failure: str | None = None
@@ -74,8 +78,18 @@ class FakeBraket(FakeServer):
         Route("GET", "/{bucket}/{key:path}", "_object"),  # S3 GetObject, path style
     )
 
-    def __init__(self, simulate: bool = True, retired: tuple = RETIRED, **common):
+    def __init__(self, simulate: bool = True, retired: tuple = RETIRED, program_sets: bool = False,
+                 fail_executables: float = 0.0, **common):
         super().__init__(**common)
+        # program_sets=True makes every device declare and run program sets with the local
+        # simulator's limits (100 executables, 200,000 shots): a stand-in for a QPU, which
+        # takes them, where SV1, DM1 and TN1 are not documented to.
+        self.devices = {arn: device.with_program_sets() if program_sets else device
+                        for arn, device in DEVICES.items()}
+        # The share of a program set's executables that fail on their own (the device's
+        # fault, retryable), the task completing with the rest: Braket reports failures per
+        # executable.
+        self.fail_executables = fail_executables
         # simulate=False answers every task with all-zero outcomes at once: for benchmarks
         # that measure the client, not the simulator.
         self.simulate = simulate
@@ -101,22 +115,24 @@ class FakeBraket(FakeServer):
     # -- operations
 
     def _device(self, request: Request, arn: str) -> Reply:
-        device = DEVICES.get(arn)
+        device = self.devices.get(arn)
         if device is None:
             raise HTTPError(404, f"Braket device {arn} not found", "ResourceNotFoundException")
         return Reply(200, device.describe("RETIRED" if arn in self.retired else "ONLINE"))
 
-    def _refusal(self, request: dict) -> HTTPError | None:
+    def _refusal(self, request: dict) -> Reply | None:
         """The error the real service answers this CreateQuantumTask with, or None."""
         arn = request.get("deviceArn", "")
-        device = DEVICES.get(arn)
+        device = self.devices.get(arn)
         if device is None:
-            return HTTPError(400, f"Device {arn} does not exist or is not available to this "
-                                  "account", "ValidationException")
+            return self.error_reply(400, f"Device {arn} does not exist or is not available to "
+                                         "this account", "ValidationException")
         if arn in self.retired:
-            return HTTPError(410, f"Device {arn} is retired", "DeviceRetiredException")
-        problem = device.refusal(request.get("action", ""), int(request.get("shots", -1)))
-        return HTTPError(400, problem, "ValidationException") if problem else None
+            return self.error_reply(410, f"Device {arn} is retired", "DeviceRetiredException")
+        body = device.refusal(request.get("action", ""), int(request.get("shots", -1)))
+        # The members of the modeled error beside the message (a program set's failures)
+        # are what the SDK reads (botocore copies them to the top of the parsed response).
+        return Reply(400, body, {"x-amzn-ErrorType": "ValidationException"}) if body else None
 
     def _create(self, request: Request) -> Reply:
         asked = request.json()
@@ -124,18 +140,21 @@ class FakeBraket(FakeServer):
         refusal = self._refusal(asked)
         if refusal:
             with self.lock:
-                self.refused.append(refusal.message)
-            raise refusal
+                self.refused.append(refusal.body["message"])
+            return refusal
         with self.lock:
             if token in self.by_client_token:  # AWS idempotency: same token, same task
                 return Reply(201, {"quantumTaskArn": self.by_client_token[token]})
             task_id = str(uuid.uuid4())  # unique across restarts, as Braket's are
             arn = f"arn:aws:braket:us-east-1:{ACCOUNT}:quantum-task/{task_id}"
+            programs, executables = _program_set_shape(asked["action"])
             task = _Task(arn=arn, device=asked["deviceArn"], shots=asked["shots"],
                          bucket=asked["outputS3Bucket"],
                          directory=f"{asked['outputS3KeyPrefix']}/{task_id}",
                          tags=asked.get("tags", {}), action=asked["action"],
-                         fail=self.job_fails())
+                         fail=self.job_fails(), programs=programs, executables=executables,
+                         failing=frozenset(i for i in range(executables) if executables > 1
+                                           and self.chance(self.fail_executables)))
             self.tasks[arn] = task
             if token:
                 self.by_client_token[token] = arn
@@ -148,6 +167,9 @@ class FakeBraket(FakeServer):
             if task.status != "QUEUED":  # cancelled meanwhile
                 return
             task.status = "RUNNING"
+        if task.programs:
+            self._run_program_set(task)
+            return
         if task.fail:
             failure: str | None = "injected: the device failed this task"
         else:
@@ -157,10 +179,82 @@ class FakeBraket(FakeServer):
                 failure = None
             except Exception as exc:  # the simulator refused the program: as Braket reports it
                 failure = f"{type(exc).__name__}: {exc}"
+        self._end(task, failure, task.shots if failure is None else 0)
+
+    def _end(self, task: _Task, failure: str | None, successful_shots: int) -> None:
         with self.lock:
             if task.status == "RUNNING":
                 task.status, task.failure = ("FAILED", failure) if failure else ("COMPLETED", None)
                 task.ended = time.time()
+                task.successful_shots = successful_shots
+
+    def _run_program_set(self, task: _Task) -> None:
+        """A program set, one executable at a time: each one's failure is its own (Braket's
+        result holds a ProgramSetExecutableFailure in its place), the task completes when
+        any succeeds. A FAILED program set still has its results.json, which the SDK reads."""
+        from braket.ir.openqasm import ProgramSet
+
+        program_set = ProgramSet.parse_raw(task.action)
+        shots_each = task.shots // task.executables
+        programs, metadata, position = [], [], 0
+        for program in program_set.programs:
+            results, outcomes = [], []
+            for index, executable in enumerate(_unzipped(program)):
+                result, outcome = self._executable(task, executable, index, shots_each,
+                                                   doomed=task.fail or position in task.failing)
+                results.append(result)
+                outcomes.append(outcome)
+                position += 1
+            programs.append({"braketSchemaHeader": {"name": "braket.task_result.program_result",
+                                                    "version": "1"},
+                             "executableResults": results, "source": json.loads(program.json()),
+                             "additionalMetadata": {}})
+            metadata.append({"executables": outcomes})
+        failed = sum(1 for m in metadata for outcome in m["executables"] if outcome)
+        successful = (task.executables - failed) * shots_each
+        document = {
+            "braketSchemaHeader": {"name": "braket.task_result.program_set_task_result", "version": "1"},
+            "programResults": programs, "s3Location": None,
+            "taskMetadata": {
+                "braketSchemaHeader": {"name": "braket.task_result.program_set_task_metadata",
+                                       "version": "1"},
+                "id": task.arn, "deviceId": task.device, "requestedShots": task.shots,
+                "successfulShots": successful, "programMetadata": metadata,
+                "createdAt": _iso(task.created), "endedAt": _iso(time.time()),
+                "status": "COMPLETED" if successful else "FAILED",
+                "totalFailedExecutables": failed}}
+        self.objects[(task.bucket, f"{task.directory}/results.json")] = json.dumps(document).encode()
+        reason = "injected: the device failed this task" if task.fail else \
+            "every executable of the program set failed"
+        self._end(task, None if successful else reason, successful)
+
+    def _executable(self, task: _Task, executable, index: int, shots: int, doomed: bool):
+        """One executable's result entry and its metadata entry ({} when it succeeded)."""
+        if doomed:
+            failure = {"failureReason": "injected: the device failed this executable",
+                       "retryable": True, "category": "DEVICE"}
+        else:
+            try:
+                measured = self._measured(task, executable, shots)
+                return ({"braketSchemaHeader": {"name": "braket.task_result.program_set_executable_result",
+                                                "version": "1"},
+                         "inputsIndex": index, **measured}, {})
+            except Exception as exc:  # the simulator refused this one: it alone fails
+                failure = {"failureReason": f"{type(exc).__name__}: {exc}"[:1000],
+                           "retryable": False, "category": "COMPILATION"}
+        return ({"braketSchemaHeader": {"name": "braket.task_result.program_set_executable_failure",
+                                        "version": "1"},
+                 "inputsIndex": index, "failureMetadata": failure}, failure)
+
+    def _measured(self, task: _Task, executable, shots: int) -> dict:
+        if not self.simulate:
+            return {"measurements": [[0, 0]] * shots, "measuredQubits": [0, 1]}
+        from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
+
+        simulator = DensityMatrixSimulator if DEVICES[task.device].simulator == "dm" \
+            else StateVectorSimulator
+        result = simulator().run(executable, shots=shots)
+        return {"measurements": result.measurements, "measuredQubits": result.measuredQubits}
 
     @staticmethod
     def _simulated(task: _Task) -> str:
@@ -190,7 +284,9 @@ class FakeBraket(FakeServer):
         described = {"quantumTaskArn": task.arn, "status": task.status, "deviceArn": task.device,
                      "deviceParameters": "{}", "shots": task.shots, "outputS3Bucket": task.bucket,
                      "outputS3Directory": task.directory, "createdAt": _iso(task.created),
-                     "tags": task.tags}
+                     "tags": task.tags, "actionMetadata": _action_metadata(task)}
+        if task.successful_shots is not None and task.status == "COMPLETED":
+            described["numSuccessfulShots"] = task.successful_shots
         if task.failure:
             described["failureReason"] = task.failure
         if task.ended:
@@ -232,7 +328,7 @@ class FakeBraket(FakeServer):
         start = int(asked.get("nextToken") or 0)
         page = tasks[start:start + size]
         answer: dict = {"quantumTasks": [{k: v for k, v in self._describe(t).items()
-                                          if k not in ("deviceParameters", "failureReason")}
+                                          if k in _SUMMARY_FIELDS}
                                          for t in page]}
         if start + size < len(tasks):
             answer["nextToken"] = str(start + size)
@@ -243,6 +339,46 @@ class FakeBraket(FakeServer):
         if data is None:
             return Reply(404, b"<Error><Code>NoSuchKey</Code></Error>", {"Content-Type": "application/xml"})
         return Reply(200, data, {"Content-Type": "application/json"})
+
+
+# QuantumTaskSummary's members in botocore's model of the service
+_SUMMARY_FIELDS = ("quantumTaskArn", "status", "deviceArn", "shots", "outputS3Bucket",
+                   "outputS3Directory", "createdAt", "endedAt", "tags")
+
+
+def _is_program_set(action: str) -> bool:
+    return f'"{PROGRAM_SET}"' in action[:200]  # the header comes first, as the SDK writes it
+
+
+def _program_set_shape(action: str) -> tuple[int, int]:
+    """(programs, executables) of a program set; (0, 1) for a single program. The action
+    was validated: it parses."""
+    if not _is_program_set(action):
+        return 0, 1
+    from braket.ir.openqasm import ProgramSet
+
+    program_set = ProgramSet.parse_raw(action)
+    return len(program_set.programs), program_set.num_executables
+
+
+def _unzipped(program) -> list:
+    """A program set's program as one Program per executable, its inputs unzipped."""
+    from braket.ir.openqasm import Program
+
+    if not program.inputs:
+        return [Program(source=program.source)]
+    names = list(program.inputs)
+    return [Program(source=program.source, inputs=dict(zip(names, values, strict=True)))
+            for values in zip(*program.inputs.values(), strict=True)]
+
+
+def _action_metadata(task: _Task) -> dict:
+    """GetQuantumTask's actionMetadata: the SDK reads its actionType to know that a FAILED
+    program set still has results."""
+    if not task.programs:
+        return {"actionType": "braket.ir.openqasm.program"}
+    return {"actionType": PROGRAM_SET, "programCount": task.programs,
+            "executableCount": task.executables}
 
 
 _SEARCH_FIELDS = {"quantumTaskArn": lambda t: t.arn, "deviceArn": lambda t: t.device,
