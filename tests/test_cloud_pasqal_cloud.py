@@ -291,3 +291,27 @@ def test_a_lost_creation_answer_is_never_a_refusal_and_never_resent(fakes, flip_
     with pytest.raises(TransientBackendError, match="may exist"):
         adapter.submit([_task(flip_first_atom, 500)], None, "qrun-doubt-1")
     assert dict(fake.accepted) == {"qrun-doubt-1": 1} and not looked_up
+
+
+def test_a_batch_creation_answered_429_is_sent_again_in_place_and_made_once(fakes, flip_first_atom,
+                                                                            monkeypatch):
+    """429 is answered before any work: the creation rule sends the batch again at once (the
+    status kept through qrun's session), instead of handing the engine a batch that "may
+    exist" to look up by its tag."""
+    from qrun.providers.pasqal_cloud.adapter import Adapter, _Transient
+
+    monkeypatch.setenv("PASQAL_TOKEN", "any")
+    fake = fakes()
+    route = "POST /core-fast/api/v1/batches"
+    fake.throttle_next[route] = 2  # the next two creations are answered 429
+    adapter = Adapter("EMU_FREE", {"endpoint": fake.url}, {"env": "PASQAL_TOKEN"})
+    looked_up = []
+    monkeypatch.setattr(adapter, "find", looked_up.append)
+    handle = adapter.submit([_task(flip_first_atom, 500)], None, "qrun-busy-1")
+    assert fake.requests[route] == 3 and fake.injected["429"] == 2
+    assert handle in fake.batches and dict(fake.accepted) == {"qrun-busy-1": 1} and not looked_up
+    # The status each kind of answer leaves for the rule: 429 and 503 answered, none unanswered.
+    assert adapter.answer_status(_Transient("POST /core-fast/api/v1/batches: HTTP 429", 2.0, 429)) == 429
+    assert adapter.answer_status(_Transient("POST /core-fast/api/v1/batches: HTTP 503", None, 503)) == 503
+    assert adapter.answer_status(_Transient("POST /core-fast/api/v1/batches: no answer")) is None
+    assert adapter.limit_reached(_Transient("HTTP 429", None, 429)) is None  # a rate, not a full account

@@ -180,6 +180,28 @@ def test_a_service_without_lookup_leaves_the_job_unresolved_instead_of_paying_tw
 # -- 4. crash safety
 
 
+# -- 5. account limits: a full job queue makes jobs wait, never fail
+
+
+def test_a_full_job_queue_makes_jobs_wait_and_none_fails(services, lab, _state_dir):
+    from qrun.store import read
+
+    fake, url = services(max_jobs_in_queue=2, run_time=1.0)  # room for two unfinished jobs
+    retry = "  retry: {max_attempts: 2, backoff: {initial: 200ms, max: 1s}}\n"
+    manifest = _manifest(lab, url, name="queue", shots=100, split=1, mzi_points=5, extra=retry)
+    applied = _apply(manifest)  # 6 experiments, one per job
+    output = applied.stdout + applied.stderr
+    assert applied.returncode == 0, output
+    assert [r["state"] for r in _experiments(_state_dir, "queue")] == ["done"] * 6
+    assert fake.injected["no room"] >= 4, fake.injected  # the service said "no room" (4 at least)
+    assert fake.most_unfinished == 2  # never more than the queue's room, and the room was used
+    assert len(fake.accepted) == 6 and set(fake.accepted.values()) == {1}  # never a second job
+    assert "waited for room at the provider" in output, output
+    assert "Cannot create more than 2 jobs" in output, output
+    with read(_state_dir / "queue.sqlite") as state:
+        assert all(job.attempts == 1 for job in state.jobs())  # none counted against the retry policy
+
+
 # -- the adapter itself, in this process
 
 
@@ -260,3 +282,71 @@ def test_adapter_refusals_are_deterministic_and_keep_the_secret(services, lab, m
         Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR}).submit(bad, None, "t")
     assert not isinstance(invalid.value, TransientBackendError)
     assert not fake.accepted
+
+
+def test_adapter_waits_for_room_in_the_queue_and_sends_a_group_only_once(services, lab, monkeypatch):
+    from perceval.providers.quandela import QuandelaCommunicationLayer
+
+    from qrun.providers.base import NoRoomYet, TransientBackendError
+    from qrun.providers.quandela_cloud.adapter import Adapter
+
+    monkeypatch.setenv(TOKEN_VAR, SECRET)
+    fake, url = services(max_jobs_in_queue=2, stall=True)  # jobs stay waiting: the room stays taken
+    adapter = Adapter("sim:slos", {"endpoint": url}, {"env": TOKEN_VAR})
+    layer = QuandelaCommunicationLayer("sim:slos", token=SECRET, url=url)
+    hom = _task(lab, "hom.pcvl", "|1,1>", {}, 10)
+    mzi = _task(lab, "mach-zehnder.pcvl", "|1,0>", {"phi": 0.0}, 10)
+    assert layer.get_availability() == 2  # what Perceval's RemoteComputer waits on
+    first = adapter.submit([hom], None, "qrun-room-1")
+    # A group of two programs with room for one: the first part is made, the second turned
+    # away. Not NoRoomYet (that says nothing was made, and would give the tag up).
+    with pytest.raises(TransientBackendError, match="turned away after 1 parts") as partial:
+        adapter.submit([hom, mzi], None, "qrun-room-2")
+    assert not isinstance(partial.value, NoRoomYet)
+    assert layer.get_availability() == 0 and fake.injected["no room"] == 1
+    with pytest.raises(NoRoomYet, match="Cannot create more than 2 jobs"):
+        adapter.submit([mzi], None, "qrun-room-3")  # nothing of it was made
+    assert "qrun-room-3" not in fake.accepted and fake.injected["no room"] == 2
+    adapter.cancel(first)  # a job ends: its room comes back
+    assert layer.get_availability() == 1
+    assert adapter.find("qrun-room-2") is None  # the engine looks up first: a part is missing
+    adapter.submit([hom, mzi], None, "qrun-room-2")  # sends only the missing part
+    assert dict(fake.accepted) == {"qrun-room-1": 1, "qrun-room-2:1/2": 1, "qrun-room-2:2/2": 1}
+    assert fake.most_unfinished == 2
+
+
+def test_limit_answers_mean_wait_or_stop_and_other_refusals_stay_refusals():
+    import requests
+
+    from qrun.providers.base import NoRoomYet, QuotaSpent
+    from qrun.providers.quandela_cloud.adapter import Adapter
+
+    adapter = Adapter("sim:slos", {"endpoint": "http://127.0.0.1:9"}, {"env": TOKEN_VAR})
+
+    def answered(status: int, error: str) -> requests.HTTPError:  # as Perceval's RPCHandler raises it
+        return requests.HTTPError(f"Url: http://127.0.0.1:9/api/job answered with status code "
+                                  f"{status} [{{'error': '{error}'}}]")
+
+    waits = [answered(400, "Cannot create more than 5 jobs"),
+             answered(401, "Not enough credits: all remaining credits are reserved by waiting "
+                           "or running jobs")]
+    stops = [answered(401, "Not enough credits"), answered(401, "Not enough qpu time left")]
+    refusals = [answered(400, "Invalid max_shots, should be a positive number"),
+                answered(401, "Invalid or expired job token"),
+                answered(403, "Platform qpu:belenos is locked, please upgrade your offer to use it")]
+    assert [adapter.limit_reached(e) for e in waits] == [NoRoomYet, NoRoomYet]
+    assert [adapter.limit_reached(e) for e in stops] == [QuotaSpent, QuotaSpent]
+    assert [adapter.limit_reached(e) for e in refusals] == [None, None, None]
+    # The words alone are not the service's answer: no status, or a 5xx, is no limit.
+    assert adapter.limit_reached(RuntimeError("Cannot create more than 5 jobs")) is None
+    assert adapter.limit_reached(answered(503, "Cannot create more than 5 jobs")) is None
+    # Through the creation rule: nothing is sent again in place, the engine is told to wait.
+    sent = []
+
+    def refused():
+        sent.append(1)
+        raise waits[0]
+
+    with pytest.raises(NoRoomYet, match="Cannot create more than 5 jobs"):
+        adapter.create(refused)
+    assert sent == [1]

@@ -30,10 +30,17 @@ token-provider settings; the code path is otherwise the same as in real use.
 Retries: the SDK's own retry loop sleeps 2 to 32 s and re-sends a batch creation that was
 answered 500/502/504, which could create the batch twice. So the adapter gives the SDK
 (through its `client_class` hook) an HTTP session that turns connection errors, timeouts,
-429 and 5xx into an exception the SDK does not retry. Reads and cancellations (GET, PATCH)
-are then retried by the session under the cloud core's call policy (qrun.providers.cloud),
-Retry-After honoured; a batch creation is made once, under the core's creation rule: a lost
-answer goes back to the engine, which looks the tag up before it sends anything again.
+429 and 5xx into an exception the SDK does not retry, keeping the status answered. Reads and
+cancellations (GET, PATCH) are then retried by the session under the cloud core's call
+policy (qrun.providers.cloud), Retry-After honoured; a batch creation is made once, under the
+core's creation rule: a 429 (or 408) turned it away before any work and is sent again in
+place, Retry-After honoured; a lost answer or a 5xx goes back to the engine, which looks the
+tag up before it sends anything again.
+
+Account limits: pasqal-cloud 0.24 knows none (no error of its own, no availability call; it
+retries 429 honouring Retry-After), and the Pasqal documentation read for this names no limit
+on unfinished batches nor an answer for one, so no answer is read as "no room yet" rather
+than guess its words (docs/cloud-pasqal_cloud.md says what was read).
 """
 
 from __future__ import annotations
@@ -86,9 +93,12 @@ class PasqalCloudError(RuntimeError):
 class _Transient(TransientBackendError):
     """One request that may succeed if sent again (no answer, 429, 5xx)."""
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+        # The HTTP status the service answered with (None: no answer). The creation rule
+        # reads it: a 429 turned the batch away before any work, so it is sent again in place.
+        self.status = status
 
 
 def check_program(program, device: str, options: dict) -> str | None:
@@ -134,11 +144,11 @@ class _Session(requests.Session):
             cause = exc.args[0] if exc.args else None
             status = getattr(getattr(cause, "response", None), "status_code", None)
             if status in TRANSIENT_STATUS:
-                raise _Transient(f"login: HTTP {status}") from None
+                raise _Transient(f"login: HTTP {status}", status=status) from None
             raise PasqalCloudError(f"Pasqal Cloud refused the login: {cause}") from None
         status = response.status_code
         if status in TRANSIENT_STATUS:
-            raise _Transient(f"{where}: HTTP {status}", _retry_after(response))
+            raise _Transient(f"{where}: HTTP {status}", _retry_after(response), status)
         if status >= 400 and "json" not in response.headers.get("Content-Type", ""):
             # The SDK's errors read a JSON body; say plainly what came instead.
             text = " ".join(response.text.split())[:300]
@@ -176,7 +186,7 @@ def _login(username: str, password: str, configuration) -> PasswordGrantTokenPro
         cause = exc.args[0] if isinstance(exc, TokenProviderError) and exc.args else exc
         status = getattr(getattr(cause, "response", None), "status_code", None)
         if status in TRANSIENT_STATUS:
-            raise _Transient(f"login: HTTP {status}") from None
+            raise _Transient(f"login: HTTP {status}", status=status) from None
         raise PasqalCloudError(f"Pasqal Cloud refused the login: {cause}", status) from None
 
 
@@ -256,7 +266,7 @@ class Adapter(CloudAdapter):
         return _is_transient(exc)  # GETs and PATCHes are retried by the session already
 
     def answer_status(self, exc: BaseException) -> int | None:
-        if isinstance(exc, PasqalCloudError):
+        if isinstance(exc, (PasqalCloudError, _Transient)):
             return exc.status
         response = getattr(exc, "response", None)
         return getattr(response, "status_code", None) if isinstance(exc, requests.HTTPError) else None

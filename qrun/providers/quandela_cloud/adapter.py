@@ -23,8 +23,17 @@ on a lossy QPU a result may hold fewer samples than shots. An experiment with no
 `min_detected_photons_filter` is given one equal to its input's photon count, heralds aside
 (Perceval's remote computers require one), so results count the events where every photon is
 detected, as a local SLOS run does. Outcomes are Fock states as Perceval prints them:
-"|1,0,1,0>". Where `RemoteComputer` would wait, unbounded, for room in the job queue, the
-adapter asks once and lets qrun's backoff wait.
+"|1,0,1,0>".
+
+Account limits: where `RemoteComputer` waits, unbounded, until `/api/jobs/availability` shows
+room in the account's job queue, the adapter sends the job and lets the service judge. Its
+refusal, 400 "Cannot create more than N jobs", is NoRoomYet (qrun's engine waits, with
+backoff, and fails nothing), as is 401 "Not enough credits" while unfinished jobs hold the
+credits; 401 "Not enough credits" otherwise is QuotaSpent (submissions to the backend stop
+for the apply). The refusal is what makes this reliable: qrun submits in parallel threads, so
+an availability answer is stale before the job it was asked for is sent. A group turned away
+after its first parts were made is no "nothing was created": it goes back to the engine as
+an unanswered submission, whose next try looks the group up and sends the missing parts.
 
 Credentials: `{env: VAR}` (the token is read from the environment at each call) or
 `{profile: ...}` (Perceval's saved token: `RemoteConfig`, or PCVL_CLOUD_TOKEN). The token
@@ -51,6 +60,8 @@ from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
 
 from qrun.providers.base import (
     JobNotFound,
+    NoRoomYet,
+    QuotaSpent,
     RemoteStatus,
     SubmissionUnknown,
     Task,
@@ -64,6 +75,14 @@ from qrun.sources.perceval import load
 TRANSIENT_STATUS = {408, 423, 425, 429}  # and every 5xx
 LOOKUP_MISSING = {404, 405, 501}  # the service has no job lookup
 
+# A job creation turned away by an account limit, as the Quandela cloud API (v2.8, POST
+# /api/job) documents its answers; read by their text, the only place the SDK keeps them
+# ("... answered with status code 400 [{'error': 'Cannot create more than 5 jobs'}]").
+NO_ROOM = re.compile(r"cannot create more than \d+ jobs", re.IGNORECASE)  # 400: waiting jobs
+# 401: credits held by waiting or running jobs come back as those jobs end: wait for them.
+CREDITS_HELD = re.compile(r"not enough credits: all remaining credits are reserved", re.IGNORECASE)
+CREDITS_SPENT = re.compile(r"not enough credits|not enough \w+ time left", re.IGNORECASE)  # 401
+
 STATES = {RunningStatus.WAITING: "queued", RunningStatus.SUSPENDED: "queued",
           RunningStatus.UNKNOWN: "queued", RunningStatus.RUNNING: "running",
           RunningStatus.CANCEL_REQUESTED: "running", RunningStatus.SUCCESS: "done",
@@ -76,7 +95,7 @@ def known_devices() -> list:
 
 
 class _Busy(Exception):
-    """The service could not answer now (no status refresh, a full queue): try again."""
+    """The service could not answer now (no status refresh): try again."""
 
 
 class LookupUnsupported(SubmissionUnknown):
@@ -178,6 +197,19 @@ class Adapter(CloudAdapter):
     def answer_status(self, exc: BaseException) -> int | None:
         return _status_code(exc) if isinstance(exc, requests.RequestException) else None
 
+    def limit_reached(self, exc: BaseException):
+        """The account's limits, from the service's own answer to the create (a 4xx); an error
+        of ours that quotes the same words is not one."""
+        status = _status_code(exc) if isinstance(exc, requests.RequestException) else None
+        if status is None or not 400 <= status < 500:
+            return None
+        text = str(exc)
+        if NO_ROOM.search(text) or CREDITS_HELD.search(text):
+            return NoRoomYet
+        if CREDITS_SPENT.search(text):
+            return QuotaSpent
+        return None
+
     def refusal(self, exc: Exception) -> Exception:
         if isinstance(exc, requests.RequestException):  # 4xx: bad token, unknown platform, ...
             return RuntimeError(f"the Quandela cloud refused: {_text(exc)}")
@@ -198,6 +230,13 @@ class Adapter(CloudAdapter):
                     job_id = self._submit_part([tasks[p] for p in positions], part_seed, tag, name)
                 except (TransientBackendError, SubmissionUnknown):
                     raise
+                except (NoRoomYet, QuotaSpent) as exc:
+                    if ids:  # not "nothing was created" (the tag would be given up): try later
+                        raise TransientBackendError(
+                            f"{name} was turned away after {len(ids)} parts of the group were "
+                            f"created ({exc}); the next try looks the group up and sends only "
+                            "the parts it lacks") from None
+                    raise
                 except Exception as exc:
                     if ids:  # earlier parts exist (and are paid for): this is no refusal of all
                         raise SubmissionUnknown(f"{name} was refused after {len(ids)} parts of the "
@@ -214,31 +253,17 @@ class Adapter(CloudAdapter):
             experiment.min_detected_photons_filter(experiment.input_state.n - heralded)
 
         def prepare() -> tuple:  # nothing is sent yet: retried as any call
-            layer, rpc, computer = self._connection()
+            layer, _, computer = self._connection()
             computation = self._computation(computer, experiment, tasks, tag, name)
-            if self._queue_room(rpc) <= 0:
-                raise _Busy(f"the job queue of {self.device} is full")
             with self._payload_lock:
                 seeded = seed is not None and "seed" in computer.available_parameters
                 computer.parameters = {"seed": int(seed)} if seeded else {}
                 return layer, computer.prepare_payload(computation)
 
         layer, payload = self.call(prepare)
-        # Sent once: a lost answer goes back to the engine, which looks the tag up first.
+        # Sent once: a lost answer goes back to the engine, which looks the tag up first; a
+        # queue without room is the service's refusal (limit_reached), so nothing is asked first.
         return self.create(layer.send, payload)
-
-    @staticmethod
-    def _queue_room(rpc) -> int:
-        """Jobs the token may still queue (what RemoteComputer waits for, asked once)."""
-        try:
-            room = rpc.get_job_availability()
-        except requests.HTTPError as exc:
-            if _status_code(exc) in LOOKUP_MISSING:
-                return 1  # the service does not say: let it judge the submission
-            raise
-        if room.get("max_jobs_in_queue") is None:
-            return 1
-        return int(room["max_jobs_in_queue"]) - int(room.get("num_jobs_in_queue") or 0)
 
     @staticmethod
     def _computation(computer, experiment, tasks: list[Task], tag: str, name: str):

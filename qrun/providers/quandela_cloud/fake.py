@@ -4,8 +4,9 @@ It speaks the HTTP API that Perceval's `QuandelaCommunicationLayer` (its `RPCHan
 
     GET  /api/platforms/<name>/processor   platform details (answers 404: the SDK falls back)
     GET  /api/platform/<name>              platform details: status, type, serialized specs
-    GET  /api/jobs/availability            room in the job queue
-    POST /api/job                          create a job (a serialized Perceval payload)
+    GET  /api/jobs/availability            room in the account's job queue
+    POST /api/job                          create a job (a serialized Perceval payload); past
+                                           the queue's room, 400 "Cannot create more than N jobs"
     GET  /api/job/status/<id>              waiting | running | completed | error | canceled
     GET  /api/job/result/<id>              {"results": <serialized Perceval results, as JSON text>}
     POST /api/job/cancel/<id>
@@ -21,6 +22,15 @@ to rehearse what qrun does against the real service.
 Jobs run on qrun's own local Perceval adapter (qrun.providers.perceval_local.adapter.Adapter): SLOS for
 every platform except names containing "clifford" (CliffordClifford2017) or "naive". Requests
 must carry `Authorization: Bearer <token>`; with `token=` set, only that token is accepted.
+
+The account's job queue holds `max_jobs_in_queue` unfinished (waiting or running) jobs
+(`--max-jobs-in-queue N`): the availability route says so with the real answer's fields
+(`max_jobs_in_queue`, `num_jobs_in_queue`; the concurrency and Quantum Toolbox pairs are
+null: the fake does not model them, and the API lets them be null), and a creation past it is
+refused as the cloud API (v2.8) documents: HTTP 400 {"error": "Cannot create more than N
+jobs"}, nothing created. The API does not say which job states count; the fake counts running
+jobs too (the stricter reading). `injected["no room"]` counts the refusals and
+`most_unfinished` the most unfinished jobs the fake ever held at once.
 
 Faults, flags, environment variables and accounting are those of every fake
 (qrun.fakes.server); `credential` is the one bearer token accepted (any if None).
@@ -43,6 +53,7 @@ from qrun.fakes.server import FakeServer, HTTPError, Reply, Request, Route
 
 PLATFORMS = ("sim:slos", "sim:clifford", "sim:naive", "qpu:belenos", "qpu:ascella")
 FAILURE_TEXT = "the platform lost its photon source during the run (injected fault)"
+UNFINISHED = ("waiting", "running")  # the job states that take room in the account's queue
 
 
 @dataclass
@@ -82,7 +93,8 @@ class FakeQuandela(FakeServer):
         super().__init__(**common)
         self.lookup = lookup
         self.platforms = tuple(platforms)
-        self.max_jobs_in_queue = max_jobs_in_queue
+        self.max_jobs_in_queue = max_jobs_in_queue  # the account's room for unfinished jobs
+        self.most_unfinished = 0  # the most unfinished jobs held at once, for tests
         self.jobs: dict[str, FakeJob] = {}
         self._adapters: dict = {}
 
@@ -93,10 +105,13 @@ class FakeQuandela(FakeServer):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-lookup", action="store_true",
                             help="answer the job-group lookup with 405, as Quandela's published API")
+        parser.add_argument("--max-jobs-in-queue", type=int, default=10_000, metavar="N",
+                            help="unfinished jobs the account may hold; a creation past it is "
+                                 "refused (400 \"Cannot create more than N jobs\")")
 
     @classmethod
     def options_from(cls, args: argparse.Namespace) -> dict:
-        return {"lookup": not args.no_lookup}
+        return {"lookup": not args.no_lookup, "max_jobs_in_queue": args.max_jobs_in_queue}
 
     # -- what every request goes through
 
@@ -118,10 +133,16 @@ class FakeQuandela(FakeServer):
     def _processor(self, request: Request, name: str) -> Reply:
         return Reply(404, {"error": "no processor description for this platform"})
 
-    def _availability(self, request: Request) -> Reply:
+    def _unfinished(self) -> int:
         with self.lock:
-            queued = sum(job.status == "waiting" for job in self.jobs.values())
-        return Reply(200, {"max_jobs_in_queue": self.max_jobs_in_queue, "num_jobs_in_queue": queued})
+            return sum(job.status in UNFINISHED for job in self.jobs.values())
+
+    def _availability(self, request: Request) -> Reply:
+        # The real answer's six fields (JobAvailabilityResponse); Perceval reads the queue pair.
+        return Reply(200, {"max_jobs_in_queue": self.max_jobs_in_queue,
+                           "num_jobs_in_queue": self._unfinished(),
+                           "max_concurrent_jobs": None, "num_concurrent_jobs": None,
+                           "max_running_qt_jobs": None, "num_running_qt_jobs": None})
 
     def _job(self, job_id: str) -> FakeJob:
         job = self.jobs.get(job_id)
@@ -176,13 +197,21 @@ class FakeQuandela(FakeServer):
                                  f"'{platform}'")
         if int(payload.get("max_shots") or 0) <= 0:
             raise HTTPError(400, "Invalid max_shots, should be a positive number")
-        job = FakeJob(id=str(uuid.uuid4()), name=name, group=data.get("job_group_name"),
-                      platform=platform, payload=payload, fail=self.job_fails())
-        with self.lock:
+        with self.lock:  # the check and the creation at once: two creates cannot share a slot
+            self._refuse_past_the_queue()
+            job = FakeJob(id=str(uuid.uuid4()), name=name, group=data.get("job_group_name"),
+                          platform=platform, payload=payload, fail=self.job_fails())
             self.jobs[job.id] = job
             self.accepted[name] += 1
+            self.most_unfinished = max(self.most_unfinished, self._unfinished())
         self.run_later(lambda: self._run(job))
         return Reply(200, {"job_id": job.id})
+
+    def _refuse_past_the_queue(self) -> None:
+        """The account's queue is full (held lock): the create makes nothing."""
+        if self._unfinished() >= self.max_jobs_in_queue:
+            self.injected["no room"] += 1
+            raise HTTPError(400, f"Cannot create more than {self.max_jobs_in_queue} jobs")
 
     def _status(self, request: Request, job_id: str) -> Reply:
         job = self._job(job_id)
