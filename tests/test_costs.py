@@ -273,3 +273,14 @@ def test_a_broken_price_table_is_a_clear_error(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         costs.price_table.cache_clear()
+
+
+def test_ibm_jobs_hold_at_most_ten_million_executions(project):
+    """A Sampler job takes circuits x shots <= 10 million: 4 experiments of 4 million shots
+    make jobs of two (8 million), never three (12 million)."""
+    manifest = _manifest(project, _backend("ibm", "qiskit.ibm", "ibm_brisbane",
+                                           'options: {endpoint: "http://127.0.0.1:9"}'),
+                         shots=4_000_000)
+    planned, plan = _plan_json(manifest)
+    assert planned.returncode == 0, planned.stderr
+    assert (_cost_of(plan, "ibm")["tasks"], _cost_of(plan, "ibm")["shots"]) == (2, 16_000_000)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from ..tags import new_tag
 from .connection import Connection, now, to_json
-from .events import record_event
+from .events import record_event, record_events
 from .jobs import CANCELLED, DONE, FAILED, PENDING, RUNNING, SUBMITTED, SUBMITTING, move_job
 from .rows import JobRow
 
@@ -153,7 +153,10 @@ def complete_job(conn: Connection, apply_id: int, job_id: int, attempt_id: int, 
                      (state, stamp, error, attempt_id))
         move_job(conn, apply_id, job_id, state,
                  {"failed_experiments": len(failures)} if failures else None, error=error)
-        for key in dict.fromkeys(key for key, _, _ in results):
+        whole, sliced = _whole_experiments(conn, job_id, results)
+        _store_whole(conn, apply_id, whole, metadata, stamp)
+        finished.extend(key for key, _, _ in whole)
+        for key in sliced:
             if _merge_if_complete(conn, apply_id, key, stamp):
                 finished.append(key)
         for key, why in failures:
@@ -165,6 +168,39 @@ def _fail_experiment(conn: Connection, apply_id: int, key: str, error: str, stam
     conn.execute("UPDATE experiments SET state=?, error=?, updated_at=? WHERE key=?",
                  (FAILED, error, stamp, key))
     record_event(conn, apply_id, "experiment", key, FAILED, error)
+
+
+def _whole_experiments(conn: Connection, job_id: int, results: list) -> tuple[list, list]:
+    """The job's results split into experiments held whole by it, as (key, counts), and the
+    keys of experiments cut into slices (merged when all their slices are in)."""
+    slices = {key: (count, shots) for key, shots, count in conn.all(
+        "SELECT s.experiment, s.shots, (SELECT count(*) FROM slices t WHERE t.experiment=s.experiment) "
+        "FROM slices s WHERE s.job_id=?", (job_id,))}
+    whole, sliced = [], []
+    for key, _, counts in results:
+        count, shots = slices.get(key, (0, 0))
+        if count == 1:
+            whole.append((key, counts, shots))
+        elif key not in sliced:
+            sliced.append(key)
+    return whole, sliced
+
+
+def _store_whole(conn: Connection, apply_id: int, whole: list, metadata: dict, stamp: float) -> None:
+    """Results of experiments a job held whole, as (key, counts, planned shots), stored at
+    once: many per job on a cloud that takes many circuits in one (a Braket program set)."""
+    if not whole:
+        return
+    conn.executemany(
+        "INSERT INTO results(experiment, counts, shots, metadata, apply_id, completed_at) "
+        "VALUES (?,?,?,?,?,?) ON CONFLICT(experiment) DO UPDATE SET counts=excluded.counts, "
+        "shots=excluded.shots, metadata=excluded.metadata, apply_id=excluded.apply_id, "
+        "completed_at=excluded.completed_at",
+        [(key, to_json(dict(sorted(counts.items()))), shots, to_json(metadata), apply_id, stamp)
+         for key, counts, shots in whole])
+    conn.executemany("UPDATE experiments SET state=?, error=NULL, updated_at=? WHERE key=?",
+                     [(DONE, stamp, key) for key, _, _ in whole])
+    record_events(conn, apply_id, "experiment", [key for key, _, _ in whole], DONE)
 
 
 def _merge_if_complete(conn: Connection, apply_id: int, key: str, stamp: float) -> bool:

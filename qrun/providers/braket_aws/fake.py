@@ -11,18 +11,22 @@ It refuses what the real service refuses, the way it does (devices.py): an unkno
 device ARN, a retired device (TN1), shots outside the device's range, and a program using an
 operation, modifier, pragma or statement the device does not declare (a 400
 ValidationException with a message naming the line). GetDevice serves SV1's, DM1's and
-TN1's published capabilities, so rehearsals translate for the same device. Task ids are
+TN1's published capabilities, so rehearsals translate for the same device. With
+``program_sets=True`` (``--program-sets``) they also declare program sets, as a QPU does,
+and run them executable by executable, answering in the service's result format
+(``ProgramSetTaskResult`` inline, failures per executable). Task ids are
 random (uuid4), as real ones: a restarted fake never hands out an id it gave before.
 ``credential`` is the one access key id accepted (read from the SigV4 Authorization header).
 Faults, flags and accounting: qrun.fakes.server, the same for every fake.
 
-    python -m qrun.fakes braket.aws --port 8123 [--error-rate 0.3 --latency 0.05 ...]
+    python -m qrun.fakes braket.aws --port 8123 [--program-sets --error-rate 0.3 --latency 0.05 ...]
     # backends: [{name: sv1, provider: braket.aws, device: arn:aws:braket:::device/quantum-simulator/amazon/sv1,
     #             options: {endpoint: "http://127.0.0.1:8123"}}]
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import logging
@@ -98,6 +102,18 @@ class FakeBraket(FakeServer):
         self.by_client_token: dict[str, str] = {}
         self.objects: dict[tuple, bytes] = {}  # (bucket, key) -> bytes
         self.refused: list[str] = []  # messages of the CreateQuantumTask calls refused
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--program-sets", action="store_true",
+                            help="devices declare and run program sets (100 executables, "
+                                 "200,000 shots), as a QPU does")
+        parser.add_argument("--fail-executables", type=float, default=0.0, metavar="SHARE",
+                            help="share of a program set's executables that fail on their own")
+
+    @classmethod
+    def options_from(cls, args: argparse.Namespace) -> dict:
+        return {"program_sets": args.program_sets, "fail_executables": args.fail_executables}
 
     # -- what every request goes through
 
