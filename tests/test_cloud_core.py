@@ -112,6 +112,32 @@ def test_a_create_turned_away_before_any_work_is_sent_again(status):
     assert Toy().create(create) == "job-1" and len(sent) == 3
 
 
+@pytest.mark.parametrize("status", [408, 429])
+def test_a_create_throttled_at_every_try_waits_for_room_instead_of_a_lookup(status):
+    """Turned away before any work at every try: nothing exists, so the engine is told to
+    wait for room (NoRoomYet), not that a job may exist (which would cost a tag lookup and
+    count as an attempt whose fate is unknown)."""
+    sent = []
+
+    def create():
+        sent.append(1)
+        raise Answered(status)
+
+    with pytest.raises(NoRoomYet, match=f"Toy still turns creations away: Answered: HTTP {status}"):
+        Toy().create(create)
+    assert len(sent) == Toy.policy.tries
+
+
+def test_a_create_whose_last_try_lost_its_answer_may_exist():
+    answers = iter([Answered(429), NoAnswer("lost")])
+
+    def create():
+        raise next(answers)
+
+    with pytest.raises(TransientBackendError, match="may exist"):
+        Toy().create(create)
+
+
 def test_calls_are_retried_within_the_bound():
     tries = []
 

@@ -8,7 +8,8 @@ quandela.cloud). SDK-free: each adapter brings its SDK and a few rules, this mod
   * One rule for job creations (``CloudAdapter.create``): only an HTTP 4xx answer says that
     nothing was created. 408 (request timeout) and 429 (too many requests) are answered
     before any work and may pass, so such a create is sent again here, under the call
-    policy; any other 4xx is a refusal. A lost connection, a client-side timeout, 5xx or a
+    policy, and once its tries are spent it is NoRoomYet: the engine waits for room, the job
+    never fails for it; any other 4xx is a refusal. A lost connection, a client-side timeout, 5xx or a
     failure nobody can read may have created the job: it is a TransientBackendError, and the
     engine looks the job's tag up before it sends anything again.
   * One reading of credential references (``Credentials``): ``{env: VAR}`` is read from the
@@ -98,8 +99,10 @@ def retrying(policy: CallPolicy, is_transient: Callable[[BaseException], bool], 
                 return function(*args, **kwargs)
     except RetryError as exc:
         last = exc.last_attempt
-        raise TransientBackendError(f"{service} did not answer after {last.attempt_number} tries: "
-                                    f"{error_text(last.exception())}") from None
+        spent = TransientBackendError(f"{service} did not answer after {last.attempt_number} tries: "
+                                      f"{error_text(last.exception())}")
+        spent.last_error = last.exception()  # what the last try failed with, for the caller
+        raise spent from None
     raise AssertionError("unreachable: Retrying either returns or raises")  # for type checkers
 
 
@@ -269,8 +272,7 @@ class CloudAdapter:
         def unsent_and_passing(exc: BaseException) -> bool:
             if self.limit_reached(exc) is not None:
                 return False  # the engine waits for room: trying again now would not help
-            turned_away = self.answer_status(exc) in NOT_A_REFUSAL
-            return (turned_away or self.never_sent(exc)) and self.is_transient(exc)
+            return (self.turned_away(exc) or self.never_sent(exc)) and self.is_transient(exc)
 
         try:
             return retrying(self.policy, unsent_and_passing, self.service_name, function, *args, **kwargs)
@@ -280,11 +282,23 @@ class CloudAdapter:
             limit = self.limit_reached(exc)
             if limit is not None:
                 raise limit(f"{self.service_name}: {self.credentials.scrub(error_text(exc))}") from None
+            last = getattr(exc, "last_error", None)
+            if isinstance(exc, TransientBackendError) and last is not None and self.turned_away(last):
+                # Turned away before any work at every try (throttled): nothing was made,
+                # and the engine waits for room rather than looking up a job that is not there.
+                raise NoRoomYet(f"{self.service_name} still turns creations away: "
+                                f"{self.credentials.scrub(error_text(last))}") from None
             if not isinstance(exc, TransientBackendError) and self.created_nothing(exc):
                 raise self.refusal(exc) from None
             why = str(exc) if isinstance(exc, TransientBackendError) else error_text(exc)
             raise TransientBackendError(f"{self.service_name} did not confirm the job, which may exist: "
                                         f"{self.credentials.scrub(why)}") from None
+
+    def turned_away(self, exc: BaseException) -> bool:
+        """Whether the service turned a call away before any work (408, 429: throttled), so
+        that a create answered so made nothing. A provider whose throttling answers carry
+        another status says so here."""
+        return self.answer_status(exc) in NOT_A_REFUSAL
 
     def limit_reached(self, exc: BaseException) -> type[NoRoomYet] | type[QuotaSpent] | None:
         """Hook: whether a create was turned away by an account limit, before any work:

@@ -126,6 +126,12 @@ class Adapter(CloudAdapter):
             return _http_status(exc) or None
         return None
 
+    def turned_away(self, exc: BaseException) -> bool:
+        # Braket answers throttling as ThrottlingException (HTTP 429), which answer_status
+        # leaves out with every code that may pass: it is answered before any work.
+        return isinstance(exc, botocore.exceptions.ClientError) and \
+            (_code(exc) == "ThrottlingException" or _http_status(exc) == 429)
+
     def created_nothing(self, exc: BaseException) -> bool:
         # botocore checks a request's parameters before it sends anything.
         return isinstance(exc, botocore.exceptions.ParamValidationError) or super().created_nothing(exc)
