@@ -389,20 +389,35 @@ def status(path: str | Path, state_dir=None, root=None) -> dict:
                     failure_causes=store.failure_causes(apply_id),
                     pending_causes=store.pending_causes(apply_id),
                     remote_jobs=store.remote_jobs(apply_id),
-                    spend=_spend(manifest, store.sent_work()))
+                    spend=_spend(manifest, store.sent_work(), store.reported_usage()))
     if apply_id is None:  # never applied: everything the manifest describes is pending
         total = sum(1 for _ in planner.experiments(manifest))
         report["experiments"] = {"total": total, "done": 0, "failed": 0, "pending": total}
     return report
 
 
-def _spend(manifest: Manifest, sent) -> dict:
-    """What was sent, per backend, priced as the manifest prices it now (costs.py)."""
+def _spend(manifest: Manifest, sent, reported=()) -> dict:
+    """What was sent, per backend, priced as the manifest prices it now (costs.py), beside
+    what the providers themselves reported of the jobs that finished (their usage, priced
+    the same way, and the calibrations they ran under)."""
     estimate = costs.CostEstimate.of(manifest, {}, costs.work_by_backend(sent))
-    return {"currency": estimate.currency, "total": estimate.spent,
-            "backends": [{"backend": row.backend, "tasks": row.spent_work.tasks,
-                          "shots": row.spent_work.shots, "cost": row.spent}
-                         for row in estimate.backends.values() if row.spent_work.tasks]}
+    by_backend = {usage.backend: usage for usage in reported}
+    rows = []
+    for row in estimate.backends.values():
+        if not row.spent_work.tasks:
+            continue
+        usage = by_backend.get(row.backend)
+        rows.append({"backend": row.backend, "tasks": row.spent_work.tasks,
+                     "shots": row.spent_work.shots, "cost": row.spent,
+                     "reported": _reported(manifest, row.backend, usage) if usage else None})
+    return {"currency": estimate.currency, "total": estimate.spent, "backends": rows}
+
+
+def _reported(manifest: Manifest, backend: str, usage) -> dict:
+    """A backend's reported usage, and its cost where the usage and the price both say."""
+    return {**usage.as_dict(), "cost": costs.reported_cost(
+        costs.price_of(manifest.backends[backend]) if backend in manifest.backends else None,
+        usage.tasks, usage.shots, usage.seconds)}
 
 
 def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None,

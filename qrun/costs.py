@@ -61,6 +61,19 @@ class Price:
         return work.tasks * self.per_task + work.shots * self.per_shot
 
 
+def reported_cost(price: Price | None, tasks: int | None, shots: int | None,
+                  seconds: float | None) -> float | None:
+    """What the usage a provider reported costs at ``price``; None when the price or a
+    figure it needs is unknown (never a guess: unknown stays unknown)."""
+    if price is None:
+        return None
+    if price.per_second:
+        return None if seconds is None else seconds * price.per_second
+    if (price.per_task and tasks is None) or (price.per_shot and shots is None):
+        return None
+    return (tasks or 0) * price.per_task + (shots or 0) * price.per_shot
+
+
 FREE_LOCAL = Price(source="local simulator")
 FREE_REHEARSAL = Price(source="rehearsal: a fake service on this machine")
 

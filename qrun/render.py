@@ -16,6 +16,23 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+def reported_usage(reported: dict, currency: str) -> str:
+    """One backend's usage as its provider reported it, and the calibrations seen."""
+    from .costs import money
+
+    figures = [f"{reported[name]:,} {name}" for name in ("tasks", "shots") if reported.get(name) is not None]
+    if reported.get("seconds") is not None:
+        figures.append(f"{reported['seconds']:,.1f} seconds")
+    text = (f"provider reported {', '.join(figures) or 'no usage figures'} over {reported['jobs']:,} "
+            f"jobs, {money(reported['cost'], currency)}")
+    calibrations = reported.get("calibrations") or []
+    if calibrations:
+        latest = calibrations[-1]
+        when = next((v for k, v in latest.items() if "update" in k or "version" in k), None)
+        text += f"; ran under {len(calibrations)} calibration(s), latest {when or latest}"
+    return text
+
+
 def plan(report) -> None:
     table = Table(title=f"plan for campaign {report.campaign}", title_justify="left")
     for column in ("circuit", "backend", "provider"):
@@ -224,6 +241,10 @@ def status(report: dict) -> None:
                           f"({row['tasks']:,} tasks, {row['shots']:,} shots)" for row in spend["backends"])
         out.print(f"sent to providers (estimated at the manifest's prices): "
                   f"{money(spend['total'], spend['currency'])}: {shown}", soft_wrap=True)
+        for row in spend["backends"]:
+            if row.get("reported"):
+                out.print(f"  {row['backend']}: {reported_usage(row['reported'], spend['currency'])}",
+                          soft_wrap=True)
     if report["failures"]:
         failures(report["failures"], report["failure_causes"], report["experiments"]["failed"])
     if report.get("pending_causes") and report["applied"]:

@@ -328,3 +328,23 @@ def test_plan_counts_tasks_by_what_the_last_apply_read_from_the_device(project, 
     assert api.apply(manifest).all_done
     changed = _campaign(project, url, shots=SHOTS + 100)  # the same campaign, all new keys
     assert planned_tasks(changed) == 1
+
+
+def test_status_shows_the_usage_braket_reported_and_the_calibration_beside_the_estimate(
+        project, set_fake, aws_env, _state_dir):
+    manifest = _campaign(project, set_fake.start(), extra="pricing: {per_task: 0.30, per_shot: 0.001}")
+    assert api.apply(manifest).all_done
+    status = json.loads(qrun("status", manifest, "-o", "json").stdout)
+    (row,) = status["spend"]["backends"]
+    shots = EXPERIMENTS * SHOTS
+    assert (row["tasks"], row["shots"]) == (1, shots)
+    assert row["cost"] == pytest.approx(0.30 + shots * 0.001)  # the estimate of what was sent
+    reported = row["reported"]
+    assert (reported["jobs"], reported["tasks"], reported["shots"], reported["seconds"]) == (1, 1, shots, None)
+    assert reported["cost"] == pytest.approx(row["cost"])
+    assert reported["calibrations"] == [{"device": DEVICE, "properties_updated_at": "2026-11-30T08:00:00"}]
+    shown = qrun("status", manifest, env={"COLUMNS": "200"}).stdout
+    assert f"provider reported 1 tasks, {shots:,} shots over 1 jobs, 24.70 USD" in shown
+    assert "latest 2026-11-30T08:00:00" in shown
+    rows = _rows(manifest)
+    assert all(r["metadata"]["calibration"]["properties_updated_at"] == "2026-11-30T08:00:00" for r in rows)

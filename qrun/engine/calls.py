@@ -35,6 +35,20 @@ class Op:
         return self.remote
 
 
+def fetch_and_report(adapter, handle: str, tasks: list) -> tuple[list, dict | None]:
+    """A done job's counts, and what its provider reports of it (usage, calibration) where
+    the adapter can tell (``job_report``). The report is asked after the results are in
+    hand, and its failure costs only the report: the results are what was paid for."""
+    counts = adapter.fetch(handle, tasks)
+    ask = getattr(adapter, "job_report", None)
+    if ask is None:
+        return counts, None
+    try:
+        return counts, ask(handle)
+    except Exception as exc:
+        return counts, {"usage": None, "calibration": None, "error": describe(exc)}
+
+
 def describe(exc: BaseException | None) -> str:
     """An error as one line of text, as it is recorded."""
     return TaskFailed.of(exc).error if exc is not None else "no reason given"

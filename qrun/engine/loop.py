@@ -365,13 +365,13 @@ class Engine:
             return
         self.complete(op, counts, metadata)
 
-    def complete(self, op: Op, counts: list, metadata: dict) -> None:
+    def complete(self, op: Op, counts: list, metadata: dict, report: dict | None = None) -> None:
         results = [(s.experiment, s.index, c) for s, c in zip(op.slices, counts)
                    if not isinstance(c, TaskFailed)]
         failures = [(s.experiment, c.error) for s, c in zip(op.slices, counts)
                     if isinstance(c, TaskFailed)]
         finished, failed = self.store.complete_job(self.apply_id, op.job.id, op.attempt_id,
-                                                   results, failures, metadata)
+                                                   results, failures, metadata, report)
         self.outcome.finished += len(finished)
         self.outcome.failed += len(failed)
         self.progress.experiments_finished(len(finished), len(failed))

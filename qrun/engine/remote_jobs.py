@@ -27,7 +27,7 @@ from ..providers.base import (
     TransientBackendError,
 )
 from ..store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow
-from .calls import CALL_THREADS, CallThreads, Op, SubmitOutcome, describe, submit_once
+from .calls import CALL_THREADS, CallThreads, Op, SubmitOutcome, describe, fetch_and_report, submit_once
 from .remote import Call, RemoteJob
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class RemoteJobs:
             future = self._threads.submit(adapter.poll, remote.handle)
         elif kind is Call.FETCH:
             tasks = [self.engine.task(work) for work in remote.slices]
-            future = self._threads.submit(adapter.fetch, remote.handle, tasks)
+            future = self._threads.submit(fetch_and_report, adapter, remote.handle, tasks)
         elif kind is Call.FIND:
             future = self._threads.submit(adapter.find, remote.tag)
         else:
@@ -333,7 +333,7 @@ class RemoteJobs:
     def _settle_fetch(self, op: Op, future: Future) -> None:
         remote = op.about
         try:
-            counts = future.result()
+            counts, report = future.result()
         except JobNotFound as exc:
             self._distrust(remote, f"the provider has no job {remote.handle} any more ({describe(exc)})")
             return
@@ -349,7 +349,9 @@ class RemoteJobs:
         adapter = remote_adapter_for(config["provider"], config["device"], config["options"],
                                      config.get("credentials"))
         metadata = {**adapter.metadata(), "remote_id": remote.handle}
-        self.engine.complete(op, counts, metadata)
+        if report and report.get("calibration"):  # with each result: what it ran under
+            metadata["calibration"] = report["calibration"]
+        self.engine.complete(op, counts, metadata, report)
 
     def _settle_cancel(self, op: Op, future: Future) -> None:
         remote = op.about

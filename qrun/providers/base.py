@@ -152,6 +152,14 @@ class RemoteAdapter(Protocol):
 
     def metadata(self) -> dict: ...
 
+    # Optional, asked once a job's results are fetched:
+    #   def job_report(self, handle: str) -> dict
+    # What the provider says of the done job: {"usage": {...}, "calibration": {...}}.
+    # ``usage`` holds ``tasks``, ``shots`` and ``seconds`` as billed where the provider
+    # reports them (None where it does not: unknown is never 0), beside its own fields by
+    # their own names; ``calibration`` names what the device ran under (a properties'
+    # last update, a specs version), or None. A failure here never fails the job.
+
 
 @cache
 def sdk_versions(packages: tuple) -> dict:

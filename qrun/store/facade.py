@@ -186,9 +186,9 @@ class Store:
         running.note_provider_state(self._conn, apply_id, job_id, state, provider_state)
 
     def complete_job(self, apply_id: int, job_id: int, attempt_id: int, results: list,
-                     failures: list, metadata: dict) -> tuple[list, list]:
+                     failures: list, metadata: dict, report: dict | None = None) -> tuple[list, list]:
         return running.complete_job(self._conn, apply_id, job_id, attempt_id, results, failures,
-                                    metadata)
+                                    metadata, report)
 
     def fail_attempt(self, apply_id: int, job_id: int, attempt_id: int, error: str,
                      retry_at: float | None, tag_absent: bool = False) -> list[str]:
@@ -232,6 +232,9 @@ class Store:
 
     def sent_work(self) -> list[reports.BackendWork]:
         return reports.sent_work(self._conn)
+
+    def reported_usage(self) -> list[reports.ReportedUsage]:
+        return reports.reported_usage(self._conn)
 
     def unsent_work(self, apply_id: int) -> list[reports.BackendWork]:
         return reports.unsent_work(self._conn, apply_id)

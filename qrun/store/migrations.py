@@ -82,7 +82,14 @@ def _migration_3(db: sqlite_utils.Database) -> None:
                remote)
 
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3]  # append, never edit: index + 1 is the schema version
+def _migration_4(db: sqlite_utils.Database) -> None:
+    # What the provider reported about a remote attempt once it was done (base.JobReport):
+    # its usage (tasks, shots, seconds billed, and its own fields) and the calibration it
+    # ran under, as JSON. NULL: nothing reported (a local run, a provider that says nothing).
+    db.execute("ALTER TABLE attempts ADD COLUMN report TEXT")
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]  # append, never edit: index + 1 is the schema version
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

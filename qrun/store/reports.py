@@ -164,6 +164,39 @@ def sent_work(conn: Connection) -> list[BackendWork]:
     return [BackendWork(backend=b, tasks=t, shots=n) for b, t, n in rows]
 
 
+@dataclass(frozen=True)
+class ReportedUsage(NamedRow):
+    """What the provider itself reported of one backend's finished jobs, over the campaign:
+    the jobs that reported, and the tasks, shots and seconds they say were used (None where
+    none of them said), and the calibrations they ran under, latest last."""
+    backend: str
+    jobs: int
+    tasks: int | None
+    shots: int | None
+    seconds: float | None
+    calibrations: list
+
+
+def reported_usage(conn: Connection) -> list[ReportedUsage]:
+    """Per backend, the usage and calibrations the providers reported (attempts' reports)."""
+    rows = conn.all("SELECT j.backend, a.report FROM attempts a JOIN jobs j ON j.id=a.job_id "
+                    "WHERE a.report IS NOT NULL ORDER BY a.finished_at, a.id")
+    by_backend: dict = {}
+    for backend, text in rows:
+        report = json.loads(text)
+        entry = by_backend.setdefault(backend, {"jobs": 0, "tasks": None, "shots": None,
+                                                "seconds": None, "calibrations": []})
+        entry["jobs"] += 1
+        usage = report.get("usage") or {}
+        for name in ("tasks", "shots", "seconds"):
+            if usage.get(name) is not None:  # unknown stays unknown: never counted as 0
+                entry[name] = (entry[name] or 0) + usage[name]
+        calibration = report.get("calibration")
+        if calibration and calibration not in entry["calibrations"]:
+            entry["calibrations"].append(calibration)
+    return [ReportedUsage(backend=b, **e) for b, e in by_backend.items()]
+
+
 def unsent_work(conn: Connection, apply_id: int) -> list[BackendWork]:
     """Per backend: the plan's pending jobs (never sent, or to be sent again) and their shots."""
     rows = conn.all(

@@ -132,13 +132,14 @@ def note_provider_state(conn: Connection, apply_id: int, job_id: int, state: str
 # ---------------------------------------------------------------- finishing
 
 def complete_job(conn: Connection, apply_id: int, job_id: int, attempt_id: int, results: list,
-                 failures: list, metadata: dict) -> tuple[list, list]:
+                 failures: list, metadata: dict, report: dict | None = None) -> tuple[list, list]:
     """Store what a job returned, in one transaction with its state.
 
     ``results`` holds (experiment key, slice index, counts); ``failures`` holds
     (experiment key, error) for tasks that failed on their own: those experiments fail,
     the job's others still finish. The job is done when nothing failed, failed otherwise.
-    Returns (keys of experiments finished now, keys of experiments failed now).
+    ``report`` is what the provider said of the job (its usage, its calibration), kept
+    with the attempt. Returns (keys of experiments finished now, keys failed now).
     """
     finished = []
     stamp = now()
@@ -149,8 +150,8 @@ def complete_job(conn: Connection, apply_id: int, job_id: int, attempt_id: int, 
             "UPDATE slices SET counts=?, metadata=? WHERE experiment=? AND idx=? AND job_id=?",
             [(to_json(counts), to_json(metadata), key, index, job_id)
              for key, index, counts in results])
-        conn.execute("UPDATE attempts SET state=?, finished_at=?, error=? WHERE id=?",
-                     (state, stamp, error, attempt_id))
+        conn.execute("UPDATE attempts SET state=?, finished_at=?, error=?, report=? WHERE id=?",
+                     (state, stamp, error, to_json(report) if report else None, attempt_id))
         move_job(conn, apply_id, job_id, state,
                  {"failed_experiments": len(failures)} if failures else None, error=error)
         whole, sliced = _whole_experiments(conn, job_id, results)

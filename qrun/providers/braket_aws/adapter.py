@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 
 import boto3
 import botocore.exceptions
@@ -63,6 +64,8 @@ STATES = {"CREATED": "queued", "QUEUED": "queued", "RUNNING": "running", "COMPLE
           "FAILED": "failed", "CANCELLING": "running", "CANCELLED": "cancelled"}
 
 logging.getLogger("braket").setLevel(logging.WARNING)
+
+CALIBRATION_READ_EVERY = 60.0  # seconds a device's properties are trusted for job reports
 
 # A lookup by tag asks for the tasks created since the attempt was recorded, less this much:
 # this machine's clock and AWS's may disagree. AWS refuses requests signed more than 15
@@ -100,6 +103,7 @@ class Adapter(CloudAdapter):
         self._prepared: dict = {}  # program digest -> BraketProgram for this device
         self._target: braket_program.Device | None = None  # from the device's properties
         self._program_sets: dict | None = None  # its program-set action, if it declares one
+        self._calibration: tuple[float, dict | None] = (0.0, None)  # (read at, what it said)
         self._target_lock = threading.Lock()
 
     # -- the cloud core's hooks
@@ -345,6 +349,31 @@ class Adapter(CloudAdapter):
 
     def cancel(self, handle: str) -> None:
         self.call(self._about_task, self.session.cancel_quantum_task, handle)
+
+    def job_report(self, handle: str) -> dict:
+        """What Braket says of a done task: it bills a QPU task per task and per shot
+        requested (a program set's total), and records no calibration with a task; the
+        device's properties say when they were last updated (read at most once a minute)."""
+        answer = self.call(self._about_task, self.session.braket_client.get_quantum_task,
+                           quantumTaskArn=handle)
+        action = answer.get("actionMetadata") or {}
+        usage = {"tasks": 1, "shots": answer.get("shots"), "seconds": None,
+                 "numSuccessfulShots": answer.get("numSuccessfulShots"),
+                 "executableCount": action.get("executableCount"), "actionType": action.get("actionType")}
+        return {"usage": usage, "calibration": self._device_calibration()}
+
+    def _device_calibration(self) -> dict | None:
+        read_at, calibration = self._calibration
+        if time.monotonic() - read_at > CALIBRATION_READ_EVERY:
+            answer = self.call(self.session.get_device, self.device)
+            capabilities = json.loads(answer["deviceCapabilities"])
+            updated = {name: (capabilities.get(name) or {}).get("updatedAt")
+                       for name in ("service", "standardized")}
+            calibration = {"device": self.device, "properties_updated_at": updated["service"],
+                           **({"standardized_updated_at": updated["standardized"]}
+                              if updated["standardized"] else {})}
+            self._calibration = (time.monotonic(), calibration)
+        return calibration
 
     def metadata(self) -> dict:
         return {"provider": self.provider, "device": self.device,

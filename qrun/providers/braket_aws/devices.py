@@ -86,6 +86,9 @@ def _capabilities(qubits: int, shots: tuple, action: dict, summary: str) -> dict
             "deviceCost": {"price": 0.075, "unit": "minute"},
             "deviceDocumentation": {"summary": summary},
             "deviceLocation": "Amazon Web Services",
+            # When the properties were last updated (a QPU's calibration): fixed here, the
+            # fake's simulators do not drift; FakeBraket.recalibrate() moves it on.
+            "updatedAt": "2026-11-30T08:00:00",
         },
         "action": action,
         "paradigm": {"qubitCount": qubits},
