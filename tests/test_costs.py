@@ -216,7 +216,8 @@ def test_a_budget_hit_mid_campaign_leaves_the_rest_pending_and_a_raised_one_fini
     assert plan["cost"]["spent"] == 4.0
     status = json.loads(memory.run("status", manifest, "-o", "json").stdout)
     assert status["spend"]["total"] == 4.0
-    assert status["spend"]["backends"] == [{"backend": "sv1", "tasks": 4, "shots": 4 * 200, "cost": 4.0}]
+    assert status["spend"]["backends"] == [{"backend": "sv1", "tasks": 4, "shots": 4 * 200, "cost": 4.0,
+                                           "reported": None}]  # the memory cloud reports nothing
     assert "sent to providers (estimated at the manifest's prices): 4.00 USD" in \
         memory.run("status", manifest).stdout
     memory.set_fault("fail_jobs", 0.0)
