@@ -12,6 +12,7 @@ import random
 import sqlite3
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -306,3 +307,73 @@ def test_a_spent_quota_stops_submitting_and_a_later_apply_finishes(ibm, project,
     assert again.returncode == 0, again.stdout + again.stderr
     assert clouds.experiment_states(db) == {"done": 3}
     assert set(ibm.accepted().values()) == {1}
+
+
+# -- what IBM reports of a done job: its usage (metrics) and the calibration it ran under
+
+
+def _calibration_time(calibration) -> datetime:
+    return datetime.fromisoformat(calibration["properties_last_update"].replace("Z", "+00:00"))
+
+
+def test_status_and_export_show_the_usage_and_calibration_ibm_reported(project, fake, _state_dir):
+    service = fake()
+    manifest = _manifest(project, service, name="reported")
+    applied = qrun("apply", manifest)
+    assert applied.returncode == 0, applied.stderr
+    jobs = list(service.jobs.values())
+    assert len(jobs) == 2 and all(j.status == "Completed" for j in jobs)
+    status = json.loads(qrun("status", manifest, "-o", "json").stdout)
+    (row,) = status["spend"]["backends"]
+    reported = row["reported"]
+    # What the fake says each job used (its own record), summed over the campaign's jobs.
+    assert (reported["jobs"], reported["tasks"], reported["shots"]) == (2, 2, sum(j.shots for j in jobs))
+    assert reported["shots"] == 4000
+    assert reported["seconds"] == pytest.approx(sum(j.charged_seconds for j in jobs))
+    (calibration,) = reported["calibrations"]
+    assert calibration["backend"] == "fake_manila"
+    assert _calibration_time(calibration) == service.properties_last_update("fake_manila")
+    # Each result carries the calibration its job ran under.
+    rows = _rows(project, "reported")
+    assert len(rows) == 4
+    assert all(r["metadata"]["calibration"] == calibration for r in rows.values())
+
+
+def test_a_pending_charge_is_reported_unknown_never_zero(fake, monkeypatch):
+    """``job.usage()`` says 0 while IBM's usage status is "pending"; qrun says None (unknown),
+    then the charge once it is final."""
+    from qrun.providers.base import Task
+    from qrun.providers.ibm_cloud import adapter as ibm_cloud
+
+    from .conftest import FLIP_FIRST
+
+    for variable in ("IAM_URL", "GLOBAL_SEARCH_URL", "GLOBAL_CATALOG_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(ibm_cloud, "_process_endpoint", [])
+    service = fake(usage_pending_for=3600)
+    adapter = ibm_cloud.Adapter("fake_manila", {"endpoint": service.url}, {"env": KEY_VARIABLE})
+    tasks = [Task("qasm3", FLIP_FIRST.encode(), 0, "flip", {}, 300),
+             Task("qasm3", FLIP_FIRST.encode(), 0, "flip", {}, 300)]
+    handle = adapter.submit(tasks, 1, "qrun-report-1")
+    deadline = time.time() + 30
+    while not adapter.poll(handle).finished:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    adapter.fetch(handle, tasks)
+    job = service.jobs[handle]
+    pending = adapter.job_report(handle)
+    assert pending["usage"]["status"] == "pending" and pending["usage"]["seconds"] is None
+    assert pending["usage"]["shots"] == job.shots == 600 and pending["usage"]["tasks"] == 1
+    assert pending["usage"]["timestamps"]["running"] == job.running
+    assert service.requests["GET /api/v1/jobs/{id}/metrics"] >= 1
+    service.usage_pending_for = 0  # the charge is final now
+    final = adapter.job_report(handle)["usage"]
+    assert final["status"] == "completed"
+    assert final["seconds"] == final["qpu_charge_time_seconds"] == job.charged_seconds == 2.6
+    # The properties in force when the job ran: the snapshot older than its running time.
+    calibration = adapter.job_report(handle)["calibration"]
+    assert _calibration_time(calibration) == service.properties_last_update("fake_manila")
+    # A time before that snapshot: the service has none, and the SDK says None.
+    backend = adapter.backend
+    early = service.properties_last_update("fake_manila") - timedelta(days=1)
+    assert backend.properties(datetime=early) is None

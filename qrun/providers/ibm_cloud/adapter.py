@@ -35,6 +35,15 @@ The three variables are process-wide, so they are set for the life of the proces
 adapter with an endpoint connects, and one process cannot drive a real account and a fake
 (or two fakes) at once: the adapter refuses that instead of sending a key to the wrong place.
 
+Report (``job_report``, asked once after a job's results are fetched): the usage is the
+job's metrics (``job.metrics()``, ``GET /jobs/{id}/metrics``): ``seconds`` is
+``usage.qpu_charge_time_seconds`` once ``usage.status`` says the charge is final, None while
+it is ``"pending"`` (``job.usage()`` would say 0 then; unknown is never 0); ``shots`` are the
+shots in the results the service returned. The calibration is ``job.properties()``: the
+backend's properties in force when the job started running (the SDK asks for the snapshot
+older than the metrics' ``timestamps.running``) and their ``last_update_date``. The job
+record's ``calibration_id`` has no public accessor in the SDK, so it is not read.
+
 Retries, credentials and the client are the cloud core's (qrun.providers.cloud): transient
 failures (connection errors, 429, 5xx) are retried inside each call under the one policy; the
 SDK also retries 5xx on its own (IBM's API guarantees that a 5xx leaves no job behind). A job
@@ -49,6 +58,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -163,6 +173,7 @@ class Adapter(CloudAdapter):
         self.optimization_level = self.options.get("optimization_level", 1)
         self._isa: dict = {}
         self._jobs: dict = {}  # handle -> RuntimeJobV2 (re-attached once per process)
+        self._shots_returned: dict = {}  # handle -> shots in the results fetched, for job_report
         self._lock = threading.Lock()
         self._backend_object = None
         self._backend_service = None
@@ -274,7 +285,7 @@ class Adapter(CloudAdapter):
         text = self.credentials.scrub(str(exc))
         return exc if text == str(exc) else RuntimeError(f"{type(exc).__name__}: {' '.join(text.split())}")
 
-    def _ask(self, handle: str, method: str):
+    def _ask(self, handle: str, method: str, *args):
         """Call a job's method; a job object whose call failed half-way is dropped (it may
         hold a final state without its error text), so the next try re-attaches afresh."""
         def ask():
@@ -282,7 +293,7 @@ class Adapter(CloudAdapter):
             try:
                 if job is None:
                     job = self._jobs[handle] = self.service.job(handle)
-                return job, getattr(job, method)()
+                return job, getattr(job, method)(*args)
             except Exception as exc:
                 self._jobs.pop(handle, None)
                 if isinstance(exc, RuntimeJobNotFound) or \
@@ -350,7 +361,33 @@ class Adapter(CloudAdapter):
         for i, pub_result in zip(positions, result):
             counts = pub_result.join_data().get_counts()
             outcomes[i] = {qiskit_key_to_qrun(k): v for k, v in counts.items()}
+        self._shots_returned[handle] = sum(sum(outcomes[i].values()) for i in positions)
         return outcomes
+
+    def job_report(self, handle: str) -> dict:
+        """What IBM says of a done job: its metrics (usage, timestamps) and the backend
+        properties it ran under. IBM bills QPU seconds per job; the charge counts only once
+        the metrics' ``usage.status`` is no longer ``"pending"``."""
+        job, metrics = self._ask(handle, "metrics")
+        answer = metrics.get("usage") or {}
+        status = answer.get("status", "pending")  # the SDK's default when the key is absent
+        charge = answer.get("qpu_charge_time_seconds")
+        usage = {"tasks": 1, "shots": self._shots_returned.get(handle),
+                 "seconds": None if status == "pending" else charge,
+                 "qpu_charge_time_seconds": charge, "status": answer.get("status"),
+                 "timestamps": metrics.get("timestamps"),
+                 **{name: metrics[name] for name in ("circuits_execution_time_ns",)
+                    if name in metrics}}
+        _, properties = self._ask(handle, "properties")  # in force when the job ran
+        calibration = None
+        if properties is not None:
+            updated = properties.last_update_date
+            if isinstance(updated, datetime):  # the SDK gives it in local time
+                updated = updated.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            calibration = {"backend": properties.backend_name or self.device,
+                           "backend_version": properties.backend_version,
+                           "properties_last_update": updated}
+        return {"usage": usage, "calibration": calibration}
 
     def _local_error(self, task: Task) -> str:
         """Why a task could not be prepared at submission (parsed again: cheap, deterministic)."""

@@ -8,7 +8,8 @@ It speaks, on 127.0.0.1, the HTTP calls that ``QiskitRuntimeService`` and the ex
     /catalog/<plan id>               IBM Cloud Global Catalog: an instance's plan
     /api/v1/...                      the Qiskit Runtime REST API: backends (configuration,
                                      properties, status), instance usage, sessions (batch
-                                     mode), jobs (create, list by tag, get, results, cancel)
+                                     mode), jobs (create, list by tag, get, results, metrics,
+                                     cancel)
 
 Backends are qiskit-ibm-runtime's fake backends (``fake_manila``, ``fake_kyiv``, ... the
 names ``qrun.providers.ibm_local`` knows): their configuration and properties snapshots are
@@ -18,6 +19,21 @@ Jobs run one at a time, on that fake backend, with the SDK's own local executor 
 device's noise model), in a spawned worker process (Qiskit crashed inside the threaded
 server). Results go back in the executor's v2.0 result schema, which the SDK decodes and
 post-processes into a sampler ``PrimitiveResult``.
+
+What a job used: ``GET /api/v1/jobs/{id}/metrics`` answers in the shape of the API version
+the SDK sends (``IBM-API-Version: 2026-04-15``): ``timestamps`` {created, running, finished}
+(ISO UTC) and ``usage`` {``qpu_charge_time_seconds``, ``status``}. IBM does not publish its
+charge rule, so the fake's is its own stand-in: a finished job is charged
+``USAGE_BASE_SECONDS + shots / SHOTS_PER_SECOND`` seconds (2 s plus 1 s per 1,000 shots,
+where shots = the program's shots x its circuit executions), a failed or cancelled one 0.
+``usage.status`` is ``"pending"`` (the charge not final: ``job.usage()`` says 0) until the job
+ends and then for ``usage_pending_for`` seconds more (default 0), then ``"completed"`` (the
+value in the SDK's own tests). Each job keeps what it was charged in ``job.shots`` and
+``job.charged_seconds``. Backend properties are the fake backend's snapshot, whose
+``last_update_date`` (the retired device's) is the only calibration there is; a properties
+read with ``updated_before=<time>`` (what ``job.properties()`` sends: the job's running time)
+gets that snapshot when it is older than the time, else ``{}`` (no snapshot; the SDK then
+says None; the real service's answer for this case is not documented).
 
 Faults, flags, environment variables and accounting are those of every fake
 (qrun.fakes.server). A lost answer is a dropped connection, not a 5xx: the SDK retries a POST
@@ -50,6 +66,8 @@ INSTANCE_NAME = "qrun-fake"
 PLAN_ID = "qrun-fake-open-plan"
 FAILED_REASON = "Error code 1517; the qrun fake backend failed this job on purpose (fail_jobs)"
 _JWT_KEY = "qrun-fake-ibm-cloud-signing-key-not-a-secret"
+USAGE_BASE_SECONDS = 2.0  # the fake's own charge rule (IBM's is not published): see above
+SHOTS_PER_SECOND = 1000
 
 
 _worker_pool: list = []  # one worker process for the Qiskit work of every fake in this process
@@ -121,6 +139,28 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _dates_in_utc(properties: dict) -> None:
+    """A properties snapshot's dates as the service sends them: UTC. The snapshots were saved
+    with a local offset ("2024-05-27T15:27:23-03:00"); the SDK reads the service's dates as
+    UTC whatever offset they carry (``utc_to_local`` replaces the zone), so an offset served
+    as is would move every date by it."""
+    def utc(text):
+        return _instant(text).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    properties["last_update_date"] = utc(properties["last_update_date"])
+    for entry in [n for qubit in properties.get("qubits", []) for n in qubit] + \
+            [p for gate in properties.get("gates", []) for p in gate.get("parameters", [])] + \
+            list(properties.get("general", [])):
+        if isinstance(entry.get("date"), str):
+            entry["date"] = utc(entry["date"])
+
+
+def _instant(text: str) -> datetime:
+    """An ISO time as an aware datetime (UTC when it names no zone)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class _Job:
     def __init__(self, job_id, backend, program_id, params, tags, session_id, number):
         self.id = job_id
@@ -136,6 +176,20 @@ class _Job:
         self.reason_code: int | None = None
         self.result: str | None = None
         self.fail = False
+        self.running: str | None = None  # when it started running (ISO UTC)
+        self.finished: str | None = None
+        self.finished_at: float | None = None  # time.monotonic() of the end
+        self.shots: int | None = None  # shots it ran (program shots x executions), once done
+        self.charged_seconds: float | None = None  # what it was charged, once it ended
+
+    def metrics(self, pending_for: float) -> dict:
+        """``GET /jobs/{id}/metrics`` as the service answers it (API version 2026-04-15)."""
+        final = self.finished_at is not None and time.monotonic() - self.finished_at >= pending_for
+        usage = {"qpu_charge_time_seconds": self.charged_seconds or 0,
+                 "status": "completed" if final else "pending"}
+        return {"timestamps": {"created": self.created, "running": self.running,
+                               "finished": self.finished},
+                "usage": usage}
 
     def as_json(self) -> dict:
         state = {"status": self.status}
@@ -171,12 +225,15 @@ class FakeIBMQuantum(FakeServer):
         Route("GET", "/api/v1/jobs/{id}", "_job"),
         Route("DELETE", "/api/v1/jobs/{id}", "_delete_job"),
         Route("GET", "/api/v1/jobs/{id}/results", "_results"),
+        Route("GET", "/api/v1/jobs/{id}/metrics", "_metrics"),
         Route("POST", "/api/v1/jobs/{id}/cancel", "_cancel"),
         Route("PUT", "/api/v1/jobs/{id}/tags", "_set_tags"),
     )
 
-    def __init__(self, *, backends=None, max_pending_jobs: int | None = None, **common):
+    def __init__(self, *, backends=None, max_pending_jobs: int | None = None,
+                 usage_pending_for: float = 0.0, **common):
         super().__init__(**common)
+        self.usage_pending_for = usage_pending_for  # s a finished job's usage stays "pending"
         self.backends = tuple(backends) if backends else None  # None: every fake backend
         # The account's limits, as the service enforces them on a job's creation: at most
         # this many unfinished jobs (error 3458, the open plan's 3); the period's quota
@@ -249,6 +306,8 @@ class FakeIBMQuantum(FakeServer):
         with open(os.path.join(backend.dirname, filename)) as file:
             data = json.load(file)
         data["backend_name"] = name  # the snapshot names the retired device it came from
+        if kind == "properties":
+            _dates_in_utc(data)
         return Reply(200, data)
 
     # -- IBM Cloud
@@ -291,7 +350,15 @@ class FakeIBMQuantum(FakeServer):
         return self._snapshot(name, "configuration")
 
     def _properties(self, request: Request, name: str) -> Reply:
-        return self._snapshot(name, "properties")
+        reply = self._snapshot(name, "properties")
+        before = request.query.get("updated_before")
+        if before and _instant(reply.body["last_update_date"]) >= _instant(before[0]):
+            return Reply(200, {})  # no snapshot older than the time asked for
+        return reply
+
+    def properties_last_update(self, name: str) -> datetime:
+        """The ``last_update_date`` of the properties this fake serves for ``name``."""
+        return _instant(self._snapshot(name, "properties").body["last_update_date"])
 
     def _backend_status(self, request: Request, name: str) -> Reply:
         if self.backend_class(name) is None:
@@ -393,25 +460,29 @@ class FakeIBMQuantum(FakeServer):
         with self.lock:
             if job.status != "Queued":
                 return  # cancelled while queued
-            job.status = "Running"
+            job.status, job.running = "Running", _now_iso()
         try:
             if job.fail:
                 raise _JobFailure(FAILED_REASON)
             seed = (self.faults.seed * 1_000_003 + job.number) % 2**31
-            result = _in_worker(execute, job.params, job.backend, seed)
+            result, shots = _in_worker(execute, job.params, job.backend, seed)
         except _JobFailure as exc:
             self._finish(job, "Failed", reason=str(exc), code=1517)
         except Exception as exc:  # a bug or an unsupported program: the job fails
             self._finish(job, "Failed", reason=f"Error code 1500; {type(exc).__name__}: {exc}",
                          code=1500)
         else:
-            self._finish(job, "Completed", result=result)
+            self._finish(job, "Completed", result=result, shots=shots)
 
-    def _finish(self, job: _Job, status: str, result=None, reason=None, code=None) -> None:
+    def _finish(self, job: _Job, status: str, result=None, reason=None, code=None,
+                shots=None) -> None:
         with self.lock:
             if job.status == "Cancelled":
                 return
             job.status, job.result, job.reason, job.reason_code = status, result, reason, code
+            job.shots = shots
+            job.charged_seconds = USAGE_BASE_SECONDS + shots / SHOTS_PER_SECOND if shots else 0.0
+            job.finished, job.finished_at = _now_iso(), time.monotonic()
 
     def _list_jobs(self, request: Request) -> Reply:
         query = request.query
@@ -450,12 +521,18 @@ class FakeIBMQuantum(FakeServer):
             return Reply(200, job.reason or "failed")
         raise HTTPError(404, f"job {job.id} has no results yet ({job.status})")
 
+    def _metrics(self, request: Request, job_id: str) -> Reply:
+        job = self._known_job(job_id)
+        with self.lock:
+            return Reply(200, job.metrics(self.usage_pending_for))
+
     def _cancel(self, request: Request, job_id: str) -> Reply:
         job = self._known_job(job_id)
         with self.lock:
             if job.status in ("Completed", "Failed", "Cancelled"):
                 raise HTTPError(409, f"job {job.id} is {job.status} and cannot be cancelled")
-            job.status = "Cancelled"
+            job.status, job.charged_seconds = "Cancelled", 0.0
+            job.finished, job.finished_at = _now_iso(), time.monotonic()
         return Reply(204)
 
     def _set_tags(self, request: Request, job_id: str) -> Reply:
@@ -484,8 +561,9 @@ def decode_program(params: dict):
     return program
 
 
-def execute(params: dict, backend: str, seed: int) -> str:
-    """Run an executor job on the fake backend (in the worker process): its result text."""
+def execute(params: dict, backend: str, seed: int) -> tuple[str, int]:
+    """Run an executor job on the fake backend (in the worker process): its result text,
+    and the shots it ran (the program's shots for each execution of each item)."""
     from qiskit_ibm_runtime.fake_provider.executor.run_quantum_program import (
         run_quantum_program,
     )
@@ -494,7 +572,7 @@ def execute(params: dict, backend: str, seed: int) -> str:
     program = decode_program(params)
     result = run_quantum_program(_fake_backend(backend), program,
                                  SimulatorOptions(seed_simulator=seed))
-    return encode_result(result)
+    return encode_result(result), program.shots * sum(item.size() for item in program.items)
 
 
 def validate(params: dict, name: str) -> None:
