@@ -5,12 +5,14 @@ the fake by `options.endpoint`, with a planted token in an environment variable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
 import sqlite3
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,23 @@ def test_campaign_runs_on_the_fake_and_the_token_stays_secret(atoms, fakes, secr
     report = json.loads(status.stdout)
     assert report["experiments"]["done"] == 3
     assert batch_id in status.stdout  # the remote id is shown
+
+    # What Pasqal recorded of the batch (its jobs' runs, its start and end) is what status
+    # reports; the calibration is the specs the fake serves, on every result.
+    (spent,) = [b for b in report["spend"]["backends"] if b["backend"] == "pasqal"]
+    reported = spent["reported"]
+    start, end = (datetime.fromisoformat(batch[k]) for k in ("start_datetime", "end_datetime"))
+    assert (reported["jobs"], reported["tasks"], reported["shots"]) == (1, 1, sum(j["runs"] for j in jobs))
+    assert reported["shots"] == 600
+    assert reported["seconds"] == pytest.approx((end - start).total_seconds()) and reported["seconds"] > 0
+    specs = fake.specs["EMU_FREE"]
+    calibration = {"device_type": "EMU_FREE", "version": json.loads(specs)["version"],
+                   "pulser_version": json.loads(specs)["pulser_version"],
+                   "specs_sha256": hashlib.sha256(specs.encode()).hexdigest()}
+    assert calibration["version"] == "1" and calibration["pulser_version"]
+    assert reported["calibrations"] == [calibration]
+    assert all(row["metadata"]["calibration"] == calibration for row in rows.values())
+    assert fake.requests["GET /core-fast/api/v1/devices/specs"] == 1  # read once, not per job
 
     csv_path = tmp_path / "out" / "results.csv"
     exported = qrun("export", manifest, "-o", csv_path, env=env)

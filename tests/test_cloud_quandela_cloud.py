@@ -148,9 +148,36 @@ def test_campaign_runs_on_the_cloud_with_physics_and_remote_ids(services, lab, _
         assert set(row["remote_ids"][0].split(",")) == job_ids
     status = qrun("status", manifest, "-o", "json", env=ENV)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["experiments"]["done"] == 3
+    report = json.loads(status.stdout)
+    assert report["experiments"]["done"] == 3
     assert all(job_id in status.stdout for job_id in job_ids)
+    # What the cloud recorded of its two jobs (shots used, durations) is what status reports;
+    # the calibration is the platform details the fake serves, on every result.
+    (spent,) = [b for b in report["spend"]["backends"] if b["backend"] == "cloud"]
+    reported = spent["reported"]
+    jobs = list(fake.jobs.values())
+    assert all(job.shots is not None and job.duration is not None for job in jobs)
+    assert (reported["jobs"], reported["tasks"]) == (1, 2)  # one qrun job, two cloud jobs
+    assert reported["shots"] == sum(job.shots for job in jobs) == 3 * 2000
+    assert reported["seconds"] == sum(job.duration for job in jobs)
+    calibration = _served_calibration("sim:slos")
+    assert calibration["pcvl_version"] and calibration["software_versions"]["perceval-quandela"]
+    assert reported["calibrations"] == [calibration]
+    assert all(row["metadata"]["calibration"] == calibration for row in rows.values())
     _assert_secret_nowhere(_state_dir, applied.stdout, applied.stderr, status.stdout, folders=[lab])
+
+
+def _canonical_sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _served_calibration(platform: str) -> dict:
+    """The calibration the adapter should record, from the platform details the fake serves."""
+    details = FakeQuandela.platform_details(platform)
+    return {"platform": platform, "pcvl_version": details["specs"]["pcvl_version"],
+            "software_versions": details["specs"]["software_versions"],
+            "perfs_sha256": _canonical_sha256(details["perfs"]),
+            "specs_sha256": _canonical_sha256(details["specs"])}
 
 
 # -- 2. transient faults
@@ -239,8 +266,31 @@ def test_adapter_finds_a_half_submitted_group_and_sends_only_the_rest(services, 
     mzi0, hom, mzi1 = adapter.fetch(handle, tasks)
     assert mzi0 == {"|0,1>": 100} and mzi1 == {"|1,0>": 100}
     _hom_ok(hom, 400)
+    report = adapter.job_report(handle)
+    assert report["usage"] == {"tasks": 2, "shots": 600, "seconds": sum(j.duration for j in fake.jobs.values()),
+                               "nb_shots_used": 600}
+    assert report["calibration"] == _served_calibration("sim:slos")
     assert adapter.metadata() == {"provider": "quandela.cloud", "device": "sim:slos",
                                   "sdk": {"perceval-quandela": adapter.metadata()["sdk"]["perceval-quandela"]}}
+
+
+def test_a_qpu_report_records_its_perfs_and_reads_the_platform_once(services, lab, monkeypatch):
+    from qrun.providers.quandela_cloud.adapter import Adapter
+
+    monkeypatch.setenv(TOKEN_VAR, SECRET)
+    fake, url = services()
+    adapter = Adapter("qpu:belenos", {"endpoint": url}, {"env": TOKEN_VAR})
+    tasks = [_task(lab, "hom.pcvl", "|1,1>", {}, 50)]
+    handles = [adapter.submit(tasks, 1, f"qrun-qpu-{i}") for i in range(2)]
+    for handle in handles:
+        assert _wait(adapter, handle).state == "done"
+        adapter.fetch(handle, tasks)
+    reads = fake.requests["GET /api/platform/{name}"]
+    reports = [adapter.job_report(handle) for handle in handles]
+    assert fake.requests["GET /api/platform/{name}"] - reads <= 1  # once per adapter, not per job
+    assert FakeQuandela.platform_details("qpu:belenos")["perfs"] == {"Transmittance (%)": 5.2}
+    assert all(r["calibration"] == _served_calibration("qpu:belenos") for r in reports)
+    assert all(r["usage"]["shots"] == 50 and r["usage"]["tasks"] == 1 for r in reports)
 
 
 def test_adapter_cancels_a_stalled_job(services, lab, monkeypatch):

@@ -41,12 +41,24 @@ Account limits: pasqal-cloud 0.24 knows none (no error of its own, no availabili
 retries 429 honouring Retry-After), and the Pasqal documentation read for this names no limit
 on unfinished batches nor an answer for one, so no answer is read as "no room yet" rather
 than guess its words (docs/cloud-pasqal_cloud.md says what was read).
+
+Reports (`job_report`): Pasqal reports no cost, credit or duration for a batch; what it says
+is each job's `runs` and the batch's `start_datetime`/`end_datetime` (pasqal_cloud batch.py
+and job.py), read from the answers `fetch` already had. The usage is 1 task (one batch per
+qrun job; Pasqal's billing is not documented), the jobs' runs as shots, and the seconds
+between the batch's start and end. Pasqal publishes no calibration identity: the calibration
+recorded is the device specs' `version` (Pulser's abstract-repr schema version, not a device
+version) and `pulser_version`, with a sha256 of the specs JSON text, read once per adapter
+(`get_device_specs_dict()`, GET /api/v1/devices/specs).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from collections import Counter
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import requests
@@ -243,6 +255,8 @@ class Adapter(CloudAdapter):
         self.project_id = self.options.get("project_id")
         self._sequences: dict = {}  # program digest -> measured, parametrized Sequence
         self._tags: dict = {}  # batch id -> its tags, read once: a handle is trusted by its tag
+        self._usage: dict = {}  # batch id -> its usage, from the answers fetch read (job_report pops it)
+        self._specs: dict | None = None  # {device_type: specs JSON text}, read once per adapter
 
     # -- the cloud core's hooks
 
@@ -392,7 +406,31 @@ class Adapter(CloudAdapter):
             else:
                 errors = "; ".join(job.errors or []) or "no error given"
                 outcomes.append(TaskFailed(f"Pasqal Cloud job {job.id} {job.status}: {errors}"[:2000]))
+        self._usage[handle] = _usage(batch, jobs)
         return outcomes
+
+    def job_report(self, handle: str) -> dict:
+        """What Pasqal says of a done batch: its jobs' runs and its start and end (from the
+        answers fetch read; asked again only if it did not), and the device specs it ran on."""
+        usage = self._usage.pop(handle, None)
+        if usage is None:
+            batch = self.call(self._get_batch, handle)
+            usage = _usage(batch, self.call(_sdk, lambda: batch.ordered_jobs))
+        return {"usage": usage, "calibration": self._calibration()}
+
+    def _calibration(self) -> dict | None:
+        if self._specs is None:
+            self._specs = dict(self.call(lambda: _sdk(self.client.get_device_specs_dict)))
+        text = self._specs.get(self.device)
+        if not isinstance(text, str):
+            return None
+        try:
+            specs = json.loads(text)
+        except ValueError:
+            specs = {}
+        return {"device_type": self.device, "version": specs.get("version"),
+                "pulser_version": specs.get("pulser_version"),
+                "specs_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
     def cancel(self, handle: str) -> None:
         try:
@@ -410,6 +448,30 @@ class Adapter(CloudAdapter):
         batch = _about_batch(handle, client.get_batch, handle)
         client.batches.pop(handle, None)
         return batch
+
+
+def _usage(batch, jobs) -> dict:
+    """A batch's usage as Pasqal records it: unknown stays None."""
+    runs = [job.runs for job in jobs]
+    start, end = _instant(batch.start_datetime), _instant(batch.end_datetime)
+    return {"tasks": 1, "shots": sum(runs) if runs and None not in runs else None,
+            "seconds": _seconds(start, end),
+            "start_datetime": batch.start_datetime, "end_datetime": batch.end_datetime,
+            "jobs_count_per_status": dict(batch.jobs_count_per_status or {}) or None}
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    try:
+        return (end - start).total_seconds() if start and end else None
+    except TypeError:  # one with a time zone, one without: no duration to tell
+        return None
+
+
+def _instant(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def _variables(sequence, params: dict) -> dict:

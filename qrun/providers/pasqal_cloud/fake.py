@@ -16,6 +16,15 @@ Served (base URL U, as `options.endpoint: U`):
     GET   U/core-fast/api/v1/jobs/{id}/status        its status
     GET   U/core-fast/api/v1/jobs/{id}/results_link  a signed link to its result
     GET   U/results/{id}?signature=...               the result (the "S3" download)
+    GET   U/core-fast/api/v1/devices/specs           {device_type: specs}, each specs the JSON
+                                                     text of a Pulser abstract device
+    GET   U/core-fast/api/v1/devices/public-specs    [{device_type, specs}] (no token needed)
+
+Device specs are what pasqal-cloud's `get_device_specs_dict()` reads (http_client.py:495-519):
+Pulser's `Device.to_abstract_repr()` text, whose `version` is the abstract-repr schema version
+and `pulser_version` the Pulser that wrote it. They carry no calibration identity, as Pasqal's
+do not. The fake serves Pulser's `AnalogDevice` for the Fresnel names and `MockDevice` for the
+emulators, written once per fake (`specs=` replaces them, e.g. to rehearse a change).
 
 Faults, flags, environment variables and accounting are those of every fake
 (qrun.fakes.server). `credential` is the one bearer token accepted (any non-empty one if None,
@@ -66,10 +75,12 @@ class FakePasqal(FakeServer):
         Route("GET", "/core-fast/api/v1/jobs/{id}/status", "_job_status"),
         Route("GET", "/core-fast/api/v1/jobs/{id}/results_link", "_results_link"),
         Route("GET", "/results/{id}", "_results"),  # the signed "S3" download
+        Route("GET", "/core-fast/api/v1/devices/specs", "_device_specs"),
+        Route("GET", "/core-fast/api/v1/devices/public-specs", "_public_device_specs"),
     )
-    _PUBLIC = ("_login", "_results")  # no bearer token: a login, and a signed link
+    _PUBLIC = ("_login", "_results", "_public_device_specs")  # a login, a signed link, public specs
 
-    def __init__(self, *, users=None, projects=None, **common):
+    def __init__(self, *, users=None, projects=None, specs=None, **common):
         super().__init__(**common)
         self.users = dict(users or {})
         self.projects = list(projects or [{"id": PROJECT_ID, "name": "qrun rehearsal"}])
@@ -79,6 +90,18 @@ class FakePasqal(FakeServer):
         self._issued: set = set()  # tokens /oauth/token gave out
         self._signatures: dict = {}  # job id -> result link signature
         self._emulators: dict = {}
+        self._specs: dict | None = dict(specs) if specs is not None else None
+
+    @property
+    def specs(self) -> dict:
+        """{device_type: specs JSON text}, as the specs routes serve them."""
+        with self.lock:
+            if self._specs is None:
+                from pulser.devices import AnalogDevice, MockDevice
+
+                self._specs = {name: (AnalogDevice if name in QPU_LIKE else MockDevice).to_abstract_repr()
+                               for name in sorted(DEVICE_TYPES)}
+            return self._specs
 
     def banner(self) -> str:
         return f"{self.title} at {self.url} (project {PROJECT_ID})"
@@ -208,6 +231,12 @@ class FakePasqal(FakeServer):
         if job is None or query.get("signature", [""])[0] != self._signatures.get(job_id):
             return Reply(403, b"<Error><Code>AccessDenied</Code></Error>", {"Content-Type": "application/xml"})
         return Reply(200, {"counter": job["counter"], "raw": None, "serialised_results": None})
+
+    def _device_specs(self, request: Request) -> Reply:
+        return Reply(200, _ok(dict(self.specs)))
+
+    def _public_device_specs(self, request: Request) -> Reply:
+        return Reply(200, _ok([{"device_type": name, "specs": text} for name, text in self.specs.items()]))
 
     # -- batches and jobs
 

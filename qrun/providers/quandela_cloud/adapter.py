@@ -43,11 +43,23 @@ lives only in the SDK's request headers; it is never put in an error, a log or m
 Retries, the creation rule and the lazy SDK objects are the cloud core's
 (qrun.providers.cloud): a job is sent once; only a definite refusal (4xx, not 408 or 429)
 says it was not created, anything else goes back to the engine, which looks the tag up.
+
+Reports (`job_report`): per cloud job, the raw status answer (GET /api/job/status/<id>, the
+SDK's `RPCHandler.get_job_status`) carries `duration` ("Job duration in seconds") and `shots`
+(Quandela's cloud API v2.8, JobStatusResponse); the results fetch already read carry each
+iteration's `nb_shots_used`. The usage is the cloud jobs (one per program of the qrun job:
+credits are counted per cloud job), the `shots` the service reports (the `nb_shots_used`
+total where it reports none), the summed `duration` as seconds, and `nb_shots_used` itself.
+No credit is reported per job. Quandela publishes no calibration identity or timestamp for
+a platform: the calibration recorded is the platform's `specs.pcvl_version` and
+`specs.software_versions` with sha256 digests of its `perfs` and `specs` (canonical JSON of the
+platform details, as served), read once per adapter.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import urllib.parse
@@ -56,7 +68,7 @@ import requests
 from perceval.providers.quandela import QuandelaCommunicationLayer, RemoteConfig
 from perceval.providers.quandela.rpc_handler import RPCHandler
 from perceval.runtime import ExecutionFactory, RemoteComputer, RunningStatus
-from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST
+from perceval.utils.constants import KEY_RESULTS, KEY_RESULTS_LIST, KEY_SHOTS_USED, PERFS_KEY
 
 from qrun.providers.base import (
     JobNotFound,
@@ -156,6 +168,29 @@ def _parts(tasks: list[Task]) -> list:
     return list(groups.values())
 
 
+def _total(values: list):
+    """The sum of what the service said, or None if any of it is unknown (never 0 for it)."""
+    if not values or any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+        return None
+    return sum(values)
+
+
+def _digest(value) -> str | None:
+    if value is None:
+        return None
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
+
+
+def _calibration(platform: str, details: dict) -> dict:
+    """What a platform's details say it runs under (no calibration id or time is published)."""
+    served = details.get("specs")
+    specs: dict = served if isinstance(served, dict) else {}
+    return {"platform": platform, "pcvl_version": specs.get("pcvl_version"),
+            "software_versions": specs.get("software_versions"),
+            "perfs_sha256": _digest(details.get(PERFS_KEY)), "specs_sha256": _digest(details.get("specs"))}
+
+
 class Adapter(CloudAdapter):
     provider = "quandela.cloud"
     service_name = "the Quandela cloud"
@@ -165,6 +200,8 @@ class Adapter(CloudAdapter):
         self.url = self.options.get("endpoint")
         self._payload_lock = threading.Lock()  # the computer's parameters are shared state
         self._found: dict = {}  # tag -> {job name: id} of a partial group find() just saw
+        self._shots_used: dict = {}  # job id -> its results' nb_shots_used total (job_report pops it)
+        self._platform: dict | None = None  # the calibration, from the platform details read once
 
     # -- the cloud core's hooks: the SDK's objects (the layer contacts the cloud on creation)
 
@@ -361,6 +398,8 @@ class Adapter(CloudAdapter):
             if not isinstance(listed, list) or len(listed) != len(positions):
                 raise RuntimeError(f"job {job_id} returned {len(listed or [])} results for "
                                    f"{len(positions)} iterations")
+            used = [result.get(KEY_SHOTS_USED) for result in listed]
+            self._shots_used[job_id] = _total(used)
             for position, result in zip(positions, listed):
                 counts = result.get(KEY_RESULTS)
                 if hasattr(counts, "items"):
@@ -368,6 +407,29 @@ class Adapter(CloudAdapter):
                 else:
                     outcomes[position] = TaskFailed(f"{self.device}: {counts}")
         return outcomes
+
+    def job_report(self, handle: str) -> dict:
+        """What the cloud says of done jobs: each one's status answer (duration, shots) and
+        its results' nb_shots_used (kept by fetch), and the platform it ran on."""
+        ids = _ids(handle)
+        answers = [self.call(self._status_answer, job_id) for job_id in ids]
+        used = _total([self._shots_used.pop(job_id, None) for job_id in ids])
+        shots = _total([answer.get("shots") for answer in answers])
+        return {"usage": {"tasks": len(ids), "shots": used if shots is None else shots,
+                          "seconds": _total([answer.get("duration") for answer in answers]),
+                          KEY_SHOTS_USED: used},
+                "calibration": self._calibration()}
+
+    def _status_answer(self, job_id: str) -> dict:
+        _, rpc, _ = self._connection()
+        answer = _about_job(job_id, rpc.get_job_status, job_id)
+        return answer if isinstance(answer, dict) else {}
+
+    def _calibration(self) -> dict:
+        if self._platform is None:
+            layer, _, _ = self._connection()
+            self._platform = _calibration(self.device, self.call(layer.get_platform_details))
+        return self._platform
 
     def cancel(self, handle: str) -> None:
         for job_id in _ids(handle):

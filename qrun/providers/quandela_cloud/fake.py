@@ -4,11 +4,14 @@ It speaks the HTTP API that Perceval's `QuandelaCommunicationLayer` (its `RPCHan
 
     GET  /api/platforms/<name>/processor   platform details (answers 404: the SDK falls back)
     GET  /api/platform/<name>              platform details: status, type, serialized specs
+                                           (with `pcvl_version` and `software_versions`), perfs
     GET  /api/jobs/availability            room in the account's job queue
     POST /api/job                          create a job (a serialized Perceval payload); past
                                            the queue's room, 400 "Cannot create more than N jobs"
-    GET  /api/job/status/<id>              waiting | running | completed | error | canceled
-    GET  /api/job/result/<id>              {"results": <serialized Perceval results, as JSON text>}
+    GET  /api/job/status/<id>              waiting | running | completed | error | canceled,
+                                           with `duration` and `shots` once it has them
+    GET  /api/job/result/<id>              {"results": <serialized Perceval results, as JSON text>,
+                                            "duration", "shots", ...}
     POST /api/job/cancel/<id>
 
 and one lookup the SDK does not make, which qrun needs to reconcile a submission whose answer
@@ -31,6 +34,14 @@ refused as the cloud API (v2.8) documents: HTTP 400 {"error": "Cannot create mor
 jobs"}, nothing created. The API does not say which job states count; the fake counts running
 jobs too (the stricter reading). `injected["no room"]` counts the refusals and
 `most_unfinished` the most unfinished jobs the fake ever held at once.
+
+What a job used is in the real answers' fields (Quandela's cloud API v2.8, JobStatusResponse
+and JobResult): `duration` (integer seconds, from its start to its end) and `shots` (the fake's:
+the shots its iterations used, the sum of each result entry's `nb_shots_used`, the name
+Perceval reads, utils/constants.py). Platform details carry `perfs` (Perceval reads
+"Transmittance (%)" from them; {} for simulators, as Perceval's own test platforms) and
+specs with `pcvl_version` and `software_versions` (platform_specs.py); the fake's are
+`FakeQuandela.platform_details(name)`, the same answer at every request.
 
 Faults, flags, environment variables and accounting are those of every fake
 (qrun.fakes.server); `credential` is the one bearer token accepted (any if None).
@@ -70,6 +81,14 @@ class FakeJob:
     finished: float | None = None
     message: str | None = None
     results: str | None = None  # JSON text, as the cloud stores it
+    shots: int | None = None  # the shots its iterations used (nb_shots_used), once it has results
+
+    @property
+    def duration(self) -> int | None:
+        """Whole seconds from its start to its end, as the cloud reports it; None until it ends."""
+        if self.finished is None:
+            return None
+        return int(self.finished - (self.started or self.created))
 
 
 class FakeQuandela(FakeServer):
@@ -153,6 +172,13 @@ class FakeQuandela(FakeServer):
     def _platform(self, request: Request, name: str) -> Reply:
         if name not in self.platforms:
             raise HTTPError(404, f"Platform not found: {name}")
+        return Reply(200, self.platform_details(name))
+
+    @staticmethod
+    def platform_details(name: str) -> dict:
+        """The platform's details as served: status, type, serialized specs, perfs."""
+        from importlib import metadata
+
         from perceval.runtime import CommandFactory
         from perceval.runtime.platform_specs import PlatformSpecs, serialize_specs_backward_compatibility
 
@@ -161,9 +187,18 @@ class FakeQuandela(FakeServer):
         specs.parameters = {"seed": "seed of the fake's random draws"}
         specs.constraints = {"max_mode_count": 24, "max_photon_count": 8}
         specs.description = f"qrun's fake of {name}, simulated by {_simulator(name)}"
-        return Reply(200, {"name": name, "status": "available",
-                           "type": "qpu" if name.startswith("qpu:") else "simulator",
-                           "specs": serialize_specs_backward_compatibility(specs)})
+        versions = {}
+        for package in ("perceval-quandela", "exqalibur"):
+            try:
+                versions[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                pass
+        specs.pcvl_version = versions.get("perceval-quandela", "1.3.1")
+        specs.software_versions = versions
+        qpu = name.startswith("qpu:")
+        return {"name": name, "status": "available", "type": "qpu" if qpu else "simulator",
+                "specs": serialize_specs_backward_compatibility(specs),
+                "perfs": {"Transmittance (%)": 5.2} if qpu else {}}
 
     def _find(self, request: Request) -> Reply:
         if not self.lookup:
@@ -219,8 +254,10 @@ class FakeQuandela(FakeServer):
                   "progress": 1.0 if job.status == "completed" else 0.0, "progress_message": ""}
         if job.started is not None:
             answer["start_time"] = job.started
-        if job.finished is not None:
-            answer["duration"] = int(job.finished - (job.started or job.created))
+        if job.duration is not None:
+            answer["duration"] = job.duration
+        if job.shots is not None:
+            answer["shots"] = job.shots
         if job.message:
             answer["status_message"] = job.message
         return Reply(200, answer)
@@ -229,7 +266,8 @@ class FakeQuandela(FakeServer):
         job = self._job(job_id)
         if job.status != "completed":
             raise HTTPError(400, f"job {job.id} has no results: it is {job.status}")
-        return Reply(200, {"job_id": job.id, "results": job.results, "results_type": "sample_count"})
+        return Reply(200, {"job_id": job.id, "results": job.results, "results_type": "sample_count",
+                           "duration": job.duration, "shots": job.shots, "intermediate_results": []})
 
     def _cancel(self, request: Request, job_id: str) -> Reply:
         job = self._job(job_id)
@@ -249,7 +287,7 @@ class FakeQuandela(FakeServer):
         try:
             if job.fail:
                 raise RuntimeError(FAILURE_TEXT)
-            results = self._simulate(job)
+            results, shots = self._simulate(job)
         except Exception as exc:  # the job fails, as a real platform reports it
             with self.lock:
                 if job.status == "running":
@@ -259,8 +297,10 @@ class FakeQuandela(FakeServer):
         with self.lock:
             if job.status == "running":
                 job.status, job.results, job.finished = "completed", results, time.time()
+                job.shots = shots
 
-    def _simulate(self, job: FakeJob) -> str:
+    def _simulate(self, job: FakeJob) -> tuple:
+        """(the serialized results, the shots they used)."""
         import perceval as pcvl
         from perceval.serialization import serialize
 
@@ -298,7 +338,7 @@ class FakeQuandela(FakeServer):
         results_list = [{"results": pcvl.BSCount({pcvl.BasicState(k): v for k, v in counts.items()}),
                          "iteration": iteration, "nb_shots_used": task.shots}
                         for counts, iteration, task in zip(outcomes, iterations, tasks)]
-        return json.dumps(serialize({"results_list": results_list}))
+        return json.dumps(serialize({"results_list": results_list})), sum(task.shots for task in tasks)
 
 
 def _simulator(platform: str) -> str:
