@@ -29,29 +29,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench._common import clean_env, machine, scratch  # noqa: E402
-from bench.remote_concurrency import CIRCUIT, PEER  # noqa: E402
+from bench.remote_concurrency import AWS_SESSION_AT_FAKE, CIRCUIT, PEER  # noqa: E402
 from qrun.providers.braket_aws.fake import FakeBraket  # noqa: E402
 
 DEVICE = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
 
 # The SDK's program sets as its docs show them: one parametric circuit bound to its inputs,
 # split into parts the device takes, each part run as one task.
-HAND_WRITTEN = '''
-import boto3
-from braket.aws import AwsDevice, AwsSession
+HAND_WRITTEN = AWS_SESSION_AT_FAKE + '''
+from braket.aws import AwsDevice
 from braket.circuits import Circuit, FreeParameter
 from braket.program_sets import CircuitBinding, ProgramSet
 from braket.tasks import ProgramSetQuantumTaskResult
 
-class AtFake(boto3.Session):
-    def client(self, *a, **k):
-        k.setdefault("endpoint_url", "{url}")
-        return super().client(*a, **k)
-    def resource(self, *a, **k):
-        k.setdefault("endpoint_url", "{url}")
-        return super().resource(*a, **k)
-boto_session = AtFake(region_name="us-east-1")
-aws = AwsSession(boto_session=boto_session, braket_client=boto_session.client("braket"))
 device = AwsDevice("{device}", aws_session=aws)
 theta = FreeParameter("theta")
 circuit = Circuit().rx(0, theta).cnot(0, 1)

@@ -107,17 +107,12 @@ spec:
                       "duplicates": duplicates, **machine()}))
 
 
-# The peer: the same tasks through the Braket SDK's own batch runner, as its docs show it
-# (a thread pool creating tasks, each polled until done, results read from S3).
-PEER = '''
+# A peer script's AwsSession whose every client (Braket, S3) goes to the fake at {url}: the
+# SDK's code unchanged, as qrun's own endpoint option does it.
+AWS_SESSION_AT_FAKE = '''
 import boto3
-from braket.aws import AwsQuantumTaskBatch, AwsSession
-from braket.ir.openqasm import Program
-from qrun.providers.braket_local import program as braket_program
-from qrun.providers.braket_aws.devices import SV1_OPERATIONS
-from qrun.sources.gate import parse_circuit
+from braket.aws import AwsSession
 
-session = boto3.Session(region_name="us-east-1")
 class AtFake(boto3.Session):
     def client(self, *a, **k):
         k.setdefault("endpoint_url", "{url}")
@@ -127,6 +122,17 @@ class AtFake(boto3.Session):
         return super().resource(*a, **k)
 boto_session = AtFake(region_name="us-east-1")
 aws = AwsSession(boto_session=boto_session, braket_client=boto_session.client("braket"))
+'''
+
+# The peer: the same tasks through the Braket SDK's own batch runner, as its docs show it
+# (a thread pool creating tasks, each polled until done, results read from S3).
+PEER = AWS_SESSION_AT_FAKE + '''
+from braket.aws import AwsQuantumTaskBatch
+from braket.ir.openqasm import Program
+from qrun.providers.braket_local import program as braket_program
+from qrun.providers.braket_aws.devices import SV1_OPERATIONS
+from qrun.sources.gate import parse_circuit
+
 # The program as qrun writes it for SV1 (both sides send the same text).
 sv1 = braket_program.Device("sv1", frozenset(SV1_OPERATIONS))
 source = braket_program.translate(parse_circuit("qasm3", b"""{circuit}"""), sv1).source

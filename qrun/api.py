@@ -26,8 +26,7 @@ from .errors import DeviceUnreadable, LockedError, QrunError, StateError
 from .executors import ExecutorChoice
 from .manifest import Manifest
 from .provenance import git_state
-from .providers import Limits
-from .providers import faults
+from .providers import Limits, faults
 from .store import DONE, FAILED, PENDING, LockHolder, PlanCounts, Store, lock_message
 
 DEFAULT_STATE_DIR = "runs"
@@ -415,9 +414,9 @@ def _spend(manifest: Manifest, sent, reported=()) -> dict:
 
 def _reported(manifest: Manifest, backend: str, usage) -> dict:
     """A backend's reported usage, and its cost where the usage and the price both say."""
-    return {**usage.as_dict(), "cost": costs.reported_cost(
-        costs.price_of(manifest.backends[backend]) if backend in manifest.backends else None,
-        usage.tasks, usage.shots, usage.seconds)}
+    price = costs.price_of(manifest.backends[backend]) if backend in manifest.backends else None
+    return {**usage.as_dict(),
+            "cost": price.cost_of_usage(usage.tasks, usage.shots, usage.seconds) if price else None}
 
 
 def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None,

@@ -60,18 +60,14 @@ class Price:
             return None
         return work.tasks * self.per_task + work.shots * self.per_shot
 
-
-def reported_cost(price: Price | None, tasks: int | None, shots: int | None,
-                  seconds: float | None) -> float | None:
-    """What the usage a provider reported costs at ``price``; None when the price or a
-    figure it needs is unknown (never a guess: unknown stays unknown)."""
-    if price is None:
-        return None
-    if price.per_second:
-        return None if seconds is None else seconds * price.per_second
-    if (price.per_task and tasks is None) or (price.per_shot and shots is None):
-        return None
-    return (tasks or 0) * price.per_task + (shots or 0) * price.per_shot
+    def cost_of_usage(self, tasks: int | None, shots: int | None, seconds: float | None) -> float | None:
+        """What the usage a provider reported costs; None when a figure the price needs is
+        unknown (never a guess: unknown stays unknown)."""
+        if self.per_second:
+            return None if seconds is None else seconds * self.per_second
+        if (self.per_task and tasks is None) or (self.per_shot and shots is None):
+            return None
+        return self.cost(Work(tasks or 0, shots or 0))
 
 
 FREE_LOCAL = Price(source="local simulator")

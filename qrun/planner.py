@@ -165,7 +165,8 @@ def cut_jobs(to_run: Iterable[tuple], limits_of) -> Iterator[JobSpec]:
     experiment with more shots than ``max_shots_per_job`` (or than a job may hold) is cut
     into slices, one job each, merged back when all are done.
     """
-    open_jobs: dict = {}  # (backend, shots) -> list of slices being filled
+    # (backend, shots) -> (experiments a job holds, slices being filled)
+    open_jobs: dict[tuple[str, int], tuple[int | float, list[Slice]]] = {}
     limits_by_backend: dict = {}
     for backend, key, shots in to_run:
         limits = limits_by_backend.get(backend)
@@ -176,12 +177,15 @@ def cut_jobs(to_run: Iterable[tuple], limits_of) -> Iterator[JobSpec]:
             for index, share in enumerate(_shares(shots, cap)):
                 yield _job(backend, (Slice(key, index, share),))
             continue
-        group = open_jobs.setdefault((backend, shots), [])
+        opened = open_jobs.get((backend, shots))
+        if opened is None:
+            opened = open_jobs[backend, shots] = (_experiments_per_job(limits, shots), [])
+        per_job, group = opened
         group.append(Slice(key, 0, shots))
-        if len(group) >= _experiments_per_job(limits, shots):
+        if len(group) >= per_job:
             yield _job(backend, tuple(group))
             group.clear()
-    for (backend, _), group in open_jobs.items():
+    for (backend, _), (_, group) in open_jobs.items():
         if group:
             yield _job(backend, tuple(group))
 
@@ -195,7 +199,7 @@ def jobs_needed(experiments: int, shots: int, limits: Limits) -> int:
     if cap and shots > cap:
         return experiments * -(-shots // cap)
     per_job = _experiments_per_job(limits, shots)
-    return -(-experiments // per_job) if per_job < experiments else 1
+    return int(-(-experiments // per_job)) if per_job < experiments else 1
 
 
 def _shots_cap(limits: Limits) -> int | None:

@@ -22,8 +22,11 @@ from qrun.providers.braket_aws.fake import FakeBraket
 from qrun.providers.spec import Limits
 
 from .conftest import qrun, write
-from .test_cloud_braket_aws import DEVICE, _rows, _sdk_session, aws_env  # noqa: F401 (a fixture)
+from .test_cloud_braket_aws import DEVICE, _rows, _sdk_session, aws_env  # noqa: F401 (the fixture below)
 from .test_differential import _exact_qiskit, within_shot_noise
+
+# boto3's keys for the fake, never the real ones (test_cloud_braket_aws.aws_env)
+pytestmark = pytest.mark.usefixtures("aws_env")
 
 SHOTS = 400
 THETAS = 12
@@ -108,7 +111,7 @@ def set_fake():
     service.stop()
 
 
-def test_program_set_results_are_exact_and_agree_with_one_task_per_circuit(project, set_fake, aws_env,
+def test_program_set_results_are_exact_and_agree_with_one_task_per_circuit(project, set_fake,
                                                                            _state_dir):
     """61 experiments of one shot count make one program set task; every measurement
     pattern comes back in qrun's bit order, exactly where the outcome is certain and
@@ -147,7 +150,7 @@ def test_program_set_results_are_exact_and_agree_with_one_task_per_circuit(proje
     assert not problems, problems[:10]
 
 
-def test_a_lost_answer_on_a_program_set_create_never_makes_a_second_task(project, aws_env, _state_dir):
+def test_a_lost_answer_on_a_program_set_create_never_makes_a_second_task(project, _state_dir):
     """Every create's answer is lost after the service made the task: the engine looks the
     tag up, finds the one program set, and follows it; nothing is paid twice."""
     lossy = FakeBraket(program_sets=True, lose_after_accept=1.0)
@@ -162,7 +165,7 @@ def test_a_lost_answer_on_a_program_set_create_never_makes_a_second_task(project
         lossy.stop()
 
 
-def test_a_failed_executable_fails_its_experiment_alone_and_a_retry_sends_only_it(project, aws_env,
+def test_a_failed_executable_fails_its_experiment_alone_and_a_retry_sends_only_it(project,
                                                                                  _state_dir):
     """Braket reports failures per executable: those experiments fail with the device's
     words, the rest of the set is done, and `qrun retry` sends only the failed ones."""
@@ -186,7 +189,7 @@ def test_a_failed_executable_fails_its_experiment_alone_and_a_retry_sends_only_i
 
 
 def test_the_devices_own_limits_cut_the_jobs_and_the_manifest_may_tighten_them(project, set_fake,
-                                                                                aws_env, _state_dir):
+                                                                                _state_dir):
     url = set_fake.start()
     manifest = _campaign(project, url, extra="limits: {max_experiments_per_job: 25}")
     assert api.apply(manifest).all_done
@@ -197,7 +200,7 @@ def test_the_devices_own_limits_cut_the_jobs_and_the_manifest_may_tighten_them(p
     assert sorted((t.executables, t.shots) for t in set_fake.tasks.values()) == [(11, 44_000), (50, 200_000)]
 
 
-def test_an_unreadable_device_stops_the_apply_with_nothing_planned(project, aws_env, _state_dir):
+def test_an_unreadable_device_stops_the_apply_with_nothing_planned(project, _state_dir):
     down = FakeBraket(program_sets=True)
     url = down.start()
     down.stop()
@@ -229,7 +232,7 @@ TURN = 'OPENQASM 3.0;\ninput float t;\nqubit[1] q;\nbit[1] c;\nrx(t) q[0];\nc[0]
     ([(FLIP, None)] * 2, 400_000, "are not in the range [1, 200000]"),
     ([(FLIP, None), (FLIP.replace("x q[0]", "reset q[0]"), None)], 20, "First failure"),
 ])
-def test_the_fake_refuses_program_sets_the_service_refuses(set_fake, aws_env, programs, shots, words):
+def test_the_fake_refuses_program_sets_the_service_refuses(set_fake, programs, shots, words):
     import botocore.exceptions
     from braket.aws.aws_quantum_task import _create_program_set_task
 
@@ -242,7 +245,7 @@ def test_the_fake_refuses_program_sets_the_service_refuses(set_fake, aws_env, pr
     assert not set_fake.tasks
 
 
-def test_a_device_without_program_sets_refuses_them(aws_env):
+def test_a_device_without_program_sets_refuses_them():
     import botocore.exceptions
 
     plain = FakeBraket()
@@ -258,7 +261,7 @@ def test_a_device_without_program_sets_refuses_them(aws_env):
         plain.stop()
 
 
-def test_the_sdks_own_program_sets_run_on_the_fake(set_fake, aws_env):
+def test_the_sdks_own_program_sets_run_on_the_fake(set_fake):
     """A user's own script (AwsDevice.run with a ProgramSet) rehearses on the fake: the SDK
     reads the device's action, the results and, for a FAILED set, the per-executable
     failures (it needs GetQuantumTask's actionMetadata for that)."""
@@ -312,7 +315,7 @@ def test_jobs_respect_total_shots_and_the_count_matches_the_cut(limits, shots):
     assert jobs_needed(experiments, shots, limits) == len(jobs)
 
 
-def test_plan_counts_tasks_by_what_the_last_apply_read_from_the_device(project, set_fake, aws_env,
+def test_plan_counts_tasks_by_what_the_last_apply_read_from_the_device(project, set_fake,
                                                                         _state_dir):
     """`plan` stays off the network: before any apply it counts SV1 as one task per
     circuit (AWS documents no program sets there); once an apply has read the device's
@@ -331,7 +334,7 @@ def test_plan_counts_tasks_by_what_the_last_apply_read_from_the_device(project, 
 
 
 def test_status_shows_the_usage_braket_reported_and_the_calibration_beside_the_estimate(
-        project, set_fake, aws_env, _state_dir):
+        project, set_fake, _state_dir):
     manifest = _campaign(project, set_fake.start(), extra="pricing: {per_task: 0.30, per_shot: 0.001}")
     assert api.apply(manifest).all_done
     status = json.loads(qrun("status", manifest, "-o", "json").stdout)

@@ -60,6 +60,10 @@ def run_each(tasks: list, seed: int | None, run_one) -> list:
 class TransientBackendError(Exception):
     """A failure worth trying again as is (lost connection, busy service, crashed worker)."""
 
+    # What the last try failed with, when the error says that a call's tries are spent
+    # (cloud.retrying): the cloud core tells a create that was only throttled by it.
+    last_error: BaseException | None = None
+
 
 class SubmissionUnknown(Exception):
     """A submission may have created a job, and the provider cannot tell now: a lookup by

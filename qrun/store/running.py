@@ -141,7 +141,7 @@ def complete_job(conn: Connection, apply_id: int, job_id: int, attempt_id: int, 
     ``report`` is what the provider said of the job (its usage, its calibration), kept
     with the attempt. Returns (keys of experiments finished now, keys failed now).
     """
-    finished = []
+    finished: list[str] = []
     stamp = now()
     state = FAILED if failures else DONE
     error = failures[0][1] if failures else None

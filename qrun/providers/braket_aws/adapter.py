@@ -31,6 +31,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 
 import boto3
 import botocore.exceptions
@@ -250,8 +251,9 @@ class Adapter(CloudAdapter):
         executables: list = []  # how many executables each program holds so far
         shared: dict = {}  # (source, input names) -> index of the program they share
         where = []
+        target = self.target()
         for task in tasks:
-            prepared = prepare_program(task, self.target(), self._prepared)
+            prepared = prepare_program(task, target, self._prepared)
             inputs = prepared.inputs_for(task.params) or {}
             key = (prepared.source, tuple(sorted(inputs)))
             index = shared.get(key) if inputs else None
@@ -327,8 +329,8 @@ class Adapter(CloudAdapter):
         one sent (another number of programs or executables, an entry with other inputs) is
         refused rather than mapped to the wrong experiment."""
         programs, where = self._packed(tasks)
-        sent = [1 + max((k for q, k in where if q == p), default=0) for p in range(len(programs))]
-        if [len(entry) for entry in result.entries] != sent:
+        per_program = Counter(p for p, _ in where)
+        if [len(entry) for entry in result.entries] != [per_program[p] for p in range(len(programs))]:
             raise RuntimeError(f"Braket's result for {result.task_metadata.id} does not have the "
                                "shape of the program set sent; refusing to guess which executable "
                                "is which experiment")

@@ -265,21 +265,14 @@ class FakeBraket(FakeServer):
     def _measured(self, task: _Task, executable, shots: int) -> dict:
         if not self.simulate:
             return {"measurements": [[0, 0]] * shots, "measuredQubits": [0, 1]}
-        from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
-
-        simulator = DensityMatrixSimulator if DEVICES[task.device].simulator == "dm" \
-            else StateVectorSimulator
-        result = simulator().run(executable, shots=shots)
+        result = _simulator_for(task)().run(executable, shots=shots)
         return {"measurements": result.measurements, "measuredQubits": result.measuredQubits}
 
     @staticmethod
     def _simulated(task: _Task) -> str:
-        from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
         from braket.ir.openqasm import Program
 
-        simulator = DensityMatrixSimulator if DEVICES[task.device].simulator == "dm" \
-            else StateVectorSimulator
-        result = simulator().run(Program.parse_raw(task.action), shots=task.shots)
+        result = _simulator_for(task)().run(Program.parse_raw(task.action), shots=task.shots)
         result.taskMetadata.id = task.arn
         result.taskMetadata.deviceId = task.device
         return result.json()
@@ -360,6 +353,13 @@ class FakeBraket(FakeServer):
 # QuantumTaskSummary's members in botocore's model of the service
 _SUMMARY_FIELDS = ("quantumTaskArn", "status", "deviceArn", "shots", "outputS3Bucket",
                    "outputS3Directory", "createdAt", "endedAt", "tags")
+
+
+def _simulator_for(task: _Task):
+    """The local simulator class that runs a task's device (DM1's: the density-matrix one)."""
+    from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
+
+    return DensityMatrixSimulator if DEVICES[task.device].simulator == "dm" else StateVectorSimulator
 
 
 def _is_program_set(action: str) -> bool:
