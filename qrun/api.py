@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 from . import __version__, costs, exporter, planner
 from . import manifest as manifests
 from .engine import SILENCE_LIMIT, Engine, RunOutcome
-from .errors import DeviceUnreadable, LockedError, QrunError, StateError
+from .errors import LockedError, QrunError, StateError
 from .executors import ExecutorChoice
 from .manifest import Manifest
 from .provenance import git_state
@@ -252,11 +253,14 @@ def _quietly(closing_write, *args) -> None:
 
 def store_plan(store: Store, manifest: Manifest, apply_id: int):
     """Stream the manifest's experiments into the store and cut jobs for what must run."""
-    declared: dict = {}  # backend -> what its device said one job may carry
+    declared: dict = {}  # backend -> what its device said one job may carry (None: not read)
+    stored: dict = {}  # backend -> what it said at an earlier apply
 
     def limits_of(backend: str):
         declared[backend] = declared_limits(manifest, backend)
-        return planner.job_limits(manifest, backend, declared[backend])
+        if declared[backend] is None:  # not asked, or no answer: what plan would use
+            stored[backend] = _stored_declared_limits(store, manifest, backend)
+        return planner.job_limits(manifest, backend, declared[backend] or stored[backend])
 
     planned = store.save_plan(
         apply_id,
@@ -284,26 +288,38 @@ def _stored_declared_limits(store: Store | None, manifest: Manifest, backend: st
 
 def declared_limits(manifest: Manifest, backend: str):
     """What a cloud device itself says one job may carry, where its adapter can tell
-    (``job_limits``: a Braket device's program-set size, from GetDevice); None elsewhere.
+    (``job_limits``: a Braket device's program-set size, from GetDevice); None elsewhere,
+    and None when the device gives no answer within the silence limit.
 
-    Asked only for backends with jobs to cut, inside the plan's transaction: a device that
-    cannot be read stops the apply with nothing planned or sent, rather than cutting jobs
-    by a guess that the device may refuse, or that costs a task fee per circuit."""
-    from .engine.calls import describe
+    Asked only for backends with jobs to cut, inside the plan's transaction. A device that
+    cannot be read is cut as `plan` would cut it (what an earlier apply read, or the
+    provider's guess): the engine then meets the same silent or failing service, and
+    reports and bounds it as it does every call, the jobs left for the next apply."""
     from .providers import PROVIDERS, remote_adapter_for
 
     spec = manifest.backends[backend]
     if PROVIDERS[spec.provider].local:
         return None
-    try:
-        adapter = remote_adapter_for(spec.provider, spec.device, spec.options, spec.credentials)
-        ask = getattr(adapter, "job_limits", None)
-        return ask() if ask is not None else None
-    except QrunError:  # a missing SDK says so itself
-        raise
-    except Exception as exc:  # the service did not answer, or refused: say which backend
-        raise DeviceUnreadable(f"backend {backend}: could not read what device {spec.device} takes "
-                               f"in one job ({describe(exc)}); nothing was planned or sent") from None
+    adapter = remote_adapter_for(spec.provider, spec.device, spec.options, spec.credentials)
+    ask = getattr(adapter, "job_limits", None)
+    return None if ask is None else _answer_within(ask, silence_limit_from_env())
+
+
+def _answer_within(ask, seconds: float):
+    """``ask()``'s answer, or None if it fails or gives none within ``seconds`` (the call
+    goes on in a daemon thread, bounded by the adapter's own policy, and is forgotten)."""
+    answer: list = []
+
+    def asking() -> None:
+        try:
+            answer.append(ask())
+        except Exception:  # the engine's own calls will meet and report the same failure
+            pass
+
+    thread = threading.Thread(target=asking, name="qrun-device-limits", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return answer[0] if answer else None
 
 
 def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOptions, progress,

@@ -58,13 +58,6 @@ class BackendUnavailable(QrunError):
     """A provider's SDK is missing or cannot be loaded."""
 
 
-class DeviceUnreadable(QrunError):
-    """A cloud device whose own limits decide how jobs are cut could not be read (the
-    service did not answer, or refused): nothing was planned or sent."""
-
-    exit_code = EXIT_FAILED
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM (systemd stopping a unit, a CI time-out, `kill`), raised where Ctrl-C would
     be, so that it is handled the same way: stop submitting, keep what finished, end the

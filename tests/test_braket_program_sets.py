@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sqlite3
 import textwrap
 
 import pytest
@@ -200,17 +201,23 @@ def test_the_devices_own_limits_cut_the_jobs_and_the_manifest_may_tighten_them(p
     assert sorted((t.executables, t.shots) for t in set_fake.tasks.values()) == [(11, 44_000), (50, 200_000)]
 
 
-def test_an_unreadable_device_stops_the_apply_with_nothing_planned(project, _state_dir):
-    down = FakeBraket(program_sets=True)
-    url = down.start()
-    down.stop()
-    manifest = _campaign(project, url)
-    result = qrun("apply", manifest, timeout=120)
-    assert result.returncode == 1, result.stderr
-    assert "could not read what device" in result.stderr and "nothing was planned or sent" in result.stderr
-    assert "Traceback" not in result.stderr
-    status = json.loads(qrun("status", manifest, "-o", "json").stdout)
-    assert not status.get("remote_jobs")
+def test_a_device_that_cannot_be_read_is_cut_as_the_last_apply_read_it(project, set_fake, _state_dir):
+    """The service is down when new work is planned: its jobs are cut by the program-set
+    size an earlier apply read (what `plan` uses), left for the next apply by the engine
+    as for any unreachable service, and sent as one set once the service is back."""
+    url = set_fake.start()
+    assert api.apply(_campaign(project, url)).all_done
+    port = int(url.rsplit(":", 1)[1])
+    set_fake.stop()  # nothing listens there now
+    changed = _campaign(project, url, shots=SHOTS + 100)  # all new experiments
+    result = qrun("apply", changed, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    with sqlite3.connect(_state_dir / "sets.sqlite") as conn:
+        sizes = sorted(n for (n,) in conn.execute("SELECT count(*) FROM slices GROUP BY job_id"))
+    assert sizes == [EXPERIMENTS, EXPERIMENTS], "one set for each shot count, not one job per circuit"
+    set_fake.start(port)  # the service returns, its tasks kept
+    assert qrun("apply", changed).returncode == 0
+    assert len(set_fake.tasks) == 2 and set(set_fake.accepted.values()) == {1}
 
 
 # -- the fake refuses what the service refuses, in the shape the SDK reads

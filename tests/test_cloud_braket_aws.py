@@ -93,11 +93,11 @@ def test_unreachable_service_is_left_for_the_next_apply(project, aws_env, _state
     started = time.time()
     result = qrun("apply", manifest)
     assert result.returncode == 1 and time.time() - started < 120
-    # Jobs are cut by what the device declares (one circuit a task, or a program set's
-    # size): a device that cannot be read stops the apply before anything is planned.
-    assert "could not read what device" in result.stderr and "Traceback" not in result.stderr
     with sqlite3.connect(_state_dir / "cloud.sqlite") as conn:
-        assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+        states = {s for (s,) in conn.execute("SELECT state FROM jobs")}
+        errors = [e for (e,) in conn.execute("SELECT error FROM jobs")]
+    assert states == {"submitting"}, "outcome unknown: kept for reconciliation"
+    assert all("left for the next apply" in e for e in errors)
     back = FakeBraket()
     back.start(int(url.rsplit(":", 1)[1]))  # the service returns at the same address
     try:
