@@ -16,6 +16,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -436,10 +437,33 @@ def _reported(manifest: Manifest, backend: str, usage) -> dict:
 
 
 def export(path: str | Path, output: str | Path, fmt: str | None = None, state_dir=None,
-           root=None) -> int:
-    """Write one row per experiment of the last applied plan; return the row count."""
+           root=None, layout: str = "wide") -> int:
+    """Write the last applied plan's results; return the row count. ``layout`` "wide": one
+    row per experiment; "long": one row per outcome of each completed experiment."""
     manifest = validate(path, root)
     fmt = exporter.format_for(str(output), fmt)
+    exporter.check_layout(layout)
+    with _plan_results(manifest, state_dir) as (store, apply_id):
+        params = store.param_types(apply_id) if layout == "long" or fmt == "parquet" else {}
+        return exporter.write(store.export_rows(apply_id), fmt, output, layout, params)
+
+
+def results(path: str | Path, layout: str = "long", state_dir=None, root=None):
+    """The last applied plan's results as a pandas DataFrame (needs ``qrun[pandas]``).
+
+    ``layout`` "long" (default): one row per outcome of each completed experiment, with
+    key, circuit, backend, provider, one column per swept parameter, shots, outcome, count,
+    probability and completed_at; "wide": one row per experiment, as `export` writes it,
+    its params spread into columns."""
+    manifest = validate(path, root)
+    exporter.check_layout(layout)
+    with _plan_results(manifest, state_dir) as (store, apply_id):
+        return exporter.frame(store.export_rows(apply_id), layout, store.param_types(apply_id))
+
+
+@contextmanager
+def _plan_results(manifest: Manifest, state_dir):
+    """The campaign's store, read-only, and the apply whose plan its results belong to."""
     db_path = state_path(manifest, state_dir)
     if not db_path.exists():
         raise StateError(f"campaign {manifest.name} has no state at {db_path}; run qrun apply first")
@@ -447,7 +471,7 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
         apply_id = store.latest_plan_apply()
         if apply_id is None:
             raise StateError(f"campaign {manifest.name} has no applied plan; run qrun apply first")
-        return exporter.write(store.export_rows(apply_id), fmt, output)
+        yield store, apply_id
 
 
 def cancel(path: str | Path, state_dir=None, root=None) -> dict:

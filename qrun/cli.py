@@ -4,7 +4,7 @@ Only click is imported at start; the API, rich and every SDK load inside the com
 needs them, so `qrun --help` stays fast. Errors a user can cause are printed as messages
 with the documented exit codes, never as tracebacks:
     0 all done · 1 some experiments failed · 2 bad input or usage · 130 interrupted (Ctrl-C)
-    · 143 terminated (SIGTERM, handled as Ctrl-C)
+    · 143 terminated (SIGTERM, handled as Ctrl-C) · 141 output pipe closed by its reader
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from .errors import (
     Terminated,
 )
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as the shell reports a tool that SIGPIPE ended
+
 manifest_argument = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
 state_dir_option = click.option(
     "--state-dir", envvar="QRUN_STATE_DIR", type=click.Path(file_okay=False), default=None,
@@ -57,6 +59,8 @@ def reports_errors(command):
         except QrunError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated) or _terminated.is_set()
             click.echo("terminated" if terminated else "interrupted", err=True)
@@ -69,6 +73,16 @@ def reports_errors(command):
                        err=True)
             sys.exit(EXIT_FAILED)
     return wrapper
+
+
+def _quiet_broken_pipe():
+    """The reader of our output went away (`qrun export -o - | head`): end as a Unix tool
+    killed by SIGPIPE would, quietly, with 128 + SIGPIPE. Standard output is pointed at
+    /dev/null first, so that Python's flush at exit does not fail on the pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -260,15 +274,19 @@ def _plain(value):
 @manifest_argument
 @state_dir_option
 @root_option
-@click.option("-f", "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
-              help="Output format [default: from the file extension].")
+@click.option("-f", "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
+              help="Output format [default: from the file extension]; parquet needs qrun[parquet].")
+@click.option("--layout", type=click.Choice(["wide", "long"]), default="wide", show_default=True,
+              help="wide: one row per experiment; long: one row per outcome of each completed "
+                   "experiment (outcome, count, probability, a column per parameter).")
 @click.option("-o", "--output", required=True, help="File to write, or - for standard output.")
 @reports_errors
-def export(manifest, state_dir, root, fmt, output):
-    """Write one row per experiment: key, circuit, backend, params, counts, provenance."""
+def export(manifest, state_dir, root, fmt, layout, output):
+    """Write one row per experiment (key, circuit, backend, params, counts, provenance), or
+    with --layout long one row per outcome."""
     from . import api
 
-    count = api.export(manifest, output, fmt=fmt, state_dir=state_dir, root=root)
+    count = api.export(manifest, output, fmt=fmt, state_dir=state_dir, root=root, layout=layout)
     if output != "-":
         click.echo(f"wrote {count} rows to {output}", err=True)
 

@@ -244,3 +244,6 @@ class Store:
 
     def export_rows(self, apply_id: int) -> Iterator[reports.ExportRow]:
         return reports.export_rows(self._conn, apply_id)
+
+    def param_types(self, apply_id: int) -> dict[str, str]:
+        return reports.param_types(self._conn, apply_id)

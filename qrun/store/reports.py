@@ -247,3 +247,22 @@ def export_rows(conn: Connection, apply_id: int) -> Iterator[ExportRow]:
             completed_at=row[10], attempts=row[11], remote_ids=json.loads(row[12]),
             manifest_sha256=row[13], git_commit=row[14],
             git_dirty=None if row[15] is None else bool(row[15]))
+
+
+def param_types(conn: Connection, apply_id: int) -> dict[str, str]:
+    """The parameter names bound anywhere in the plan, sorted, each with the kind of its
+    values: "int" when every value is an integer, "float" for numbers, else "str". Long
+    exports need these columns before their first row; SQLite reads the JSON, so the
+    campaign is scanned without being held."""
+    rows = conn.all(
+        "SELECT p.key, group_concat(DISTINCT p.type) FROM experiments e, json_each(e.params) p "
+        "WHERE e.plan_apply=? GROUP BY p.key ORDER BY p.key", (apply_id,))
+    return {name: _kind_of(set(types.split(","))) for name, types in rows}
+
+
+def _kind_of(json_types: set[str]) -> str:
+    if json_types == {"integer"}:
+        return "int"
+    if json_types <= {"integer", "real"}:
+        return "float"
+    return "str"
