@@ -14,22 +14,23 @@ import dataclasses
 import json
 import os
 import threading
-from collections import Counter
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from . import __version__, costs, exporter, planner
+from . import __version__, costs, exporter, planfile, planner, planreport
 from . import manifest as manifests
 from .engine import SILENCE_LIMIT, Engine, RunOutcome
-from .errors import LockedError, QrunError, StateError
+from .errors import LockedError, QrunError, StalePlanError, StateError
 from .executors import ExecutorChoice
 from .manifest import Manifest
+from .planreport import PlanReport
 from .provenance import git_state
 from .providers import Limits, faults
-from .store import DONE, FAILED, PENDING, LockHolder, PlanCounts, Store, lock_message
+from .store import DONE, FAILED, PENDING, LockHolder, PlanCounts, Store, lock_message, state_digest
 
 DEFAULT_STATE_DIR = "runs"
 FAILURES_SHOWN = 20  # failed experiments listed by apply and status; export lists them all
@@ -49,70 +50,46 @@ def validate(path: str | Path, root: str | Path | None = None) -> Manifest:
 
 # ---------------------------------------------------------------- plan
 
-@dataclass
-class PlanReport:
-    campaign: str
-    state_path: Path
-    rows: list  # per circuit and backend: counts of new, cached, failed, resume
-    totals: dict
-    cost: costs.CostEstimate  # what would run, per backend: tasks, shots, cost; and what was sent
-    budget: costs.Budget | None = None
-    over_budget: str | None = None  # why apply would refuse to start (costs.check_budget)
+def plan(path: str | Path, state_dir=None, root=None, keep_run_keys: bool = False) -> PlanReport:
+    """What `apply` would do, and why, and what it would cost, without writing anything.
 
-    @property
-    def to_run(self) -> int:
-        return self.totals["new"] + self.totals["resume"]
-
-    @property
-    def has_work(self) -> bool:
-        return self.to_run > 0
-
-
-def plan(path: str | Path, state_dir=None, root=None) -> PlanReport:
-    """What `apply` would do, and why, and what it would cost, without writing anything."""
+    Every experiment gets a reason (planreport.py lists them); one whose key changed is
+    matched to the stored experiment it replaces, and what changed is named; stored ones
+    the manifest no longer produces are retired. ``keep_run_keys`` keeps the keys apply
+    would run (what `qrun plan --out` saves)."""
     manifest = validate(path, root)
     db_path = state_path(manifest, state_dir)
     store = Store.open(db_path, readonly=True) if db_path.exists() else None
-    tally: Counter = Counter()  # (circuit, backend, provider, reason) -> experiments
-    new_work: Counter = Counter()  # (backend, shots) -> new experiments, to count their jobs
     sent: dict = {}
     to_send: dict = {}
     try:
-        # Stored states are looked up a batch at a time, as the plan streams by: memory
-        # stays the same for a campaign of any size.
-        for batch in _batches(planner.experiments(manifest), PLAN_BATCH):
-            states = store.experiment_states([e.key for e in batch]) if store else {}
-            for experiment in batch:
-                reason = _reason(states.get(experiment.key))
-                tally[experiment.circuit, experiment.backend, experiment.provider, reason] += 1
-                if reason == "new":
-                    new_work[experiment.backend, experiment.shots] += 1
+        diff, latest = _plan_diff(manifest, store, planreport.LISTED, keep_run_keys)
         if store:
-            latest = store.latest_plan_apply()
             sent = costs.work_by_backend(store.sent_work())
             to_send = costs.work_by_backend(store.unsent_work(latest)) if latest else {}
         # A device's own limits on a job (a Braket program set's size) are read by apply;
         # plan uses what the last one read, or the provider's guess, never the network.
         declared = {backend: _stored_declared_limits(store, manifest, backend)
-                    for backend in {b for b, _ in new_work}}
+                    for backend in {b for b, _, _ in diff.new_work}}
+        digest = store.state_digest() if store else state_digest(None)
     finally:
         if store:
             store.close()
-    for (backend, shots), count in new_work.items():
+    for backend, shots, count in diff.new_work:
         limits = planner.job_limits(manifest, backend, declared[backend])
         jobs = planner.jobs_needed(count, shots, limits)
         to_send.setdefault(backend, costs.Work()).add(jobs, count * shots)
-    rows: dict = {}
-    totals = dict.fromkeys(("new", "cached", "failed", "resume"), 0)
-    for (circuit, backend, provider, reason), count in tally.items():
-        row = rows.setdefault((circuit, backend), {"circuit": circuit, "backend": backend,
-                                                   "provider": provider, **dict.fromkeys(totals, 0)})
-        row[reason] += count
-        totals[reason] += count
     estimate = costs.CostEstimate.of(manifest, to_send, sent)
-    return PlanReport(campaign=manifest.name, state_path=db_path, rows=list(rows.values()),
-                      totals=totals, cost=estimate, budget=manifest.budget,
-                      over_budget=_over_budget(manifest.budget, estimate))
+    return planreport.build(manifest, db_path, diff, digest, estimate,
+                            _over_budget(manifest.budget, estimate))
+
+
+def _plan_diff(manifest: Manifest, store: Store | None, listed: int, keep_run_keys: bool):
+    """The manifest's experiments against the stored state, and the last applied plan."""
+    if store is None:
+        return planreport.diff_without_state(manifest, keep_run_keys), None
+    latest = store.latest_plan_apply()
+    return store.diff_plan(planner.experiments(manifest), latest, listed, keep_run_keys), latest
 
 
 def _over_budget(budget, estimate) -> str | None:
@@ -123,18 +100,13 @@ def _over_budget(budget, estimate) -> str | None:
     return None
 
 
-PLAN_BATCH = 2000  # experiments whose stored state `plan` asks for at once
+PLAN_BATCH = 2000  # experiments whose stored rows are asked for at once
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
-
-
-def _reason(state: str | None) -> str:
-    """Why an experiment is in the plan: new (never stored), cached (done), failed, resume."""
-    return {None: "new", DONE: "cached", FAILED: "failed"}.get(state, "resume")
 
 
 # ---------------------------------------------------------------- apply
@@ -216,12 +188,24 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     for by QRUN_FAULTS are injected into local runs (a rehearsal; see backends/faults.py).
     ``resubmit_unresolved`` (with ``retry_failed``) takes the user's word that submissions
     whose fate could not be looked up are not at the provider: their jobs are sent anew.
+
+    ``path`` may also be a plan saved by `qrun plan --out` (known by its content): exactly
+    its experiments run, or nothing does (StalePlanError) when the manifest, a circuit
+    source or the stored state changed since it was made.
     """
-    manifest = validate(path, root)
+    saved = planfile.read(path) if planfile.is_plan_file(path) else None
+    if saved is not None and (retry_failed or resubmit_unresolved):
+        raise QrunError(f"{path} is a saved plan, made for `qrun apply`; `qrun retry` takes the "
+                        "manifest")
+    manifest = validate(saved.manifest_file() if saved else path, root)
     run_options = RunOptions(executor=executor, faults=faults.from_env(),
                              silence_limit=silence_limit_from_env())
     db_path = state_path(manifest, state_dir)
+    if saved is not None and not (state_dir or os.environ.get("QRUN_STATE_DIR")):
+        db_path = saved.state_path  # where the plan read the state, unless told otherwise
     refuse_if_locked(manifest, db_path)
+    if saved is not None:
+        check_saved_plan(saved, manifest, db_path)  # before anything is written
     git = git_state(manifest.path, [manifest.folder / c.program.origin
                                     for c in manifest.circuits.values()])
     store = Store.open(db_path)
@@ -229,6 +213,8 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     try:
         store.acquire_lock(manifest.name, command)
         try:
+            if saved is not None:  # again under the lock: no apply slipped in meanwhile
+                _refuse_changed_state(saved, store.state_digest(), store)
             if resubmit_unresolved:
                 store.forget_unresolved(store.latest_plan_apply())
             report = _apply_locked(store, manifest, git, command, run_options, progress,
@@ -240,6 +226,50 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
         return report
     finally:
         store.close()
+
+
+def check_saved_plan(saved: planfile.SavedPlan, manifest: Manifest, db_path: Path) -> None:
+    """Refuse (StalePlanError, saying why) a saved plan that is not what apply would run now:
+    another campaign's, or made before the manifest, a circuit source or the stored state
+    changed. Reads only."""
+    rerun = f"run `qrun plan {saved.manifest_file()} --out {saved.path}` again and review it"
+    if manifest.name != saved.campaign:
+        raise StalePlanError(f"{saved.path} is a plan of campaign {saved.campaign}, but "
+                             f"{manifest.path} is campaign {manifest.name}; nothing was run")
+    if manifest.sha256 != saved.manifest_sha256:
+        raise StalePlanError(f"{manifest.path} changed since the plan {saved.path} was made "
+                             f"(sha256 {saved.manifest_sha256[:12]} then, {manifest.sha256[:12]} "
+                             f"now); nothing was run: {rerun}")
+    store = Store.open(db_path, readonly=True) if db_path.exists() else None
+    try:
+        stored_campaign = store.meta("campaign") if store else None
+        if stored_campaign not in (None, saved.campaign):
+            raise StalePlanError(f"{db_path} holds campaign {stored_campaign}, not the plan's "
+                                 f"{saved.campaign}; nothing was run")
+        _refuse_changed_state(saved, store.state_digest() if store else state_digest(None), store)
+        diff, _ = _plan_diff(manifest, store, 0, keep_run_keys=False)
+    finally:
+        if store:
+            store.close()
+    if (diff.keys_sha256, diff.run_keys_sha256) != (saved.keys_sha256, saved.run_keys_sha256):
+        raise StalePlanError(f"the experiments of {manifest.path} are not those of the plan "
+                             f"{saved.path} any more (a circuit source changed?); nothing was "
+                             f"run: {rerun}")
+
+
+def _refuse_changed_state(saved: planfile.SavedPlan, digest: str, store: Store | None) -> None:
+    if digest == saved.state_sha256:
+        return
+    last_plan = store.latest_plan_apply() if store else None
+    latest = store.apply_info(last_plan) if store and last_plan else None
+    since = ""
+    if latest:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(latest["started_at"]))
+        since = f" (the last was {latest['command']} #{latest['id']}, {when}, " \
+                f"{latest['outcome'] or 'running'})"
+    raise StalePlanError(f"the state {saved.state_path} changed since the plan {saved.path} was "
+                         f"made{since}; nothing was run: plan again with `qrun plan "
+                         f"{saved.manifest_file()} --out {saved.path}` and review it")
 
 
 def _quietly(closing_write, *args) -> None:
@@ -270,6 +300,7 @@ def store_plan(store: Store, manifest: Manifest, apply_id: int):
         backend_configs={name: b.config for name, b in manifest.backends.items()},
         cut_jobs=lambda rows: planner.cut_jobs(rows, limits_of),
         seed_of=lambda job_key: planner.derived_seed(manifest.seed, job_key),
+        backend_identities={planner.backend_digest(b): b.identity for b in manifest.backends.values()},
     )
     for backend, limits in declared.items():  # kept for `plan`, which stays off the network
         if limits is not None:
@@ -474,6 +505,44 @@ def _plan_results(manifest: Manifest, state_dir):
         yield store, apply_id
 
 
+# ---------------------------------------------------------------- diff
+
+def diff(first: str, second: str, state_dir=None, root=None, alpha: float | None = None):
+    """Compare two campaigns: experiments removed, added and changed, and the stored results
+    of experiments on the same circuit, backend and sweep point (see qrun/diff.py).
+
+    ``first`` and ``second`` are manifests (PATH), or manifests at a git revision
+    (PATH@REV); ``second`` may also be @REV or a bare REV, meaning ``first``'s path at
+    that revision. Each side's results come from its campaign's state database. ``root``
+    applies to manifests on disk (a revision's files are read into a folder of their own).
+    Returns a diff.DiffReport; its ``exit_code`` is the CLI's."""
+    from . import diff as diffs
+
+    alpha = diffs.ALPHA if alpha is None else alpha
+    if not 0 < alpha < 1:
+        raise QrunError(f"--alpha {alpha}: give a significance level between 0 and 1 (default {diffs.ALPHA})")
+    side_a, side_b = diffs.parse_sides(first, second)
+    with diffs.loaded(side_a, root) as a, diffs.loaded(side_b, root) as b:
+        path_a, rows_a = _stored_rows(a, state_dir)
+        path_b, rows_b = _stored_rows(b, state_dir)
+        return diffs.build_report(a, b, rows_a, rows_b, (path_a, path_b), alpha)
+
+
+def _stored_rows(side, state_dir) -> tuple[Path, dict]:
+    """A diff side's stored export rows by experiment key (of whatever plan stored them)."""
+    db_path = state_path(side.manifest, state_dir)
+    if not db_path.exists():
+        advice = (f"check out {side.side.revision} and run qrun apply" if side.side.revision
+                  else "run qrun apply")
+        raise StateError(f"{side.side.shown}: campaign {side.manifest.name} has no state at "
+                         f"{db_path} ({advice} first: diff compares stored results)")
+    rows: dict = {}
+    with Store.open(db_path, readonly=True) as store:
+        for batch in _batches((e.key for e in side.experiments), PLAN_BATCH):
+            rows.update((row.key, row) for row in store.export_rows_of(batch))
+    return db_path, rows
+
+
 def cancel(path: str | Path, state_dir=None, root=None) -> dict:
     """Cancel the campaign's unfinished jobs: remote ones at their provider, then in the state.
 
@@ -542,6 +611,45 @@ def _cancel_at_provider(adapter, handle: str) -> None:
         adapter.cancel(handle)
     except JobNotFound:
         pass  # the provider holds nothing under it any more: nothing to stop
+
+
+@dataclass(frozen=True)
+class ReportWritten:
+    path: str
+    bytes: int
+    experiments: int  # of the plan reported
+    histograms: int  # drawn one by one
+    left_out: list  # what the page says it left out
+
+
+def report(path: str | Path, output: str | Path, state_dir=None, root=None) -> ReportWritten:
+    """Write the campaign as one self-contained HTML page (qrun/report.py): summary and
+    provenance, histograms, sweeps, backends compared, failures. Read-only."""
+    from . import report as reporting
+
+    manifest = validate(path, root)
+    db_path = state_path(manifest, state_dir)
+    if not db_path.exists():
+        raise StateError(f"campaign {manifest.name} has no state at {db_path}; run qrun apply first")
+    with Store.open(db_path, readonly=True) as store:
+        apply_id = store.latest_plan_apply()
+        if apply_id is None:
+            raise StateError(f"campaign {manifest.name} has no applied plan; run qrun apply first")
+        facts = reporting.Facts(
+            campaign=manifest.name, state_path=str(db_path), qrun_version=__version__,
+            states=store.state_counts(apply_id), last_apply=store.apply_info(apply_id),
+            manifest_sha256=manifest.sha256, backends=store.backend_summary(apply_id),
+            provenance=store.backend_provenance(apply_id),
+            remote_jobs=store.remote_jobs(apply_id, limit=reporting.REMOTE_IDS_LISTED),
+            remote_job_count=store.remote_job_count(apply_id),
+            failure_causes=store.failure_causes(apply_id),
+            failures=store.failures(apply_id, limit=reporting.FAILURES_LISTED),
+            pending_causes=store.pending_causes(apply_id))
+        built = reporting.build(facts, store.result_points(apply_id),
+                                store.leading_outcomes(apply_id, reporting.LEADING_OUTCOMES))
+    size = reporting.write(reporting.render(built), output)
+    return ReportWritten(path=str(output), bytes=size, experiments=sum(facts.states.values()),
+                         histograms=len(built.histograms), left_out=built.left_out)
 
 
 def unlock(path: str | Path, state_dir=None, force: bool = False, root=None) -> LockHolder | None:

@@ -9,7 +9,6 @@ with the documented exit codes, never as tracebacks:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -118,15 +117,24 @@ def validate(manifest, state_dir, root):
 @root_option
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to do, 2 when there is work to do, 1 on error.")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "md"]), default="table",
+              help="table; json (documented, with format_version); md: a pull-request comment.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="Also save the plan to this file; `qrun apply FILE` then runs exactly it, "
+                   "or refuses if the manifest or the state changed since.")
 @reports_errors
-def plan(manifest, state_dir, root, detailed_exitcode, output):
-    """Show what apply would run and why (new, cached, failed, resume), and what it would
-    cost. Writes nothing; exit 3 when the estimate passes the budget."""
+def plan(manifest, state_dir, root, detailed_exitcode, output, out_file):
+    """Show what apply would run and why (new, changed, resume, retry, failed, cached; and
+    what is retired), and what it would cost. Writes nothing but --out; exit 3 when the
+    estimate passes the budget."""
     from . import api
 
     try:
-        report = api.plan(manifest, state_dir, root)
+        report = api.plan(manifest, state_dir, root, keep_run_keys=out_file is not None)
+        if out_file is not None:
+            from . import planfile
+
+            planfile.write(report, out_file)
     except QrunError as exc:
         if not detailed_exitcode:
             raise
@@ -134,15 +142,17 @@ def plan(manifest, state_dir, root, detailed_exitcode, output):
         _print_error(exc)
         sys.exit(EXIT_FAILED)
     if output == "json":
-        click.echo(json.dumps({"campaign": report.campaign, "state_path": str(report.state_path),
-                               "totals": report.totals, "to_run": report.to_run,
-                               "rows": report.rows, "cost": report.cost.as_dict(),
-                               "budget": report.budget and dataclasses.asdict(report.budget),
-                               "over_budget": report.over_budget}, indent=2))
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif output == "md":
+        from .planmd import markdown
+
+        click.echo(markdown(report), nl=False)
     else:
         from . import render
 
         render.plan(report)
+    if out_file is not None:
+        click.echo(f"plan saved to {out_file}: `qrun apply {out_file}` runs exactly it", err=True)
     if report.over_budget:  # apply would refuse to start: say so as it would
         click.echo(f"error: {report.over_budget}", err=True)
         sys.exit(EXIT_OVER_BUDGET)
@@ -221,7 +231,10 @@ no_progress_option = click.option("--no-progress", is_flag=True,
 @no_progress_option
 @reports_errors
 def apply(manifest, state_dir, root, run_options, no_progress):
-    """Run every experiment of the manifest that is not done yet; resume after any stop."""
+    """Run every experiment of the manifest that is not done yet; resume after any stop.
+
+    MANIFEST may be a plan saved by `qrun plan --out FILE`: then exactly its experiments
+    run, or nothing does (exit 1) if the manifest or the state changed since."""
     _run(manifest, state_dir, root, run_options, no_progress, retry_failed=False)
 
 
@@ -289,6 +302,55 @@ def export(manifest, state_dir, root, fmt, layout, output):
     count = api.export(manifest, output, fmt=fmt, state_dir=state_dir, root=root, layout=layout)
     if output != "-":
         click.echo(f"wrote {count} rows to {output}", err=True)
+
+
+@main.command()
+@manifest_argument
+@state_dir_option
+@root_option
+@click.option("-o", "--output", required=True, help="HTML file to write, or - for standard output.")
+@reports_errors
+def report(manifest, state_dir, root, output):
+    """Write the campaign as one HTML page that opens offline: summary, provenance,
+    histograms, sweeps, backends compared (TVD, Hellinger fidelity), failures."""
+    from . import api
+
+    written = api.report(manifest, output, state_dir=state_dir, root=root)
+    if output != "-":
+        click.echo(f"wrote {output} ({written.bytes / 1024:,.0f} KiB): {written.experiments:,} "
+                   f"experiments, {written.histograms} histograms drawn", err=True)
+
+
+@main.command()
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@state_dir_option
+@root_option
+@click.option("-o", "--output", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--alpha", type=float, default=None,
+              help="Family-wise significance of 'beyond shot noise' [default 0.05].")
+@reports_errors
+def diff(a, b, state_dir, root, output, alpha):
+    """Compare two campaigns: experiments removed, added, changed, and their stored results.
+
+    A and B are manifests, PATH or PATH@REV (the manifest at a git revision); B may also be
+    @REV or a bare REV: A's manifest at that revision. A is "before", B "after". Exit 0: no
+    result differs beyond shot noise; 2: some do; 3: nothing could be compared; 1: error."""
+    from . import api
+    from . import diff as diffs
+
+    try:
+        report = api.diff(a, b, state_dir, root, alpha)
+    except QrunError as exc:  # 2 means "differs" here, so errors are 1 (as plan --detailed-exitcode)
+        _print_error(exc)
+        sys.exit(EXIT_FAILED)
+    if output == "json":
+        click.echo(json.dumps(diffs.as_json(report), indent=2))
+        for note in report.notes:  # in the markdown already; said here for a CI log
+            click.echo(f"note: {note}", err=True)
+    else:
+        click.echo(diffs.as_markdown(report))
+    sys.exit(report.exit_code)
 
 
 @main.command()

@@ -54,6 +54,21 @@ class LockedError(QrunError):
     exit_code = EXIT_FAILED
 
 
+class RevisionError(QrunError):
+    """A manifest's git revision cannot be read (no repository, no such revision or file)."""
+
+
+class PlanFileError(QrunError):
+    """A saved plan file that cannot be read: damaged, cut short, or from a newer qrun."""
+
+
+class StalePlanError(QrunError):
+    """A saved plan that no longer describes what apply would do (the manifest, a source or
+    the stored state changed since it was made); nothing was run."""
+
+    exit_code = EXIT_FAILED
+
+
 class BackendUnavailable(QrunError):
     """A provider's SDK is missing or cannot be loaded."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import StateError
-from . import lock, migrations, plans, queue, reports, running
+from . import diffs, lock, migrations, plans, queue, reports, running
 from .connection import Connection
 from .jobs import RUNNING
 from .rows import JobRow, LeftRemoteJob, OpenAttempt, PlanCounts, Program, SliceWork, UnfinishedJob
@@ -85,6 +85,9 @@ class Store:
     def meta(self, key: str) -> str | None:
         return plans.meta(self._conn, key)
 
+    def delete_meta(self, key: str) -> None:
+        plans.delete_meta(self._conn, key)
+
     # -- the campaign lock
 
     def acquire_lock(self, name: str, command: str) -> None:
@@ -106,12 +109,21 @@ class Store:
     # -- storing a plan
 
     def save_plan(self, apply_id: int, programs: Iterable, experiments: Iterable,
-                  backend_configs: dict, cut_jobs: Callable, seed_of: Callable) -> PlanCounts:
+                  backend_configs: dict, cut_jobs: Callable, seed_of: Callable,
+                  backend_identities: dict | None = None) -> PlanCounts:
         return plans.save_plan(self._conn, apply_id, programs, experiments, backend_configs,
-                               cut_jobs, seed_of)
+                               cut_jobs, seed_of, backend_identities)
 
     def experiment_states(self, keys: list[str]) -> dict:
         return plans.experiment_states(self._conn, keys)
+
+    def diff_plan(self, experiments: Iterable, last_apply: int | None, listed: int,
+                  keep_run_keys: bool = False) -> diffs.PlanDiff:
+        """Why each experiment is in the plan (diffs.py); writes nothing to the database."""
+        return diffs.diff_plan(self._conn, experiments, last_apply, listed, keep_run_keys)
+
+    def state_digest(self) -> str:
+        return diffs.state_digest(self._conn)
 
     # -- running: what to start, and when
 
@@ -120,6 +132,9 @@ class Store:
 
     def unfinished_jobs(self, apply_id: int) -> list[UnfinishedJob]:
         return queue.unfinished_jobs(self._conn, apply_id)
+
+    def jobs_to_send(self, apply_id: int, backend: str) -> int:
+        return queue.jobs_to_send(self._conn, apply_id, backend)
 
     def unfinished_remote_jobs(self, apply_id: int) -> list[LeftRemoteJob]:
         return queue.unfinished_remote_jobs(self._conn, apply_id)
@@ -247,3 +262,20 @@ class Store:
 
     def param_types(self, apply_id: int) -> dict[str, str]:
         return reports.param_types(self._conn, apply_id)
+
+    def export_rows_of(self, keys: list[str]) -> list[reports.ExportRow]:
+        return reports.export_rows_of(self._conn, keys)
+
+    # -- the HTML report's reads (qrun/report.py)
+
+    def result_points(self, apply_id: int) -> Iterator[reports.ResultPoint]:
+        return reports.result_points(self._conn, apply_id)
+
+    def leading_outcomes(self, apply_id: int, per_circuit: int) -> dict[str, list[str]]:
+        return reports.leading_outcomes(self._conn, apply_id, per_circuit)
+
+    def backend_provenance(self, apply_id: int) -> list[reports.BackendProvenance]:
+        return reports.backend_provenance(self._conn, apply_id)
+
+    def remote_job_count(self, apply_id: int) -> int:
+        return reports.remote_job_count(self._conn, apply_id)

@@ -231,22 +231,31 @@ _EXPORT = """
     LEFT JOIN results r ON r.experiment = e.key
     LEFT JOIN applies ra ON ra.id = r.apply_id
     LEFT JOIN applies pa ON pa.id = e.plan_apply
-    WHERE e.plan_apply = ?
-    ORDER BY e.rowid
     """
 
 
 def export_rows(conn: Connection, apply_id: int) -> Iterator[ExportRow]:
     """One row per experiment of the plan, with its result and provenance; streamed."""
-    for row in conn.stream(_EXPORT, (apply_id,)):
-        yield ExportRow(
-            key=row[0], circuit=row[1], backend=row[2], provider=row[3],
-            params=json.loads(row[4]), shots=row[5], state=row[6], error=row[7],
-            counts=json.loads(row[8]) if row[8] else None,
-            metadata=json.loads(row[9]) if row[9] else None,
-            completed_at=row[10], attempts=row[11], remote_ids=json.loads(row[12]),
-            manifest_sha256=row[13], git_commit=row[14],
-            git_dirty=None if row[15] is None else bool(row[15]))
+    for row in conn.stream(_EXPORT + " WHERE e.plan_apply = ? ORDER BY e.rowid", (apply_id,)):
+        yield _export_row(row)
+
+
+def export_rows_of(conn: Connection, keys: list[str]) -> list[ExportRow]:
+    """The export rows of the stored experiments among ``keys``, whatever plan stored them
+    (``qrun diff`` reads an older revision's experiments, retired from the latest plan)."""
+    marks = ",".join("?" * len(keys))
+    return [_export_row(row) for row in conn.all(_EXPORT + f" WHERE e.key IN ({marks})", keys)]
+
+
+def _export_row(row) -> ExportRow:
+    return ExportRow(
+        key=row[0], circuit=row[1], backend=row[2], provider=row[3],
+        params=json.loads(row[4]), shots=row[5], state=row[6], error=row[7],
+        counts=json.loads(row[8]) if row[8] else None,
+        metadata=json.loads(row[9]) if row[9] else None,
+        completed_at=row[10], attempts=row[11], remote_ids=json.loads(row[12]),
+        manifest_sha256=row[13], git_commit=row[14],
+        git_dirty=None if row[15] is None else bool(row[15]))
 
 
 def param_types(conn: Connection, apply_id: int) -> dict[str, str]:
@@ -266,3 +275,80 @@ def _kind_of(json_types: set[str]) -> str:
     if json_types <= {"integer", "real"}:
         return "float"
     return "str"
+
+
+# -- the HTML report's reads (qrun/report.py): what it draws is aggregated as it streams by,
+# so these hand out rows in an order that lets it, and let SQLite do what it does in C.
+
+@dataclass(frozen=True)
+class ResultPoint(NamedRow):
+    """One done experiment's counts. ``params`` is the canonical JSON text: equal text is
+    the same sweep point, so one point's results on every backend come one after another."""
+    circuit: str
+    backend: str
+    params: str
+    shots: int
+    counts: dict
+
+
+def result_points(conn: Connection, apply_id: int) -> Iterator[ResultPoint]:
+    """The plan's done experiments with their counts, by circuit, sweep point and backend;
+    streamed."""
+    rows = conn.stream(
+        "SELECT e.circuit, e.backend, e.params, r.shots, r.counts FROM experiments e "
+        "JOIN results r ON r.experiment = e.key WHERE e.plan_apply=? AND e.state=? "
+        "ORDER BY e.circuit, e.params, e.backend", (apply_id, DONE))
+    for circuit, backend, params, shots, counts in rows:
+        yield ResultPoint(circuit=circuit, backend=backend, params=params, shots=shots,
+                          counts=json.loads(counts))
+
+
+def leading_outcomes(conn: Connection, apply_id: int, per_circuit: int) -> dict[str, list[str]]:
+    """Per circuit, the ``per_circuit`` outcomes with the most probability summed over its
+    done experiments (every backend and sweep point), the most first. json_each reads the
+    counts in SQLite, so no campaign-sized table is built in Python."""
+    rows = conn.all(
+        "SELECT circuit, outcome FROM (SELECT circuit, outcome, row_number() OVER "
+        "(PARTITION BY circuit ORDER BY mass DESC, outcome) AS rank FROM "
+        "(SELECT e.circuit AS circuit, o.key AS outcome, sum(o.value * 1.0 / max(r.shots, 1)) AS mass "
+        "FROM experiments e JOIN results r ON r.experiment = e.key, json_each(r.counts) o "
+        "WHERE e.plan_apply=? AND e.state=? GROUP BY e.circuit, o.key)) "
+        "WHERE rank <= ? ORDER BY circuit, rank", (apply_id, DONE, per_circuit))
+    leading: dict[str, list[str]] = {}
+    for circuit, outcome in rows:
+        leading.setdefault(circuit, []).append(outcome)
+    return leading
+
+
+@dataclass(frozen=True)
+class BackendProvenance(NamedRow):
+    """What a backend's results say they ran on: device and SDK versions, and how many."""
+    backend: str
+    provider: str
+    device: str | None
+    sdk: dict
+    experiments: int
+
+
+def backend_provenance(conn: Connection, apply_id: int) -> list[BackendProvenance]:
+    rows = conn.all(
+        "SELECT e.backend, e.provider, json_extract(r.metadata, '$.device'), "
+        "json_extract(r.metadata, '$.sdk'), count(*) FROM experiments e "
+        "JOIN results r ON r.experiment = e.key WHERE e.plan_apply=? "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 1, 3", (apply_id,))
+    return [BackendProvenance(backend=b, provider=p, device=None if d is None else str(d),
+                              sdk=_sdk_versions(s), experiments=n) for b, p, d, s, n in rows]
+
+
+def _sdk_versions(text: str | None) -> dict:
+    try:
+        versions = json.loads(text) if text else {}
+    except ValueError:  # metadata a provider wrote by hand: shown as unknown, not a crash
+        return {}
+    return versions if isinstance(versions, dict) else {}
+
+
+def remote_job_count(conn: Connection, apply_id: int) -> int:
+    """The plan's jobs known to a provider by a remote id."""
+    return conn.all(f"SELECT count(*) FROM jobs j WHERE j.remote_id IS NOT NULL AND {_IN_PLAN}",
+                    (apply_id,))[0][0]
