@@ -63,15 +63,18 @@ class SubmitOutcome:
     found: tuple[int, str] | None = None  # (attempt id, tag) of an earlier attempt found by its tag
     error: BaseException | None = None  # the submission's, or the lookup's, error
     lookup_of: str | None = None  # the tag whose lookup failed with `error`
+    group: str | None = None  # the provider-side group (IBM Batch) the job went into (groups.py)
 
     @property
     def unanswered(self) -> bool:
         return isinstance(self.error, TransientBackendError)
 
 
-def submit_once(adapter, tasks: list, seed, tag: str, lookups: list) -> SubmitOutcome:
+def submit_once(adapter, tasks: list, seed, tag: str, lookups: list,
+                rejoin: str | None = None) -> SubmitOutcome:
     """Submit a job once: every tag of it that may have landed is looked up first, and a
-    lookup that fails stops everything (nothing is sent while a job's fate is unknown)."""
+    lookup that fails stops everything (nothing is sent while a job's fate is unknown).
+    ``rejoin`` is the group an earlier apply kept open for the backend (groups.py)."""
     absent: list[int] = []
     for looked_attempt, looked_tag in lookups:
         try:
@@ -81,11 +84,14 @@ def submit_once(adapter, tasks: list, seed, tag: str, lookups: list) -> SubmitOu
         if handle is not None:
             return SubmitOutcome(absent, handle=handle, found=(looked_attempt, looked_tag))
         absent.append(looked_attempt)
+    if rejoin is not None and hasattr(adapter, "rejoin_group"):
+        adapter.rejoin_group(rejoin)  # best effort: the adapter opens a new group otherwise
     try:
         handle = adapter.submit(tasks, seed, tag)
     except Exception as exc:
         return SubmitOutcome(absent, error=exc)
-    return SubmitOutcome(absent, handle=handle)
+    group_id = getattr(adapter, "group_id", None)
+    return SubmitOutcome(absent, handle=handle, group=group_id() if group_id else None)
 
 
 class CallThreads:

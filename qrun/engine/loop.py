@@ -102,6 +102,7 @@ class Engine:
         self.remote.resume()
         try:
             self._loop()
+            self.remote.finish(STOP_GRACE)
         except KeyboardInterrupt:
             self.outcome.interrupted = True
             self._stop_gracefully()
@@ -158,7 +159,8 @@ class Engine:
             service = self._services[backend] = Service()
         return service
 
-    def _left(self, backend: str) -> bool:
+    def left(self, backend: str) -> bool:
+        """Whether this run stopped working with the backend's service (it went silent)."""
         return backend in self._services and self._services[backend].left
 
     # -- services that do not answer
@@ -224,7 +226,7 @@ class Engine:
             return starts  # no room anywhere: spare the database a query
         busy = {op.job.id for op in self.in_flight.values()} | set(self.remote.jobs)
         for job in self.store.ready_jobs(self.apply_id, 2 * self._workers() + CALL_THREADS):
-            if job.id in busy or self._left(job.backend):
+            if job.id in busy or self.left(job.backend):
                 continue
             local = PROVIDERS[job.provider].local
             if local and local_room <= 0:
@@ -278,7 +280,7 @@ class Engine:
 
     def _remote_backends_full(self, per_backend: dict) -> bool:
         for name, spec in self.manifest.backends.items():
-            if PROVIDERS[spec.provider].local or self._left(name):
+            if PROVIDERS[spec.provider].local or self.left(name):
                 continue
             cap = job_limits(self.manifest, name).max_parallel
             if cap is None or per_backend.get(name, 0) < cap:

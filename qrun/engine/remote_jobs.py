@@ -28,6 +28,7 @@ from ..providers.base import (
 )
 from ..store import NEXT_APPLY, RUNNING, SUBMITTED, SUBMITTING, JobRow
 from .calls import CALL_THREADS, CallThreads, Op, SubmitOutcome, describe, fetch_and_report, submit_once
+from .groups import Groups
 from .remote import Call, RemoteJob
 
 if TYPE_CHECKING:
@@ -39,6 +40,12 @@ POLLS_UNANSWERED = 25
 # Polls of one job refused in a row (a credential revoked meanwhile...) before this run
 # stops following it: the job stays submitted, and the next apply re-attaches it.
 POLLS_REFUSED = 8
+
+
+def _adapter_of(config: dict):
+    """The (cached) adapter of a job's backend."""
+    return remote_adapter_for(config["provider"], config["device"], config["options"],
+                              config.get("credentials"))
 
 
 class RemoteJobs:
@@ -57,6 +64,7 @@ class RemoteJobs:
         self.jobs: dict[int, RemoteJob] = {}  # job id -> remote job this run follows
         self._unanswered: dict[int, int] = {}  # job id -> its submissions left unanswered
         self._threads: CallThreads | None = None
+        self.groups = Groups(self.store, self.manifest, self.apply_id)
 
     def next_poll(self) -> float | None:
         """When the next poll falls due, if any job waits for one."""
@@ -68,6 +76,15 @@ class RemoteJobs:
         for job_id, remote in list(self.jobs.items()):
             if remote.job.backend == backend:
                 del self.jobs[job_id]
+
+    def finish(self, grace: float) -> None:
+        """The run ended with nothing left to do: close the provider-side groups of backends
+        with nothing left to send, and give the closes a bounded time."""
+        if self._threads is None:
+            return
+        self.groups.close_finished(_adapter_of, self._threads,
+                                   skip={b for b in self.groups.backends() if self.engine.left(b)})
+        self.groups.wait_for_closes(grace)
 
     def shutdown(self) -> None:
         if self._threads is not None:
@@ -85,6 +102,7 @@ class RemoteJobs:
         Jobs it left submitting (their fate unknown) are started again like pending ones:
         _begin_remote looks their tags up before anything is sent."""
         for job, attempt_id, tag, handle, state in self.store.unfinished_remote_jobs(self.apply_id):
+            self.groups.seen(job)
             if state != SUBMITTING and handle is not None:
                 self.jobs[job.id] = RemoteJob.attached(job, attempt_id, tag,
                                                           self.store.job_work(job.id), handle)
@@ -107,16 +125,15 @@ class RemoteJobs:
                    if a != attempt_id or opened is not None]  # a new tag was never sent
         remote = RemoteJob(job=job, attempt_id=attempt_id, tag=tag,
                            slices=self.store.job_work(job.id), lookups=lookups)
+        self.groups.seen(job)
         self.jobs[job.id] = remote
         return lambda: self._call(Call.SUBMIT, remote)
 
     def _call(self, kind: Call, remote: RemoteJob) -> None:
-        config = remote.job.backend_config
         try:
-            adapter = remote_adapter_for(config["provider"], config["device"], config["options"],
-                                         config.get("credentials"))
+            adapter = _adapter_of(remote.job.backend_config)
         except Exception as exc:  # no SDK, no credentials, a bad region: nothing can be sent
-            self._unreachable(kind, remote, f"cannot reach {config['provider']}: {describe(exc)}")
+            self._unreachable(kind, remote, f"cannot reach {remote.job.provider}: {describe(exc)}")
             return
         if self._threads is None:
             self._threads = CallThreads(CALL_THREADS)
@@ -124,7 +141,8 @@ class RemoteJobs:
         if kind is Call.SUBMIT:
             tasks = [self.engine.task(work) for work in remote.slices]
             future = self._threads.submit(submit_once, adapter, tasks, remote.job.seed,
-                                          remote.tag, list(remote.lookups))
+                                          remote.tag, list(remote.lookups),
+                                          self.groups.stored(remote.job.backend, adapter))
         elif kind is Call.POLL:
             future = self._threads.submit(adapter.poll, remote.handle)
         elif kind is Call.FETCH:
@@ -206,10 +224,18 @@ class RemoteJobs:
                                      superseded=remote.attempt_id)
             remote.attempt_id, remote.tag = attempt_id, tag
             self._follow(remote, handle)
+            self._sent(remote, outcome)
         else:
             self.store.record_submission(self.apply_id, remote.job.id, remote.attempt_id, handle)
             self.engine.service(remote.job.backend).room_waits = 0
             self._follow(remote, handle)
+            self._sent(remote, outcome)
+
+    def _sent(self, remote: RemoteJob, outcome: SubmitOutcome) -> None:
+        """A job is at the provider: keep its group, closed after the backend's last job."""
+        if self._threads is not None:
+            self.groups.submitted(remote.job.backend, _adapter_of(remote.job.backend_config),
+                                  outcome.group, self._threads)
 
     def _wait_for_room(self, remote: RemoteJob, error: Exception) -> None:
         """The account has as many unfinished jobs as it may: this job, and every other

@@ -54,6 +54,11 @@ def meta(conn: Connection, key: str) -> str | None:
     return conn.value("SELECT value FROM meta WHERE key=?", (key,))
 
 
+def delete_meta(conn: Connection, key: str) -> None:
+    with conn.transaction():
+        conn.execute("DELETE FROM meta WHERE key=?", (key,))
+
+
 def latest_plan_apply(conn: Connection) -> int | None:
     return conn.value("SELECT max(plan_apply) FROM experiments")
 
@@ -70,7 +75,8 @@ def experiment_states(conn: Connection, keys: list[str]) -> dict:
 
 
 def save_plan(conn: Connection, apply_id: int, programs: Iterable, experiments: Iterable,
-              backend_configs: dict, cut_jobs: Callable, seed_of: Callable) -> PlanCounts:
+              backend_configs: dict, cut_jobs: Callable, seed_of: Callable,
+              backend_identities: dict | None = None) -> PlanCounts:
     """Record the plan of one apply in one transaction, and cut jobs for what must run.
 
     ``experiments`` is streamed (plan.Experiment objects). Jobs never attempted are
@@ -82,6 +88,10 @@ def save_plan(conn: Connection, apply_id: int, programs: Iterable, experiments: 
         conn.executemany(
             "INSERT OR IGNORE INTO programs(digest, format, origin, content, item) VALUES (?,?,?,?,?)",
             [(p.digest, p.format, p.origin, p.content, p.index) for p in programs])
+        # backend digest -> identity, so that `plan` can say how a backend changed
+        conn.executemany("INSERT OR IGNORE INTO backend_identities(digest, identity) VALUES (?,?)",
+                         [(digest, to_json(identity)) for digest, identity in
+                          (backend_identities or {}).items()])
         for batch in _batches(experiments, BATCH):
             _upsert_experiments(conn, apply_id, batch, counts)
         _dissolve_unattempted_jobs(conn)
@@ -97,11 +107,14 @@ def _upsert_experiments(conn: Connection, apply_id: int, batch: list, counts: Co
     stamp = now()
     conn.executemany(
         "INSERT INTO experiments(key, circuit, backend, provider, program, params, shots, state,"
-        " plan_apply, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+        " plan_apply, created_at, updated_at, point, seed, backend_identity)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
         "ON CONFLICT(key) DO UPDATE SET circuit=excluded.circuit, backend=excluded.backend, "
-        "plan_apply=excluded.plan_apply",
+        "plan_apply=excluded.plan_apply, point=excluded.point, seed=excluded.seed, "
+        "backend_identity=excluded.backend_identity",
         [(e.key, e.circuit, e.backend, e.provider, e.program, e.params_json, e.shots,
-          PENDING, apply_id, stamp, stamp) for e in batch])
+          PENDING, apply_id, stamp, stamp, e.point, to_json(e.seed), e.backend_id or None)
+         for e in batch])
     for key in keys:
         counts[known.get(key, "new")] += 1
 

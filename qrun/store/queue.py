@@ -53,6 +53,14 @@ def _ready_in_state(conn: Connection, state: str, apply_id: int, stamp: float, l
         (state, stamp, apply_id, limit))
 
 
+def jobs_to_send(conn: Connection, apply_id: int, backend: str) -> int:
+    """How many of the plan's jobs on ``backend`` may still be sent: pending ones (never
+    sent, waiting for a retry or for room) and submitting ones (sent, fate unknown)."""
+    return conn.value(
+        f"SELECT count(*) FROM jobs j WHERE j.backend=? AND j.state IN (?, ?) AND {_IN_PLAN}",
+        (backend, PENDING, SUBMITTING, apply_id)) or 0
+
+
 def unfinished_jobs(conn: Connection, apply_id: int) -> list[UnfinishedJob]:
     """The plan's unfinished jobs, with their open attempt and remote handle, if any."""
     rows = conn.all(

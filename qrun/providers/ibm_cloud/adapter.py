@@ -4,7 +4,12 @@ One qrun job is one runtime job: every task becomes one PUB of the current sampl
 ``qiskit_ibm_runtime.executor_sampler.Sampler`` (``SamplerV2`` is deprecated in 0.51; the
 executor sampler submits the ``executor`` program, whose results the SDK post-processes into
 the usual ``PrimitiveResult``, also for a job re-attached by id after a crash). The job runs
-in batch mode: a ``Batch`` is opened on the device, the job submitted in it, the batch closed.
+in batch mode: one ``Batch`` per campaign and device takes all its jobs. Its id is kept in
+the state (engine/groups.py), so the apply after a crash or a Ctrl-C sends the rest into the
+same batch (``Batch.from_id``, rejoined while it takes jobs and has time left); once the
+campaign has nothing left to send there, the batch is closed (its queued jobs still run). A
+create refused because the batch no longer takes jobs made nothing: it is sent once more, in
+a new batch.
 Circuits are transpiled for the device's Target exactly as ``qiskit.ibm-local`` does (its
 ``_bound`` is reused: parse, transpile with the preset pass manager, bind parameters).
 
@@ -150,6 +155,44 @@ def _transient(exc: BaseException) -> bool:
     return code is not None and (code == 429 or code >= 500)
 
 
+# A batch rejoined only with this much of its maximum time left: a job queued in a batch
+# that reaches it is failed by the service.
+BATCH_TIME_MARGIN = 600.0
+
+
+def _takes_jobs(details: dict) -> bool:
+    """Whether a batch's record says it takes new jobs, with time left for them to run."""
+    if details.get("state") == "closed" or not details.get("accepting_jobs", False):
+        return False
+    started, max_ttl = details.get("started_at"), details.get("max_ttl")
+    if started and max_ttl:
+        try:
+            began = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+        except ValueError:
+            return True  # a date it cannot read: the service refuses jobs if it is over
+        if began.tzinfo is None:
+            began = began.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - began).total_seconds() + BATCH_TIME_MARGIN < float(max_ttl)
+    return True
+
+
+def _batch_refused(exc: BaseException) -> bool:
+    """Whether a create was refused because its batch no longer takes jobs: a definite
+    refusal (a 4xx, never 408/429) whose text names the session and why, or the SDK's own
+    "The session is closed." raised before any request. IBM does not document the code."""
+    if isinstance(exc, TransientBackendError):
+        return False  # the job may exist: the engine looks its tag up, nothing is resent here
+    for link in _chain(exc):
+        text = str(link).lower()
+        if "session is closed" in text:
+            return True
+        if ("session" in text or "batch" in text) and \
+                any(word in text for word in ("not accept", "closed", "expired", "inactive")):
+            status = _status_code(link)
+            return status is None or 400 <= status < 500 and status not in (408, 429)
+    return False
+
+
 def _skipped(tags) -> set:
     """Tasks left out of a job at submission (they failed to prepare), from its tags."""
     for tag in tags or []:
@@ -177,6 +220,9 @@ class Adapter(CloudAdapter):
         self._lock = threading.Lock()
         self._backend_object = None
         self._backend_service = None
+        self._batch: Batch | None = None  # the open batch new jobs go into (groups hooks)
+        self._batch_lock = threading.Lock()
+        self._rejoin_tried: set = set()  # batch ids an earlier apply kept, asked once each
 
     # -- connection
 
@@ -316,20 +362,70 @@ class Adapter(CloudAdapter):
         if not pubs:
             raise first_error or RuntimeError("no task to submit")
         tags = [tag] + ([SKIPPED_TAG + ",".join(map(str, skipped))] if skipped else [])
-        batch = self.call(Batch, backend=backend)  # a batch costs nothing: retried as a read
+        batch = self._open_batch(backend)
         try:
-            sampler = Sampler(mode=batch)
-            sampler.options.environment.job_tags = tags
-            # Made once: anything but a definite refusal may have created the job, and goes
-            # back to the engine, which looks the tag up before any new try.
-            job = self.create(sampler.run, pubs)
-        finally:
-            try:
-                self.call(batch.close)  # no more jobs in this batch; its job runs on
-            except Exception:
-                pass  # an open batch expires on its own; the job is what matters
+            job = self._run_in(batch, pubs, tags)
+        except Exception as exc:
+            if not _batch_refused(exc):
+                raise
+            # The batch stopped taking jobs (its time ran out, or it was closed elsewhere):
+            # a definite refusal, nothing was made. Once more, in a new batch.
+            self._drop_batch(batch)
+            job = self._run_in(self._open_batch(backend), pubs, tags)
         self._jobs[job.job_id()] = job
         return job.job_id()
+
+    def _run_in(self, batch: Batch, pubs: list, tags: list):
+        sampler = Sampler(mode=batch)
+        sampler.options.environment.job_tags = tags
+        # Made once: anything but a definite refusal may have created the job, and goes
+        # back to the engine, which looks the tag up before any new try.
+        return self.create(sampler.run, pubs)
+
+    # -- the batch: one per campaign and device, kept across applies (engine/groups.py)
+
+    def _open_batch(self, backend) -> Batch:
+        """The batch new jobs go into: the one open, else a new one (a batch costs nothing,
+        so opening it is retried as a read)."""
+        with self._batch_lock:
+            if self._batch is None:
+                self._batch = self.call(Batch, backend=backend)
+            return self._batch
+
+    def _drop_batch(self, batch: Batch) -> None:
+        with self._batch_lock:
+            if self._batch is batch:
+                self._batch = None
+
+    def group_id(self) -> str | None:
+        with self._batch_lock:
+            return self._batch.session_id if self._batch is not None else None
+
+    def rejoin_group(self, group_id: str) -> None:
+        """Send into the batch an earlier apply opened, if it still takes jobs and has time
+        left; else a new batch is opened at the next submission."""
+        with self._batch_lock:
+            if self._batch is not None or group_id in self._rejoin_tried:
+                return
+            self._rejoin_tried.add(group_id)
+            try:
+                batch = self.call(Batch.from_id, group_id, self.service)
+                details = self.call(batch.details) or {}
+            except Exception:
+                return  # gone, or not readable now: a new batch it is
+            if _takes_jobs(details):
+                self._batch = batch
+
+    def close_group(self, group_id: str) -> None:
+        """No more jobs for the batch: its queued jobs still run, and the service ends it
+        once they are done (``Batch.close``: PATCH accepting_jobs false)."""
+        with self._batch_lock:
+            batch = self._batch if self._batch is not None and self._batch.session_id == group_id else None
+            if batch is not None:
+                self._batch = None
+        if batch is None:
+            batch = self.call(Batch.from_id, group_id, self.service)
+        self.call(batch.close)
 
     def find(self, tag: str) -> str | None:
         jobs = self.call(self.service.jobs, job_tags=[tag], limit=10, descending=False)

@@ -231,8 +231,17 @@ class FakeIBMQuantum(FakeServer):
     )
 
     def __init__(self, *, backends=None, max_pending_jobs: int | None = None,
-                 usage_pending_for: float = 0.0, **common):
+                 usage_pending_for: float = 0.0, batch_max_ttl: float | None = None, **common):
         super().__init__(**common)
+        # Qiskit (through the fake backends' module) is loaded here, on the thread that made
+        # the fake, not on a request's short-lived thread. Loaded there, the next Qiskit
+        # thread pool started in the process crashed it (SIGSEGV in mi_thread_init, in the
+        # mimalloc 3.3 that qiskit 2.6 is built with; mimalloc#1287 is a thread bug of that
+        # release). A plain thread-then-main reproduction does not crash, so the trigger is
+        # narrower than that; loading here made tests/test_cloud_ibm_cloud.py pass whole.
+        from qrun.providers.ibm_local.adapter import _fake_backends
+
+        _fake_backends()
         self.usage_pending_for = usage_pending_for  # s a finished job's usage stays "pending"
         self.backends = tuple(backends) if backends else None  # None: every fake backend
         # The account's limits, as the service enforces them on a job's creation: at most
@@ -240,8 +249,13 @@ class FakeIBMQuantum(FakeServer):
         # spent (error 4317). Both answer HTTP 400 with the code and create nothing.
         self.max_pending_jobs = max_pending_jobs
         self.quota_spent = False
+        self.quota_jobs: int | None = None  # set: the quota is spent once this many jobs exist
         self.jobs: dict[str, _Job] = {}
         self.sessions: dict[str, dict] = {}
+        # A batch's maximum time (s) when its creator sets none (IBM: 8 h on paid plans, 10
+        # min on Open); past it the batch is closed and takes no job. None: no end.
+        self.batch_max_ttl = batch_max_ttl
+        self._session_clock: dict[str, float] = {}  # session id -> time.monotonic() it started
         self._tokens: dict[str, str | None] = {}  # bearer token -> the key it was issued for
         self._job_numbers = itertools.count(1)  # creation order, for listings
 
@@ -377,34 +391,69 @@ class FakeIBMQuantum(FakeServer):
 
     def _open_session(self, request: Request) -> Reply:
         payload = request.json()
+        if payload.get("mode") not in ("batch", "dedicated"):
+            raise HTTPError(400, f"invalid session mode {payload.get('mode')!r}", 1218)
+        max_ttl = payload.get("max_ttl") or self.batch_max_ttl
         session = {"id": f"fake-batch-{uuid.uuid4().hex[:16]}", "mode": payload.get("mode"),
                    "backend_name": payload.get("backend"), "state": "open",
-                   "accepting_jobs": True, "max_ttl": payload.get("max_ttl"),
-                   "started_at": _now_iso()}
+                   "accepting_jobs": True, "max_ttl": max_ttl, "started_at": _now_iso(),
+                   "closed_at": None}
         with self.lock:
             self.sessions[session["id"]] = session
+            self._session_clock[session["id"]] = time.monotonic()
         return Reply(200, session)
 
     def _known_session(self, session_id: str) -> dict:
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise HTTPError(404, "session not found")
-        return session
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is None:
+                raise HTTPError(404, "session not found")
+            self._age_session(session)
+            return dict(session)
+
+    def _age_session(self, session: dict) -> None:
+        """The service's own transitions (held lock): a batch past its maximum time closes;
+        one that stopped accepting closes once its last job has ended."""
+        if session["state"] == "closed":
+            return
+        ttl = session.get("max_ttl")
+        expired = ttl is not None and time.monotonic() - self._session_clock[session["id"]] > float(ttl)
+        drained = not session["accepting_jobs"] and not any(
+            job.session_id == session["id"] and job.status in ("Queued", "Running")
+            for job in self.jobs.values())
+        if expired or drained:
+            session["state"], session["accepting_jobs"] = "closed", False
+            session["closed_at"] = _now_iso()
+
+    def expire_session(self, session_id: str) -> None:
+        """For rehearsals: the batch reaches its maximum time now."""
+        with self.lock:
+            session = self.sessions[session_id]
+            session["state"], session["accepting_jobs"] = "closed", False
+            session["closed_at"] = _now_iso()
 
     def _session(self, request: Request, session_id: str) -> Reply:
         return Reply(200, self._known_session(session_id))
 
     def _update_session(self, request: Request, session_id: str) -> Reply:
-        session, payload = self._known_session(session_id), request.json()
+        payload = request.json()
+        self._known_session(session_id)
         with self.lock:
+            session = self.sessions[session_id]
             if "accepting_jobs" in payload:
                 session["accepting_jobs"] = bool(payload["accepting_jobs"])
+            self._age_session(session)
         return Reply(204)
 
     def _close_session(self, request: Request, session_id: str) -> Reply:
-        session = self._known_session(session_id)
-        with self.lock:
+        self._known_session(session_id)
+        with self.lock:  # DELETE .../close is Batch.cancel(): its queued jobs are cancelled
+            session = self.sessions[session_id]
             session["state"], session["accepting_jobs"] = "closed", False
+            session["closed_at"] = _now_iso()
+            for job in self.jobs.values():
+                if job.session_id == session_id and job.status == "Queued":
+                    job.status, job.charged_seconds = "Cancelled", 0.0
         return Reply(204)
 
     # -- jobs
@@ -425,9 +474,13 @@ class FakeIBMQuantum(FakeServer):
                                  "the qrun fake (it runs the executor program)", 1300)
         session_id = payload.get("session_id")
         if session_id:
-            session = self.sessions.get(session_id)
-            if session is None or not session["accepting_jobs"]:
-                raise HTTPError(400, f"session {session_id} does not accept jobs", 1217)
+            with self.lock:
+                session = self.sessions.get(session_id)
+                if session is not None:
+                    self._age_session(session)
+                if session is None or not session["accepting_jobs"]:
+                    raise HTTPError(400, f"session {session_id} is closed and does not accept jobs", 1217)
+                session["state"] = "active"
         try:
             _in_worker(validate, payload.get("params") or {}, backend)
         except Exception as exc:  # what the service refuses: invalid input
@@ -446,6 +499,8 @@ class FakeIBMQuantum(FakeServer):
 
     def _refuse_past_limits(self) -> None:
         """The account's limits (held lock): a create past them makes nothing."""
+        if self.quota_jobs is not None and len(self.jobs) >= self.quota_jobs:
+            self.quota_spent = True  # the period's quota covered this many jobs
         if self.quota_spent:
             self.injected["4317"] += 1
             raise HTTPError(400, "You have exceeded your monthly quota.", 4317)
