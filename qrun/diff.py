@@ -136,7 +136,7 @@ def _load_at_revision(side: Side, folder: Path) -> LoadedSide:
     text = _show(top, commit, relative.as_posix())
     if text is None:
         raise RevisionError(f"{side.shown}: {relative.as_posix()} does not exist at {revision} "
-                            f"(commit {commit[:12]})")
+                            f"(commit {commit[:12]}), or is not a file there")
     _write(folder, relative.as_posix(), text)
     for wanted in _referenced_files(text, relative.parent.as_posix(), top, commit):
         content = _show(top, commit, wanted)
@@ -181,8 +181,9 @@ def _commit_of(top: Path, revision: str, side: Side) -> str:
 
 
 def _show(top: Path, commit: str, relative: str) -> bytes | None:
-    """A file's bytes at a commit (binary files too: QPY), or None if it has none there."""
-    done = _git(top, None, "show", f"{commit}:{relative}")
+    """A file's bytes at a commit, as `git show REV:path` prints them (binary files too:
+    QPY), or None if no file is there. `cat-file blob` refuses a folder, which `show` lists."""
+    done = _git(top, None, "cat-file", "blob", f"{commit}:{relative}")
     return done.stdout if done.returncode == 0 else None
 
 

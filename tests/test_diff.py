@@ -367,7 +367,13 @@ def test_bad_revisions_and_files(project, monkeypatch):
     write(project, "new.yaml", "x: 1\n")  # not committed
     absent = _diff("new.yaml@HEAD", "campaign.yaml")
     assert absent.exit_code == 1 and "new.yaml does not exist at HEAD" in absent.stderr
-    assert "Traceback" not in not_git.output + missing.output + unknown.output + absent.output
+    (project / "circuits/ghz.qasm").unlink()
+    write(project, "circuits/ghz.qasm/inside.txt", "x")  # a folder where a file was
+    _commit(project, "folder")
+    folder = _diff("campaign.yaml@HEAD", "campaign.yaml")
+    assert folder.exit_code == 1, folder.output
+    assert "campaign.yaml@HEAD:8: spec.circuits[0].source: source file 'circuits/ghz.qasm' not found" in folder.stderr
+    assert "Traceback" not in not_git.output + folder.output + missing.output + unknown.output + absent.output
     assert _diff("campaign.yaml", "campaign.yaml", "--alpha", "1.5").exit_code == 1
 
 
