@@ -31,6 +31,12 @@ class Experiment:
     params: dict
     params_json: str  # params as canonical JSON, as hashed into the key and stored
     shots: int
+    # What the key hashes besides the above, kept so that `plan` can say what changed when
+    # a key does: the point's index in its circuit's sweep, the campaign seed, and
+    # backend_digest (the store keeps the identity it stands for).
+    point: int = 0
+    seed: int | None = None
+    backend_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def experiments(manifest: Manifest) -> Iterator[Experiment]:
         if seen is None and _sweep_may_repeat(circuit.sweep, circuit.sweep_mode):
             seen = set()
         keys = _KeyMaker(*group, manifest.seed)
-        for params in combinations(circuit.sweep, circuit.sweep_mode):
+        for point, params in enumerate(combinations(circuit.sweep, circuit.sweep_mode)):
             params_json = canonical_json(params)
             key = keys.key(params_json)
             if seen is not None:
@@ -103,7 +109,8 @@ def experiments(manifest: Manifest) -> Iterator[Experiment]:
                 seen.add(key)
             yield Experiment(key=key, circuit=circuit_name, backend=backend_name,
                              provider=backend.provider, program=circuit.program.digest,
-                             params=params, params_json=params_json, shots=target.shots)
+                             params=params, params_json=params_json, shots=target.shots,
+                             point=point, seed=manifest.seed, backend_id=backend_ids[backend_name])
 
 
 def _group(manifest: Manifest, backend_ids: dict, target, circuit_name: str,

@@ -25,27 +25,65 @@ def reported_usage(reported: dict, currency: str) -> str:
         figures.append(f"{reported['seconds']:,.1f} seconds")
     text = (f"provider reported {', '.join(figures) or 'no usage figures'} over {reported['jobs']:,} "
             f"jobs, {money(reported['cost'], currency)}")
+    for name, jobs in (reported.get("unknown_for") or {}).items():
+        text += f"; {name} unknown for {jobs:,} jobs"
+    if reported.get("unsettled"):
+        text += (f"; {reported['unsettled']:,} jobs' usage not settled by the provider yet "
+                 "(the next apply reads it again)")
     calibrations = reported.get("calibrations") or []
     if calibrations:
-        latest = calibrations[-1]
-        when = next((v for k, v in latest.items() if "update" in k or "version" in k), None)
-        text += f"; ran under {len(calibrations)} calibration(s), latest {when or latest}"
+        text += (f"; ran under {len(calibrations)} calibration(s), latest "
+                 f"{calibration_label(calibrations[-1])}")
     return text
 
 
+def calibration_label(calibration: dict) -> str:
+    """A calibration in a few characters: when the provider last updated the device's
+    figures (IBM, Braket), else a digest of the figures it published (Pasqal and Quandela
+    give no date: their specs' own "version" is a schema version, not the device's)."""
+    dated = next((v for k, v in calibration.items() if "update" in k and v), None)
+    if dated:
+        return str(dated)
+    digests = [f"{k.removesuffix('_sha256')} {str(v)[:12]}" for k, v in calibration.items()
+               if k.endswith("_sha256") and v]
+    if digests:
+        return ", ".join(digests)
+    return ", ".join(f"{k} {v}" for k, v in calibration.items() if v) or "unnamed"
+
+
+PLAN_COLUMNS = ("new", "changed", "resume", "retry", "failed", "cached", "retired")
+
+
 def plan(report) -> None:
+    from .changes import shown
+
     table = Table(title=f"plan for campaign {report.campaign}", title_justify="left")
     for column in ("circuit", "backend", "provider"):
         table.add_column(column)
-    for column in ("new", "resume", "failed", "cached"):
+    for column in PLAN_COLUMNS:
         table.add_column(column, justify="right")
-    for row in report.rows:
-        table.add_row(row["circuit"], row["backend"], row["provider"], str(row["new"]),
-                      str(row["resume"]), str(row["failed"]), str(row["cached"]))
+    rows = report.rows[:MAX_TABLE_ROWS]
+    for row in rows:
+        table.add_row(row["circuit"], row["backend"], row["provider"],
+                      *(str(row[column]) for column in PLAN_COLUMNS))
     out.print(table)
+    if len(report.rows) > len(rows):
+        out.print(f"... and {len(report.rows) - len(rows)} more rows (`qrun plan -o json` lists all)")
     t = report.totals
-    out.print(f"Plan: {report.to_run} to run ({t['new']} new, {t['resume']} to resume), "
-              f"{t['cached']} cached, {t['failed']} failed.")
+    out.print(f"Plan: {report.to_run} to run ({t['new']} new, {t['changed']} changed, "
+              f"{t['resume']} to resume, {t['retry']} to retry), {t['cached']} cached, "
+              f"{t['failed']} failed, {t['retired']} retired.")
+    for group in report.changes[:MAX_TABLE_ROWS]:
+        what = "; ".join(f"{c['field']} {shown(c['before'])} -> {shown(c['after'])}"
+                         + (" (first of them)" if c.get("varies") else "") for c in group["changes"])
+        out.print(f"  changed: {group['circuit']} on {group['backend']}, "
+                  f"{group['experiments']} experiment{'s' if group['experiments'] != 1 else ''}: {what}",
+                  soft_wrap=True)
+    if len(report.changes) > MAX_TABLE_ROWS:
+        out.print(f"  ... and {len(report.changes) - MAX_TABLE_ROWS} more groups of changes")
+    if t["retired"]:
+        out.print(f"{t['retired']} stored experiments are no longer produced by the manifest: "
+                  "retired, not run; their results are kept in the state.")
     if t["failed"]:
         out.print("Failed experiments are not run again by apply; use `qrun retry` once the "
                   "cause is fixed.")

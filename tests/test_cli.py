@@ -80,7 +80,8 @@ def test_edited_manifest_runs_only_new_keys(project, _state_dir):
 
     _manifest(project, "[0.0, 3.14159, 1.0]")  # one new sweep point, on two backends
     plan = qrun("plan", manifest, "-o", "json")
-    assert json.loads(plan.stdout)["totals"] == {"new": 2, "cached": 6, "failed": 0, "resume": 0}
+    assert json.loads(plan.stdout)["totals"] == {"new": 2, "changed": 0, "resume": 0, "retry": 0,
+                                                 "failed": 0, "cached": 6, "retired": 0}
     again = qrun("apply", manifest)
     assert again.returncode == 0, again.stderr
     assert "2 experiments run, 6 cached" in again.stdout

@@ -9,6 +9,7 @@ API call:
 - ``jobs``: the job state machine (the transition table, and ``move_job``, the one place a
   job's state changes); ``running`` and ``queue``: the writes and reads of a run.
 - ``plans``: applies and the plans they store; ``reports``: named rows for status and export.
+- ``diffs``: a plan against the stored state (why each experiment runs, what changed).
 - ``readonly``: :func:`read`, a small read-only API for tests and users.
 
 Rules (see DESIGN.md, crash safety):
@@ -23,6 +24,7 @@ Rules (see DESIGN.md, crash safety):
 from __future__ import annotations
 
 from .connection import APPLICATION_ID, DAMAGED_ADVICE, Connection
+from .diffs import TO_RUN, Facts, Listed, PlanDiff, keys_digest, state_digest
 from .facade import Store, open_connection
 from .jobs import (
     CANCELLED,
@@ -53,5 +55,6 @@ __all__ = [
     "BackendSummary", "Connection", "ExportRow", "Failure", "FailureCause", "IllegalTransition",
     "JobRow", "LockHolder", "NamedRow", "PendingCause", "PlanCounts", "RemoteJob", "SliceWork",
     "StateReader", "Store", "holder_alive", "lock_message", "open_connection", "read",
+    "TO_RUN", "Facts", "Listed", "PlanDiff", "keys_digest", "state_digest",
 ]
 

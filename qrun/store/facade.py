@@ -248,6 +248,12 @@ class Store:
     def sent_work(self) -> list[reports.BackendWork]:
         return reports.sent_work(self._conn)
 
+    def unfinal_reports(self, limit: int = 100) -> list[tuple[int, str, dict, str, dict]]:
+        return reports.unfinal_reports(self._conn, limit)
+
+    def replace_report(self, attempt_id: int, report: dict) -> None:
+        running.replace_report(self._conn, attempt_id, report)
+
     def reported_usage(self) -> list[reports.ReportedUsage]:
         return reports.reported_usage(self._conn)
 

@@ -89,7 +89,20 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE attempts ADD COLUMN report TEXT")
 
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]  # append, never edit: index + 1 is the schema version
+def _migration_5(db: sqlite_utils.Database) -> None:
+    # What an experiment's key hashes besides its program, params and shots, so that `plan`
+    # can name what changed when a key does (DESIGN: plans explain themselves): its point's
+    # index in the circuit's sweep (to match an edited sweep value to the point it replaces),
+    # the campaign seed as JSON ("null": none; NULL: stored before this version, unknown),
+    # and the backend identity's digest, whose content is kept once in backend_identities.
+    # Experiments stored earlier keep NULLs: plan says "not recorded" for what they miss.
+    db.execute("ALTER TABLE experiments ADD COLUMN point INTEGER")
+    db.execute("ALTER TABLE experiments ADD COLUMN seed TEXT")
+    db.execute("ALTER TABLE experiments ADD COLUMN backend_identity TEXT")
+    db.table("backend_identities").create({"digest": str, "identity": str}, pk="digest")
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]  # append, never edit: index + 1 is the schema version
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
