@@ -6,6 +6,7 @@ keeps them: mode, accepting_jobs, state, max_ttl), driven through the CLI."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -107,3 +108,35 @@ def test_a_batch_ending_mid_apply_costs_no_job_and_no_second_job(ibm, project, _
     assert refused >= 1
     with clouds.read(_state_dir / "midway.sqlite") as state:
         assert all(job.attempts == 1 for job in state.jobs())  # the refusal was no attempt
+
+
+def test_a_charge_pending_at_fetch_is_read_again_by_a_later_apply(ibm, project, _state_dir):
+    """IBM settles a job's charge after its results: the apply that fetched them records it
+    unknown (never 0, never a partial sum); a later apply reads it again and keeps it."""
+    ibm.start(usage_pending_for=3600)
+    manifest = ibm.campaign(project, "charged", points=1)  # 2 jobs
+    _apply(manifest)
+
+    def reported():
+        status = qrun("status", manifest, "-o", "json")
+        assert status.returncode == 0, status.stderr
+        (row,) = json.loads(status.stdout)["spend"]["backends"]
+        return row["reported"], status
+
+    pending, _ = reported()
+    assert pending["seconds"] is None and pending["shots"] == 400 and pending["jobs"] == 2
+    shown = qrun("status", manifest)
+    assert "2 jobs' usage not settled" in shown.stdout, shown.stdout
+    assert pending["unsettled"] == 2
+    ibm.fake.usage_pending_for = 0  # the charges are final now
+    metrics = ibm.fake.requests["GET /api/v1/jobs/{id}/metrics"]
+    again = _apply(manifest)  # nothing to run: only the charges are read
+    assert "0 experiments run" in again.stdout and len(ibm.accepted()) == 2
+    final, _ = reported()
+    charged = sum(job.charged_seconds for job in ibm.fake.jobs.values())
+    assert final["seconds"] == pytest.approx(charged) and final["shots"] == 400
+    assert final["unknown_for"] == {} and final["unsettled"] == 0
+    asked = ibm.fake.requests["GET /api/v1/jobs/{id}/metrics"]
+    assert asked > metrics  # read again (the SDK reads metrics for the usage and the properties)
+    _apply(manifest)  # final: not asked again
+    assert ibm.fake.requests["GET /api/v1/jobs/{id}/metrics"] == asked

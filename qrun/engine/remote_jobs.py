@@ -14,7 +14,7 @@ commits them. Each job's phase (remote.py) keeps two calls about one job from ov
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING
 
 from ..providers import remote_adapter_for
@@ -40,6 +40,23 @@ POLLS_UNANSWERED = 25
 # Polls of one job refused in a row (a credential revoked meanwhile...) before this run
 # stops following it: the job stays submitted, and the next apply re-attaches it.
 POLLS_REFUSED = 8
+# Finished jobs whose reported usage is read again at the end of a run, at most (the
+# oldest first; the next apply reads the rest).
+REPORTS_REREAD = 50
+
+
+def _settled(old: dict, new: dict) -> dict:
+    """A report read again: its figures over the first one's, but where it lacks one (read
+    in another process than the fetch, it may not know the shots returned)."""
+    usage = {**(old.get("usage") or {}),
+             **{k: v for k, v in (new.get("usage") or {}).items() if v is not None or k == "seconds"}}
+    return {**old, **new, "usage": usage, "calibration": new.get("calibration") or old.get("calibration")}
+
+
+def _report_again(config: dict, handle: str) -> dict | None:
+    """What the provider says of a finished job now, if its adapter can tell."""
+    ask = getattr(_adapter_of(config), "job_report", None)
+    return ask(handle) if ask is not None else None
 
 
 def _adapter_of(config: dict):
@@ -78,12 +95,24 @@ class RemoteJobs:
                 del self.jobs[job_id]
 
     def finish(self, grace: float) -> None:
-        """The run ended with nothing left to do: close the provider-side groups of backends
-        with nothing left to send, and give the closes a bounded time."""
-        if self._threads is None:
+        """The run ended with nothing left to do: read again the usage providers had not
+        settled when their jobs were fetched, close the provider-side groups of backends
+        with nothing left to send, and give both a bounded time."""
+        rereads = self.store.unfinal_reports(REPORTS_REREAD)
+        if not rereads and self._threads is None:
             return
+        if self._threads is None:
+            self._threads = CallThreads(CALL_THREADS)
+        asked = [(attempt, old, self._threads.submit(_report_again, config, handle))
+                 for attempt, backend, config, handle, old in rereads if not self.engine.left(backend)]
         self.groups.close_finished(_adapter_of, self._threads,
                                    skip={b for b in self.groups.backends() if self.engine.left(b)})
+        if asked:
+            wait([future for _, _, future in asked], timeout=grace)
+        for attempt, old, future in asked:
+            report = future.result() if future.done() and future.exception() is None else None
+            if report is not None:
+                self.store.replace_report(attempt, _settled(old, report))
         self.groups.wait_for_closes(grace)
 
     def shutdown(self) -> None:

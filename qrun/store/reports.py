@@ -167,14 +167,19 @@ def sent_work(conn: Connection) -> list[BackendWork]:
 @dataclass(frozen=True)
 class ReportedUsage(NamedRow):
     """What the provider itself reported of one backend's finished jobs, over the campaign:
-    the jobs that reported, and the tasks, shots and seconds they say were used (None where
-    none of them said), and the calibrations they ran under, latest last."""
+    the jobs that reported, and the tasks, shots and seconds they say were used, and the
+    calibrations they ran under, latest last. A figure some jobs did not give (IBM's charge
+    while it is pending) is None, with how many jobs lack it in ``unknown_for``: a sum over
+    the others would pass a part for the whole. ``unsettled`` counts the jobs whose usage
+    the provider had not settled when it was read."""
     backend: str
     jobs: int
     tasks: int | None
     shots: int | None
     seconds: float | None
     calibrations: list
+    unknown_for: dict  # figure -> jobs that did not report it (only figures some jobs gave)
+    unsettled: int  # jobs whose provider said their usage was not final yet (read again later)
 
 
 def reported_usage(conn: Connection) -> list[ReportedUsage]:
@@ -182,19 +187,46 @@ def reported_usage(conn: Connection) -> list[ReportedUsage]:
     rows = conn.all("SELECT j.backend, a.report FROM attempts a JOIN jobs j ON j.id=a.job_id "
                     "WHERE a.report IS NOT NULL ORDER BY a.finished_at, a.id")
     by_backend: dict = {}
+    missing: dict = {}  # backend -> figure -> jobs without it
+    unsettled: dict = {}  # backend -> jobs whose usage is not final
     for backend, text in rows:
         report = json.loads(text)
         entry = by_backend.setdefault(backend, {"jobs": 0, "tasks": None, "shots": None,
                                                 "seconds": None, "calibrations": []})
         entry["jobs"] += 1
         usage = report.get("usage") or {}
-        for name in ("tasks", "shots", "seconds"):
+        if usage.get("final") is False:
+            unsettled[backend] = unsettled.get(backend, 0) + 1
+        for name in FIGURES:
             if usage.get(name) is not None:  # unknown stays unknown: never counted as 0
                 entry[name] = (entry[name] or 0) + usage[name]
+            else:
+                lacking = missing.setdefault(backend, {})
+                lacking[name] = lacking.get(name, 0) + 1
         calibration = report.get("calibration")
         if calibration and calibration not in entry["calibrations"]:
             entry["calibrations"].append(calibration)
-    return [ReportedUsage(backend=b, **e) for b, e in by_backend.items()]
+    usages = []
+    for backend, entry in by_backend.items():
+        unknown = {name: count for name, count in missing.get(backend, {}).items()
+                   if entry[name] is not None}  # given by some jobs, not by all
+        usages.append(ReportedUsage(backend=backend, **{**entry, **dict.fromkeys(unknown)},
+                                    unknown_for=unknown, unsettled=unsettled.get(backend, 0)))
+    return usages
+
+
+FIGURES = ("tasks", "shots", "seconds")
+
+
+def unfinal_reports(conn: Connection, limit: int) -> list[tuple[int, str, dict, str, dict]]:
+    """(attempt id, backend, its config, remote id, the report) of finished jobs whose provider said its
+    usage was not final yet (``usage.final`` false: IBM's charge while pending)."""
+    rows = conn.all("SELECT a.id, j.backend, j.backend_config, a.remote_id, a.report FROM attempts a "
+                    "JOIN jobs j ON j.id=a.job_id WHERE a.report IS NOT NULL AND "
+                    "json_extract(a.report, '$.usage.final') = 0 AND a.remote_id IS NOT NULL "
+                    "ORDER BY a.id LIMIT ?", (limit,))
+    return [(attempt, backend, json.loads(config), remote, json.loads(report))
+            for attempt, backend, config, remote, report in rows]
 
 
 def unsent_work(conn: Connection, apply_id: int) -> list[BackendWork]:

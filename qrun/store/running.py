@@ -131,6 +131,13 @@ def note_provider_state(conn: Connection, apply_id: int, job_id: int, state: str
 
 # ---------------------------------------------------------------- finishing
 
+def replace_report(conn: Connection, attempt_id: int, report: dict) -> None:
+    """What the provider says of a finished job, read again (its usage became final)."""
+    with conn.transaction():
+        conn.execute("UPDATE attempts SET report=? WHERE id=? AND report IS NOT NULL",
+                     (to_json(report), attempt_id))
+
+
 def complete_job(conn: Connection, apply_id: int, job_id: int, attempt_id: int, results: list,
                  failures: list, metadata: dict, report: dict | None = None) -> tuple[list, list]:
     """Store what a job returned, in one transaction with its state.

@@ -470,6 +470,7 @@ class Adapter(CloudAdapter):
         charge = answer.get("qpu_charge_time_seconds")
         usage = {"tasks": 1, "shots": self._shots_returned.get(handle),
                  "seconds": None if status == "pending" else charge,
+                 "final": status != "pending",  # the engine reads a pending charge again later
                  "qpu_charge_time_seconds": charge, "status": answer.get("status"),
                  "timestamps": metrics.get("timestamps"),
                  **{name: metrics[name] for name in ("circuits_execution_time_ns",)
