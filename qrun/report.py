@@ -33,10 +33,9 @@ from typing import Any
 from .errors import QrunError
 
 HISTOGRAMS_SHOWN = 48  # experiments drawn one by one; the rest are counted in "left out"
-HISTOGRAMS_PER_GROUP = 6  # per circuit and backend, so that every pair gets a few first
 BARS_PER_HISTOGRAM = 8  # top outcomes drawn; the others share one grey bar
 LEADING_OUTCOMES = 3  # outcomes followed across a sweep, per circuit
-SWEEP_POINTS_DRAWN = 240  # more distinct values than this are averaged into as many bins
+SWEEP_POINTS_DRAWN = 500  # more distinct values than this are averaged into as many bins
 SWEEP_PLOTS_SHOWN = 24  # (circuit, parameter) panels
 COMPARISON_FIGURES = 6  # sweep points whose backends disagree the most, drawn side by side
 COMPARISON_ROWS = 20  # worst disagreements listed
@@ -223,7 +222,7 @@ class _Collector:
 
     def _keep_histogram(self, circuit: str, params: dict, result) -> None:
         kept = self.candidates.setdefault((circuit, result.backend), [])
-        if len(kept) >= HISTOGRAMS_PER_GROUP or not result.counts:
+        if len(kept) >= HISTOGRAMS_SHOWN or not result.counts:
             return
         top = heapq.nlargest(BARS_PER_HISTOGRAM, result.counts.items(), key=lambda kv: (kv[1], kv[0]))
         bars = [(outcome, result.counts[outcome]) for outcome in _display_order([o for o, _ in top])]
@@ -281,7 +280,7 @@ class _Collector:
         """Up to HISTOGRAMS_SHOWN, taken in turn from each circuit and backend."""
         groups = [self.candidates[key] for key in sorted(self.candidates)]
         chosen: list[Histogram] = []
-        for rank in range(HISTOGRAMS_PER_GROUP):
+        for rank in range(HISTOGRAMS_SHOWN):
             for group in groups:
                 if rank < len(group) and len(chosen) < HISTOGRAMS_SHOWN:
                     chosen.append(group[rank])
@@ -313,8 +312,8 @@ def _left_out(report: Report, collector: _Collector) -> list[str]:
     shown = len(report.histograms)
     if report.experiments_done > shown:
         notes.append(f"Histograms: {shown:,} of {report.experiments_done:,} done experiments are "
-                     f"drawn (the first {HISTOGRAMS_PER_GROUP} of each circuit on each backend, "
-                     "taken in turn); every experiment is in `qrun export`.")
+                     "drawn (taken in turn from each circuit on each backend, in sweep order); "
+                     "every experiment is in `qrun export`.")
     if any(h.other_outcomes for h in report.histograms):
         notes.append(f"Each histogram draws its {BARS_PER_HISTOGRAM} most frequent outcomes; "
                      "the rest are one grey bar, named with how many outcomes it holds.")
@@ -572,7 +571,7 @@ th { background: #f0f0ea; font-weight: 600; font-size: 12.5px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.kv th { background: none; width: 190px; color: #555; font-weight: 500; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(286px, 1fr)); gap: 12px; }
-.grid.wide { grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); }
+.grid.wide { display: flex; flex-wrap: wrap; }
 svg.fig { max-width: 100%; height: auto; display: block; }
 h3.sweep { margin: 18px 0 0; }
 figure { margin: 0; background: #fff; border: 1px solid #e2e2dc; border-radius: 8px; padding: 10px 10px 6px; }
