@@ -24,7 +24,15 @@ from typing import Any, Protocol
 from .errors import QrunError
 
 FORMATS = ("jsonl", "csv", "parquet")
-LAYOUTS = ("wide", "long")
+LAYOUTS = ("wide", "long", "spend")
+ROW_LAYOUTS = ("wide", "long")  # the layouts of results (spend is per backend)
+
+# Spend layout: one row per backend the campaign sent work to: what qrun estimates it cost
+# at the manifest's prices, beside what the provider itself reported of the finished jobs.
+SPEND_COLUMNS = ("backend", "provider", "device", "currency", "tasks_sent", "shots_sent",
+                 "estimated_cost", "reported_jobs", "reported_tasks", "reported_shots",
+                 "reported_seconds", "reported_cost", "unsettled_jobs", "unknown_for",
+                 "calibrations", "latest_calibration")
 
 # Wide layout (CSV, JSON Lines) columns, in order; in CSV, mappings and lists are written as
 # JSON text inside a cell.
@@ -80,7 +88,7 @@ def format_for(path: str | None, requested: str | None) -> str:
 
 def check_layout(layout: str) -> str:
     if layout not in LAYOUTS:
-        raise QrunError(f"unknown export layout {layout!r}; use wide or long")
+        raise QrunError(f"unknown export layout {layout!r}; use wide, long or spend")
     return layout
 
 
@@ -98,13 +106,41 @@ def write(rows: Iterable[Row], fmt: str, path: str | Path, layout: str = "wide",
             return _write_parquet(pyarrow, rows, stream, layout, columns)
     with _output(path) as stream:
         if layout == "long":
-            records = long_records(rows, columns)
-            names = long_names(columns)
-            return _write_jsonl(records, names, stream) if fmt == "jsonl" \
-                else _write_csv(records, names, stream)
+            groups = experiment_outcomes(rows, columns)
+            return _write_long_jsonl(groups, stream) if fmt == "jsonl" \
+                else _write_long_csv(groups, long_names(columns), stream)
         wide = (row.as_dict() for row in rows)
         return _write_jsonl(wide, COLUMNS, stream) if fmt == "jsonl" \
             else _write_csv(wide, COLUMNS, stream)
+
+
+def write_spend(records: list[dict], fmt: str, path: str | Path) -> int:
+    """Write the spend layout's rows (a few, one per backend: built in memory)."""
+    if fmt == "parquet":
+        pyarrow = _import("pyarrow", "parquet")
+        import pyarrow.parquet as pq
+
+        text_cells = [{k: _cell(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
+                      for r in records]
+        types = {name: pyarrow.string() for name in SPEND_COLUMNS}
+        types.update({name: pyarrow.int64() for name in SPEND_COLUMNS
+                      if name.endswith(("_sent", "_jobs", "_tasks", "_shots")) or name == "calibrations"})
+        types.update(estimated_cost=pyarrow.float64(), reported_cost=pyarrow.float64(),
+                     reported_seconds=pyarrow.float64())
+        schema = pyarrow.schema([(name, types[name]) for name in SPEND_COLUMNS])
+        with _output(path, binary=True) as stream:
+            pq.write_table(pyarrow.Table.from_pylist(text_cells, schema=schema), stream)
+        return len(records)
+    with _output(path) as stream:
+        if fmt == "jsonl":
+            stream.writelines(json.dumps({name: r.get(name) for name in SPEND_COLUMNS},
+                                         separators=(",", ":"), ensure_ascii=False) + "\n"
+                              for r in records)
+        else:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow(SPEND_COLUMNS)
+            writer.writerows([_cell(r.get(name)) for name in SPEND_COLUMNS] for r in records)
+        return len(records)
 
 
 # ---------------------------------------------------------------- records
@@ -119,10 +155,11 @@ def wide_names(columns: list[ParamColumn]) -> tuple[str, ...]:
     return (*COLUMNS[:at], *(c.column for c in columns), *COLUMNS[at + 1:])
 
 
-def long_records(rows: Iterable[Row], columns: list[ParamColumn]) -> Iterator[dict]:
-    """One record per outcome of each experiment that has counts (a completed one: failed
-    and pending experiments have none and give no row), outcomes in string order, with
-    probability = count / the experiment's total count."""
+def experiment_outcomes(rows: Iterable[Row], columns: list[ParamColumn]) -> Iterator[tuple[dict, list, float]]:
+    """Per experiment that has counts (a completed one: failed and pending experiments have
+    none and give no long row): the columns before the outcome (key ... shots), its
+    (outcome, count, probability) in outcome string order, with probability = count / the
+    experiment's total count, and its completed_at."""
     for row in rows:
         fields = row.as_dict()
         counts = fields["counts"]
@@ -132,10 +169,17 @@ def long_records(rows: Iterable[Row], columns: list[ParamColumn]) -> Iterator[di
         head = {name: fields[name] for name in LONG_HEAD}
         params = fields["params"]
         head.update({c.column: _param_value(params.get(c.param), c.kind) for c in columns})
-        for outcome in sorted(counts):
-            count = counts[outcome]
-            yield {**head, "shots": fields["shots"], "outcome": outcome, "count": count,
-                   "probability": count / total, "completed_at": fields["completed_at"]}
+        head["shots"] = fields["shots"]
+        outcomes = [(outcome, counts[outcome], counts[outcome] / total) for outcome in sorted(counts)]
+        yield head, outcomes, fields["completed_at"]
+
+
+def long_records(rows: Iterable[Row], columns: list[ParamColumn]) -> Iterator[dict]:
+    """One record per outcome of each completed experiment (see experiment_outcomes)."""
+    for head, outcomes, completed_at in experiment_outcomes(rows, columns):
+        for outcome, count, probability in outcomes:
+            yield {**head, "outcome": outcome, "count": count, "probability": probability,
+                   "completed_at": completed_at}
 
 
 def wide_records(rows: Iterable[Row], columns: list[ParamColumn]) -> Iterator[dict]:
@@ -184,6 +228,34 @@ def _write_csv(records: Iterable[dict], names: tuple[str, ...], stream) -> int:
         writer.writerow([_cell(fields.get(name)) for name in names])
         count += 1
     return count
+
+
+# A long export has a row per outcome, several per experiment: what the rows of one
+# experiment share is encoded once, and only the outcome's own values per row.
+
+def _write_long_jsonl(groups: Iterable[tuple[dict, list, float]], stream) -> int:
+    written = 0
+    for head, outcomes, completed_at in groups:
+        opening = json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1]
+        closing = f',"completed_at":{json.dumps(iso_utc(completed_at))}}}\n'
+        stream.writelines(f'{opening},"outcome":{json.dumps(outcome, ensure_ascii=False)},'
+                          f'"count":{count},"probability":{probability!r}{closing}'
+                          for outcome, count, probability in outcomes)
+        written += len(outcomes)
+    return written
+
+
+def _write_long_csv(groups: Iterable[tuple[dict, list, float]], names: tuple[str, ...], stream) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(names)
+    written = 0
+    for head, outcomes, completed_at in groups:
+        cells = [_cell(value) for value in head.values()]
+        stamp = iso_utc(completed_at)
+        writer.writerows([*cells, outcome, count, probability, stamp]
+                         for outcome, count, probability in outcomes)
+        written += len(outcomes)
+    return written
 
 
 def _cell(value):
