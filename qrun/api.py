@@ -475,8 +475,32 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
     fmt = exporter.format_for(str(output), fmt)
     exporter.check_layout(layout)
     with _plan_results(manifest, state_dir) as (store, apply_id):
+        if layout == "spend":
+            spend = _spend(manifest, store.sent_work(), store.reported_usage())
+            return exporter.write_spend(_spend_records(manifest, spend), fmt, output)
         params = store.param_types(apply_id) if layout == "long" or fmt == "parquet" else {}
         return exporter.write(store.export_rows(apply_id), fmt, output, layout, params)
+
+
+def _spend_records(manifest: Manifest, spend: dict) -> list[dict]:
+    """status's spend, one flat record per backend (the export's spend layout)."""
+    from .render import calibration_label
+
+    records = []
+    for row in spend["backends"]:
+        spec = manifest.backends.get(row["backend"])
+        reported = row["reported"] or {}
+        calibrations = reported.get("calibrations") or []
+        records.append({
+            "backend": row["backend"], "provider": spec.provider if spec else None,
+            "device": spec.device if spec else None, "currency": spend["currency"],
+            "tasks_sent": row["tasks"], "shots_sent": row["shots"], "estimated_cost": row["cost"],
+            "reported_jobs": reported.get("jobs"), "reported_tasks": reported.get("tasks"),
+            "reported_shots": reported.get("shots"), "reported_seconds": reported.get("seconds"),
+            "reported_cost": reported.get("cost"), "unsettled_jobs": reported.get("unsettled"),
+            "unknown_for": reported.get("unknown_for") or None, "calibrations": len(calibrations),
+            "latest_calibration": calibration_label(calibrations[-1]) if calibrations else None})
+    return records
 
 
 def results(path: str | Path, layout: str = "long", state_dir=None, root=None):
@@ -487,7 +511,9 @@ def results(path: str | Path, layout: str = "long", state_dir=None, root=None):
     probability and completed_at; "wide": one row per experiment, as `export` writes it,
     its params spread into columns."""
     manifest = validate(path, root)
-    exporter.check_layout(layout)
+    if layout not in exporter.ROW_LAYOUTS:
+        raise QrunError(f"results come in the wide or long layout, not {layout!r}; the spend per "
+                        "backend is in `qrun status -o json` and `qrun export --layout spend`")
     with _plan_results(manifest, state_dir) as (store, apply_id):
         return exporter.frame(store.export_rows(apply_id), layout, store.param_types(apply_id))
 

@@ -289,9 +289,10 @@ def _plain(value):
 @root_option
 @click.option("-f", "--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
               help="Output format [default: from the file extension]; parquet needs qrun[parquet].")
-@click.option("--layout", type=click.Choice(["wide", "long"]), default="wide", show_default=True,
+@click.option("--layout", type=click.Choice(["wide", "long", "spend"]), default="wide", show_default=True,
               help="wide: one row per experiment; long: one row per outcome of each completed "
-                   "experiment (outcome, count, probability, a column per parameter).")
+                   "experiment (outcome, count, probability, a column per parameter); spend: one "
+                   "row per backend, estimated cost beside the usage the provider reported.")
 @click.option("-o", "--output", required=True, help="File to write, or - for standard output.")
 @reports_errors
 def export(manifest, state_dir, root, fmt, layout, output):

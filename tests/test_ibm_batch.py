@@ -6,7 +6,11 @@ keeps them: mode, accepting_jobs, state, max_ttl), driven through the CLI."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -140,3 +144,25 @@ def test_a_charge_pending_at_fetch_is_read_again_by_a_later_apply(ibm, project, 
     assert asked > metrics  # read again (the SDK reads metrics for the usage and the properties)
     _apply(manifest)  # final: not asked again
     assert ibm.fake.requests["GET /api/v1/jobs/{id}/metrics"] == asked
+    _spend_exports_agree(manifest, project, charged)
+
+
+def _spend_exports_agree(manifest, project, charged) -> None:
+    """`export --layout spend`: one row per backend, in every format, the provider's figures."""
+    for fmt in ("jsonl", "csv", "parquet"):
+        exported = qrun("export", manifest, "--layout", "spend", "-o", str(project / f"spend.{fmt}"))
+        assert exported.returncode == 0, exported.stderr
+    (row,) = [json.loads(line) for line in (project / "spend.jsonl").read_text().splitlines()]
+    assert (row["backend"], row["provider"], row["device"]) == ("manila", "qiskit.ibm", "fake_manila")
+    assert (row["tasks_sent"], row["shots_sent"], row["reported_jobs"]) == (2, 400, 2)
+    assert row["reported_seconds"] == pytest.approx(charged) and row["unsettled_jobs"] == 0
+    assert row["calibrations"] == 1 and row["latest_calibration"].endswith("Z")
+    (csv_row,) = csv.DictReader(io.StringIO((project / "spend.csv").read_text()))
+    assert float(csv_row["reported_seconds"]) == pytest.approx(charged)
+    # Read in a process of its own: pyarrow beside Qiskit in one process is Qiskit#16925.
+    read = subprocess.run([sys.executable, "-c", "import json, sys, pyarrow.parquet as pq; "
+                           "print(json.dumps(pq.read_table(sys.argv[1]).to_pylist()))",
+                           str(project / "spend.parquet")], capture_output=True, text=True, timeout=120)
+    assert read.returncode == 0, read.stderr
+    (parquet_row,) = json.loads(read.stdout)
+    assert parquet_row == {**row, "unknown_for": None}
