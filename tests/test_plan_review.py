@@ -97,6 +97,35 @@ def test_a_changed_key_names_what_changed_from_what_to_what(project, cloud, edit
     assert all(e["replaces"] in stored and e["replaces"] != e["key"] for e in listed)
 
 
+TARGETS = """      split: {max_experiments_per_job: 1}
+      targets:
+        - {circuits: [rot], backends: [cloud], shots: FIRST}
+        - {circuits: [rot], backends: [cloud], shots: SECOND}
+"""
+
+
+def _targets(project, first, second):
+    return _manifest(project, ("      split: {max_experiments_per_job: 1}\n",
+                               TARGETS.replace("FIRST", str(first)).replace("SECOND", str(second))))
+
+
+def test_listings_of_one_circuit_and_backend_pair_in_shots_order(project, cloud):
+    assert api.apply(_targets(project, 100, 200)).all_done
+    report = api.plan(_targets(project, 150, 250))  # each point stored twice: ranked pairs
+    assert report.totals["changed"] == 6 and report.totals["retired"] == 0
+    assert sorted(_fields(g["changes"])[0] for g in report.changes) == [
+        ("shots", 100, 150), ("shots", 200, 250)]
+    assert all(g["experiments"] == 3 for g in report.changes)
+
+
+def test_two_new_listings_for_one_stored_pair_once_the_other_is_new(project, cloud):
+    assert api.apply(_targets(project, 100, 100)).all_done  # the same work listed twice: once
+    report = api.plan(_targets(project, 150, 250))
+    assert (report.totals["changed"], report.totals["new"], report.totals["retired"]) == (3, 3, 0)
+    assert [_fields(g["changes"]) for g in report.changes] == [[("shots", 100, 150)]]
+    assert {e["params"]["theta"] for e in report.experiments if e["reason"] == "new"} == {0.0, 1.0, 2.0}
+
+
 def test_an_edited_source_is_named_with_its_file_and_both_digests(project, cloud):
     import hashlib
 

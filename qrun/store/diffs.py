@@ -103,12 +103,16 @@ def diff_plan(conn: Connection, experiments: Iterable, last_apply: int | None, l
               keep_run_keys: bool = False) -> PlanDiff:
     """Why each of ``experiments`` (planner.Experiment, streamed) is in the plan."""
     diff = PlanDiff()
+    # The temporary tables (about 250 bytes an experiment) stay in memory rather than in a
+    # scratch file: a plan of 100,000 changed experiments took 2.8 s of CPU with a file,
+    # 2.45 s in memory.
+    conn.execute("PRAGMA temp_store = MEMORY")
     try:
         diff.keys_sha256 = _load_planned(conn, experiments)
         _classify(conn, last_apply)
         _report(conn, diff, listed, keep_run_keys)
     finally:
-        for table in ("plan_planned", "plan_gone", "plan_reasons"):
+        for table in ("plan_planned", "plan_gone", "plan_reasons", "plan_failed_before"):
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     return diff
 
@@ -118,19 +122,20 @@ def _load_planned(conn: Connection, experiments: Iterable) -> str:
                  "circuit TEXT, backend TEXT, provider TEXT, program TEXT, params TEXT, "
                  "point INTEGER, shots INTEGER, seed TEXT, backend_identity TEXT)")
     digest = hashlib.sha256()
+    seeds: dict = {}  # the campaign's seed, as JSON once (not once per experiment)
     batch: list = []
     insert = ("INSERT INTO temp.plan_planned(key, circuit, backend, provider, program, params, "
               "point, shots, seed, backend_identity) VALUES (?,?,?,?,?,?,?,?,?,?)")
     for e in experiments:
         digest.update(e.key.encode() + b"\n")
         batch.append((e.key, e.circuit, e.backend, e.provider, e.program, e.params_json, e.point,
-                      e.shots, json.dumps(e.seed), e.backend_id or None))
+                      e.shots, seeds.get(e.seed) or seeds.setdefault(e.seed, json.dumps(e.seed)),
+                      e.backend_id or None))
         if len(batch) >= BATCH:
             conn.executemany(insert, batch)
             batch = []
     if batch:
         conn.executemany(insert, batch)
-    conn.execute("CREATE INDEX temp.plan_planned_key ON plan_planned(key)")
     return digest.hexdigest()
 
 
@@ -142,24 +147,38 @@ def _stored_columns(conn: Connection) -> str:
 
 
 def _classify(conn: Connection, last_apply: int | None) -> None:
+    # kept: the stored experiment is of the last applied plan (so it is not a gone one)
     conn.execute("CREATE TEMP TABLE plan_reasons(seq INTEGER PRIMARY KEY, reason TEXT, "
-                 "before INTEGER)")
-    # Stored under the same key: its state says why.
+                 "before INTEGER, kept INTEGER, paired_by TEXT)")
+    # Stored under the same key: its state says why. Experiments with a failed attempt are
+    # gathered first from the attempts (few), not looked up for each pending experiment.
+    conn.execute("CREATE TEMP TABLE plan_failed_before(key TEXT PRIMARY KEY)")
+    conn.execute("INSERT OR IGNORE INTO temp.plan_failed_before SELECT s.experiment FROM attempts a "
+                 "JOIN slices s ON s.job_id=a.job_id WHERE a.state=?", (FAILED,))
     conn.execute(
-        "INSERT INTO temp.plan_reasons(seq, reason) SELECT p.seq, CASE e.state "
+        "INSERT INTO temp.plan_reasons(seq, reason, kept) SELECT p.seq, CASE e.state "
         "WHEN ? THEN 'cached' WHEN ? THEN 'failed' WHEN ? THEN "
-        "  CASE WHEN EXISTS (SELECT 1 FROM slices s JOIN attempts a ON a.job_id=s.job_id "
-        "                    WHERE s.experiment=e.key AND a.state=?) THEN 'retry' ELSE 'resume' END "
-        "ELSE 'resume' END FROM temp.plan_planned p JOIN experiments e ON e.key=p.key",
-        (DONE, FAILED, PENDING, FAILED))
-    # The last applied plan's experiments the manifest no longer produces.
-    conn.execute(
-        f"CREATE TEMP TABLE plan_gone AS SELECT e.rowid AS id, e.key, e.circuit, e.backend, "
-        f"e.provider, e.program, e.params, e.shots, e.state, {_stored_columns(conn)} "
-        f"FROM experiments e WHERE e.plan_apply=? "
-        f"AND NOT EXISTS (SELECT 1 FROM temp.plan_planned p WHERE p.key=e.key)", (last_apply,))
-    for match in ("params", "point"):
-        _pair(conn, match)
+        "  CASE WHEN e.key IN (SELECT key FROM temp.plan_failed_before) THEN 'retry' ELSE 'resume' END "
+        "ELSE 'resume' END, CASE WHEN e.plan_apply IS ? THEN e.rowid END "
+        "FROM temp.plan_planned p JOIN experiments e ON e.key=p.key",
+        (DONE, FAILED, PENDING, last_apply))
+    # The last applied plan's experiments the manifest no longer produces: none when every
+    # one of them is produced still (the plan of an unchanged manifest pays nothing more).
+    conn.execute(f"CREATE TEMP TABLE plan_gone AS SELECT e.rowid AS id, e.key, e.circuit, "
+                 f"e.backend, e.provider, e.program, e.params, e.shots, e.state, "
+                 f"{_stored_columns(conn)} FROM experiments e WHERE 0")
+    last = conn.value("SELECT count(*) FROM experiments WHERE plan_apply=?", (last_apply,))
+    kept = conn.value("SELECT count(kept) FROM temp.plan_reasons")
+    if last != kept:
+        conn.execute(f"INSERT INTO temp.plan_gone SELECT e.rowid, e.key, e.circuit, e.backend, "
+                     f"e.provider, e.program, e.params, e.shots, e.state, {_stored_columns(conn)} "
+                     f"FROM experiments e WHERE e.plan_apply=? AND e.rowid NOT IN "
+                     f"(SELECT kept FROM temp.plan_reasons WHERE kept IS NOT NULL)", (last_apply,))
+        fresh = conn.value("SELECT count(*) FROM temp.plan_planned") - conn.value(
+            "SELECT count(*) FROM temp.plan_reasons")
+        if fresh:
+            for match in ("params", "point"):
+                _pair(conn, match)
     conn.execute("INSERT INTO temp.plan_reasons(seq, reason) SELECT seq, 'new' FROM temp.plan_planned "
                  "WHERE seq NOT IN (SELECT seq FROM temp.plan_reasons)")
     conn.execute("CREATE INDEX temp.plan_reasons_before ON plan_reasons(before)")
@@ -167,20 +186,52 @@ def _classify(conn: Connection, last_apply: int | None) -> None:
 
 def _pair(conn: Connection, match: str) -> None:
     """Pair experiments not stored yet with gone ones of the same circuit, backend and
-    ``match`` (params, or point), the n-th of a group with the n-th, as 'changed'."""
+    ``match`` (params, or point), as 'changed': by a direct look-up where each such group
+    holds one experiment on each side (the usual case, half the time of the general way),
+    else the n-th of a group with the n-th."""
+    conn.execute(f"CREATE INDEX temp.plan_gone_{match} ON plan_gone({match}, circuit, backend, shots, id)")
+    repeated = conn.value(f"SELECT 1 FROM temp.plan_gone WHERE {match} IS NOT NULL "
+                          f"GROUP BY {match}, circuit, backend HAVING count(*) > 1 LIMIT 1")
+    if not repeated and _pair_directly(conn, match):
+        return
+    _pair_ranked(conn, match)
+
+
+_UNPAIRED_FRESH = "seq NOT IN (SELECT seq FROM temp.plan_reasons)"
+_UNPAIRED_GONE = "id NOT IN (SELECT before FROM temp.plan_reasons WHERE before IS NOT NULL)"
+
+
+def _pair_directly(conn: Connection, match: str) -> bool:
+    """Each unpaired experiment with the gone one of its circuit, backend and ``match``;
+    False (and nothing paired) if two experiments found the same one."""
     conn.execute(
-        f"INSERT INTO temp.plan_reasons(seq, reason, before) "
+        f"INSERT INTO temp.plan_reasons(seq, reason, before, paired_by) SELECT seq, 'changed', "
+        f"before, ? FROM (SELECT p.seq, (SELECT g.id FROM temp.plan_gone g "
+        f"  WHERE g.{match}=p.{match} AND g.circuit=p.circuit AND g.backend=p.backend "
+        f"  AND g.{_UNPAIRED_GONE}) AS before "
+        f"  FROM temp.plan_planned p WHERE p.{match} IS NOT NULL AND p.{_UNPAIRED_FRESH}) "
+        f"WHERE before IS NOT NULL", (match,))
+    twice = conn.value("SELECT 1 FROM temp.plan_reasons WHERE paired_by=? GROUP BY before "
+                       "HAVING count(*) > 1 LIMIT 1", (match,))
+    if twice:
+        conn.execute("DELETE FROM temp.plan_reasons WHERE paired_by=?", (match,))
+    return not twice
+
+
+def _pair_ranked(conn: Connection, match: str) -> None:
+    """The n-th unpaired experiment of a circuit, backend and ``match`` (in shots, then
+    manifest order) with the n-th gone one."""
+    conn.execute(
+        f"INSERT INTO temp.plan_reasons(seq, reason, before, paired_by) "
         f"WITH fresh AS (SELECT seq, circuit, backend, {match} AS m, row_number() OVER "
         f"    (PARTITION BY circuit, backend, {match} ORDER BY shots, seq) AS n "
-        f"    FROM temp.plan_planned WHERE {match} IS NOT NULL "
-        f"    AND seq NOT IN (SELECT seq FROM temp.plan_reasons)), "
+        f"    FROM temp.plan_planned WHERE {match} IS NOT NULL AND {_UNPAIRED_FRESH}), "
         f"  gone AS (SELECT id, circuit, backend, {match} AS m, row_number() OVER "
         f"    (PARTITION BY circuit, backend, {match} ORDER BY shots, id) AS n "
-        f"    FROM temp.plan_gone WHERE {match} IS NOT NULL "
-        f"    AND id NOT IN (SELECT before FROM temp.plan_reasons WHERE before IS NOT NULL)) "
-        f"SELECT fresh.seq, 'changed', gone.id FROM fresh JOIN gone "
+        f"    FROM temp.plan_gone WHERE {match} IS NOT NULL AND {_UNPAIRED_GONE}) "
+        f"SELECT fresh.seq, 'changed', gone.id, ? FROM fresh JOIN gone "
         f"  ON gone.circuit=fresh.circuit AND gone.backend=fresh.backend AND gone.m=fresh.m "
-        f"  AND gone.n=fresh.n")
+        f"  AND gone.n=fresh.n", (match,))
 
 
 _FACTS = "{t}.program, {t}.params, {t}.shots, {t}.seed, {t}.backend_identity, {t}.point"
