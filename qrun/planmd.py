@@ -133,8 +133,8 @@ def _retired(page: _Page, report) -> None:
     total = report.totals["retired"]
     if not total:
         return
-    page.add(f"**Retired**: {total:,} stored experiments the manifest no longer produces; "
-             "not run, their results are kept in the state.", "")
+    page.add(f"**Retired**: {total:,} stored experiment{'s' if total != 1 else ''} the manifest "
+             "no longer produces; not run, their results are kept in the state.", "")
     rows = ([_code(r["circuit"]), _code(r["backend"]), _params(r["params"]), r["state"]]
             for r in report.retired)
     page.table(("circuit", "backend", "params", "state"), rows, total, "retired experiments")

@@ -103,10 +103,9 @@ def diff_plan(conn: Connection, experiments: Iterable, last_apply: int | None, l
               keep_run_keys: bool = False) -> PlanDiff:
     """Why each of ``experiments`` (planner.Experiment, streamed) is in the plan."""
     diff = PlanDiff()
-    # The temporary tables (about 250 bytes an experiment) stay in memory rather than in a
-    # scratch file: a plan of 100,000 changed experiments took 2.8 s of CPU with a file,
-    # 2.45 s in memory.
-    conn.execute("PRAGMA temp_store = MEMORY")
+    # The temporary tables (about 250 bytes an experiment) go to SQLite's scratch file past
+    # its page cache. Kept in memory (temp_store = MEMORY) a plan of 100,000 changed
+    # experiments took 12 % less CPU but 47 MB more memory, growing with the campaign.
     try:
         diff.keys_sha256 = _load_planned(conn, experiments)
         _classify(conn, last_apply)
