@@ -24,12 +24,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from math import sqrt
 from pathlib import Path
 from typing import Any
 
 from . import manifest as manifests
 from . import planner
+from .distances import hellinger_fidelity, total_variation
 from .errors import ManifestError, QrunError, RevisionError
 from .manifest import Manifest
 from .planner import Experiment
@@ -228,23 +228,6 @@ def _referenced_files(text: bytes, base: str, top: Path, commit: str) -> list[st
 
 
 # ---------------------------------------------------------------- distances and the test
-
-def _normalized(counts: dict) -> dict:
-    total = sum(counts.values())
-    return {outcome: n / total for outcome, n in counts.items()}
-
-
-def total_variation(a: dict, b: dict) -> float:
-    """Total variation distance of two count vectors' frequencies: half the L1 distance."""
-    p, q = _normalized(a), _normalized(b)
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in p.keys() | q.keys())
-
-
-def hellinger_fidelity(a: dict, b: dict) -> float:
-    """(sum sqrt(p q))**2, the classical fidelity: qiskit's hellinger_fidelity, (1 - H**2)**2."""
-    p, q = _normalized(a), _normalized(b)
-    return min(1.0, sum(sqrt(p[k] * q[k]) for k in p.keys() & q.keys()) ** 2)
-
 
 @dataclass(frozen=True)
 class TestResult:

@@ -30,6 +30,7 @@ from itertools import combinations, groupby
 from pathlib import Path
 from typing import Any
 
+from .distances import hellinger_fidelity, normalised, total_variation
 from .errors import QrunError
 
 HISTOGRAMS_SHOWN = 48  # experiments drawn one by one; the rest are counted in "left out"
@@ -50,29 +51,6 @@ OTHER_COLOUR = "#B8B8B8"
 INK = "#222222"
 MUTED = "#6b6b6b"
 GRID = "#e4e4e4"
-
-
-# ---------------------------------------------------------------- distances
-
-def _normalised(counts: dict[str, float]) -> dict[str, float]:
-    total = sum(counts.values())
-    if total <= 0:
-        raise ValueError("a distribution needs a positive total")
-    return {outcome: value / total for outcome, value in counts.items()}
-
-
-def total_variation_distance(p: dict[str, float], q: dict[str, float]) -> float:
-    """½ Σ |p(x) − q(x)| of two counts (or probability) mappings, each normalised first."""
-    p, q = _normalised(p), _normalised(q)
-    return 0.5 * sum(abs(p.get(x, 0.0) - q.get(x, 0.0)) for x in p.keys() | q.keys())
-
-
-def hellinger_fidelity(p: dict[str, float], q: dict[str, float]) -> float:
-    """(Σ √(p(x) q(x)))², the classical fidelity (Qiskit's hellinger_fidelity, which is
-    (1 − H²)² for the Hellinger distance H), of two counts mappings normalised first."""
-    p, q = _normalised(p), _normalised(q)
-    overlap = sum(math.sqrt(value * q[x]) for x, value in p.items() if x in q)
-    return min(1.0, overlap * overlap)  # rounding can pass 1 by an ulp
 
 
 # ---------------------------------------------------------------- what the page shows
@@ -254,7 +232,7 @@ class _Collector:
         self.compared_points += 1
         worst = 0.0
         for first, second in combinations(ran, 2):
-            tvd = total_variation_distance(first.counts, second.counts)
+            tvd = total_variation(first.counts, second.counts)
             fidelity = hellinger_fidelity(first.counts, second.counts)
             key = (circuit, first.backend, second.backend)
             pair = self.pairs.get(key)
@@ -462,7 +440,7 @@ def histogram_svg(hist: Histogram, colour: str) -> str:
 def grouped_bars_svg(point: ComparedPoint, colours: dict[str, str]) -> str:
     """One sweep point on several backends: per outcome, a bar per backend."""
     backends = sorted(point.counts)
-    probabilities = {b: _normalised(point.counts[b]) for b in backends}
+    probabilities = {b: normalised(point.counts[b]) for b in backends}
     mass: dict[str, float] = {}
     for dist in probabilities.values():
         for outcome, p in dist.items():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qrun import api
+from qrun import api, distances
 from qrun import diff as diffs
 from qrun.cli import main
 from qrun.errors import ManifestError, QrunError, RevisionError, StateError
@@ -25,15 +25,15 @@ from .conftest import write
 
 def test_tvd_and_hellinger_fidelity_hand_computed():
     a, b = {"0": 30, "1": 70}, {"0": 60, "1": 40}
-    assert diffs.total_variation(a, b) == pytest.approx(0.3)
+    assert distances.total_variation(a, b) == pytest.approx(0.3)
     # (sqrt(.3 * .6) + sqrt(.7 * .4))**2
-    assert diffs.hellinger_fidelity(a, b) == pytest.approx((0.4242640687 + 0.5291502622) ** 2)
+    assert distances.hellinger_fidelity(a, b) == pytest.approx((0.4242640687 + 0.5291502622) ** 2)
     # Disjoint outcomes and scaled counts: no overlap at all, then none missing.
-    assert diffs.total_variation({"00": 5}, {"11": 7}) == pytest.approx(1.0)
-    assert diffs.hellinger_fidelity({"00": 5}, {"11": 7}) == 0.0
-    assert diffs.total_variation({"00": 50, "11": 50}, {"00": 100}) == pytest.approx(0.5)
-    assert diffs.hellinger_fidelity({"00": 50, "11": 50}, {"00": 100}) == pytest.approx(0.5)
-    assert diffs.hellinger_fidelity({"0": 1, "1": 3}, {"0": 10, "1": 30}) == pytest.approx(1.0)
+    assert distances.total_variation({"00": 5}, {"11": 7}) == pytest.approx(1.0)
+    assert distances.hellinger_fidelity({"00": 5}, {"11": 7}) == 0.0
+    assert distances.total_variation({"00": 50, "11": 50}, {"00": 100}) == pytest.approx(0.5)
+    assert distances.hellinger_fidelity({"00": 50, "11": 50}, {"00": 100}) == pytest.approx(0.5)
+    assert distances.hellinger_fidelity({"0": 1, "1": 3}, {"0": 10, "1": 30}) == pytest.approx(1.0)
 
 
 def test_hellinger_fidelity_agrees_with_qiskit():
@@ -44,7 +44,7 @@ def test_hellinger_fidelity_agrees_with_qiskit():
         outcomes = [format(i, "04b") for i in range(16)]
         a = {k: int(n) for k, n in zip(outcomes, rng.integers(0, 40, 16)) if n}
         b = {k: int(n) for k, n in zip(outcomes, rng.integers(0, 40, 16)) if n}
-        assert diffs.hellinger_fidelity(a, b) == pytest.approx(hellinger_fidelity(a, b), abs=1e-12)
+        assert distances.hellinger_fidelity(a, b) == pytest.approx(hellinger_fidelity(a, b), abs=1e-12)
 
 
 # ---------------------------------------------------------------- the test and its correction

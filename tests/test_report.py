@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from qrun import report
+from qrun import distances, report
 from qrun.store import BackendSummary, Failure, FailureCause
 
 from .conftest import qrun, write
@@ -36,16 +36,16 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 def test_distances_match_hand_computed_values():
     half, three_quarters = {"0": 50, "1": 50}, {"0": 3, "1": 1}
-    assert report.total_variation_distance(half, three_quarters) == pytest.approx(0.25)
+    assert distances.total_variation(half, three_quarters) == pytest.approx(0.25)
     # (√(.5 × .75) + √(.5 × .25))² = (0.6123724 + 0.3535534)² = 0.9330127
-    assert report.hellinger_fidelity(half, three_quarters) == pytest.approx(0.9330127, abs=1e-7)
-    assert report.total_variation_distance({"00": 7}, {"11": 2}) == 1.0
-    assert report.hellinger_fidelity({"00": 7}, {"11": 2}) == 0.0
-    assert report.total_variation_distance({"a": 1, "b": 3}, {"b": 30, "a": 10}) == pytest.approx(0.0)
-    assert report.hellinger_fidelity({"a": 1, "b": 3}, {"b": 30, "a": 10}) == pytest.approx(1.0)
+    assert distances.hellinger_fidelity(half, three_quarters) == pytest.approx(0.9330127, abs=1e-7)
+    assert distances.total_variation({"00": 7}, {"11": 2}) == 1.0
+    assert distances.hellinger_fidelity({"00": 7}, {"11": 2}) == 0.0
+    assert distances.total_variation({"a": 1, "b": 3}, {"b": 30, "a": 10}) == pytest.approx(0.0)
+    assert distances.hellinger_fidelity({"a": 1, "b": 3}, {"b": 30, "a": 10}) == pytest.approx(1.0)
     # Outcomes only one side has: p = (.5, .5, 0), q = (0, .5, .5): TVD .5, F = .25
-    assert report.total_variation_distance({"x": 1, "y": 1}, {"y": 1, "z": 1}) == pytest.approx(0.5)
-    assert report.hellinger_fidelity({"x": 1, "y": 1}, {"y": 1, "z": 1}) == pytest.approx(0.25)
+    assert distances.total_variation({"x": 1, "y": 1}, {"y": 1, "z": 1}) == pytest.approx(0.5)
+    assert distances.hellinger_fidelity({"x": 1, "y": 1}, {"y": 1, "z": 1}) == pytest.approx(0.25)
 
 
 def test_hellinger_fidelity_agrees_with_qiskit_on_random_counts():
@@ -56,7 +56,7 @@ def test_hellinger_fidelity_agrees_with_qiskit_on_random_counts():
     for _ in range(200):
         p = {o: rng.randint(1, 500) for o in rng.sample(outcomes, rng.randint(1, 8))}
         q = {o: rng.randint(1, 500) for o in rng.sample(outcomes, rng.randint(1, 8))}
-        assert report.hellinger_fidelity(p, q) == pytest.approx(hellinger_fidelity(p, q), abs=1e-12)
+        assert distances.hellinger_fidelity(p, q) == pytest.approx(hellinger_fidelity(p, q), abs=1e-12)
 
 
 # ---------------------------------------------------------------- the page, from synthetic rows
