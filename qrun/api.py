@@ -654,15 +654,10 @@ def report(path: str | Path, output: str | Path, state_dir=None, root=None) -> R
     from . import report as reporting
 
     manifest = validate(path, root)
-    db_path = state_path(manifest, state_dir)
-    if not db_path.exists():
-        raise StateError(f"campaign {manifest.name} has no state at {db_path}; run qrun apply first")
-    with Store.open(db_path, readonly=True) as store:
-        apply_id = store.latest_plan_apply()
-        if apply_id is None:
-            raise StateError(f"campaign {manifest.name} has no applied plan; run qrun apply first")
+    with _plan_results(manifest, state_dir) as (store, apply_id):
         facts = reporting.Facts(
-            campaign=manifest.name, state_path=str(db_path), qrun_version=__version__,
+            campaign=manifest.name, state_path=str(state_path(manifest, state_dir)),
+            qrun_version=__version__,
             states=store.state_counts(apply_id), last_apply=store.apply_info(apply_id),
             manifest_sha256=manifest.sha256, backends=store.backend_summary(apply_id),
             provenance=store.backend_provenance(apply_id),
