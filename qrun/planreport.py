@@ -81,20 +81,26 @@ def diff_without_state(manifest: Manifest, keep_run_keys: bool) -> PlanDiff:
     diff = PlanDiff()
     reasons: dict = {}
     work: dict = {}
-    keys: list = []
-    for experiment in planner.experiments(manifest):
-        group = (experiment.circuit, experiment.backend, experiment.provider, "new")
-        reasons[group] = reasons.get(group, 0) + 1
-        work[experiment.backend, experiment.shots] = work.get((experiment.backend, experiment.shots), 0) + 1
-        keys.append(experiment.key)
-        if len(diff.listed) < LISTED:
-            diff.listed.append(Listed(experiment.key, experiment.circuit, experiment.backend,
-                                      "new", _facts_of(experiment)))
+    kept: list | None = [] if keep_run_keys else None  # only for plan --out: memory stays flat
+
+    def keys():
+        for experiment in planner.experiments(manifest):
+            group = (experiment.circuit, experiment.backend, experiment.provider, "new")
+            reasons[group] = reasons.get(group, 0) + 1
+            shape = (experiment.backend, experiment.shots)
+            work[shape] = work.get(shape, 0) + 1
+            diff.not_cached += 1
+            if len(diff.listed) < LISTED:
+                diff.listed.append(Listed(experiment.key, experiment.circuit, experiment.backend,
+                                          "new", _facts_of(experiment)))
+            if kept is not None:
+                kept.append(experiment.key)
+            yield experiment.key
+
+    diff.keys_sha256 = diff.run_keys_sha256 = keys_digest(keys())
     diff.reasons = [(*group, count) for group, count in reasons.items()]
     diff.new_work = [(*group, count) for group, count in work.items()]
-    diff.not_cached = len(keys)
-    diff.keys_sha256 = diff.run_keys_sha256 = keys_digest(keys)
-    diff.run_keys = keys if keep_run_keys else None
+    diff.run_keys = kept
     return diff
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .connection import Connection
@@ -90,6 +90,13 @@ class PlanDiff:
     keys_sha256: str = ""  # of every key of the plan, in manifest order
     run_keys_sha256: str = ""  # of the keys apply would run, in manifest order
     run_keys: list | None = None  # those keys, when asked for
+
+
+def _keeping(keys: Iterable[str], kept: list | None) -> Iterator[str]:
+    for key in keys:
+        if kept is not None:
+            kept.append(key)
+        yield key
 
 
 def keys_digest(keys: Iterable[str]) -> str:
@@ -278,9 +285,9 @@ def _report(conn: Connection, diff: PlanDiff, listed: int, keep_run_keys: bool) 
     marks = ",".join("?" * len(TO_RUN))
     run_keys = conn.stream(f"SELECT p.key FROM temp.plan_planned p JOIN temp.plan_reasons r "
                            f"USING (seq) WHERE r.reason IN ({marks}) ORDER BY p.seq", TO_RUN)
-    keys = [key for (key,) in run_keys]
-    diff.run_keys_sha256 = keys_digest(keys)
-    diff.run_keys = keys if keep_run_keys else None
+    kept: list | None = [] if keep_run_keys else None  # streamed into the digest otherwise
+    diff.run_keys_sha256 = keys_digest(_keeping((key for (key,) in run_keys), kept))
+    diff.run_keys = kept
     _referenced(conn, diff)
 
 
