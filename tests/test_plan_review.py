@@ -160,6 +160,15 @@ def test_new_points_and_retired_ones_whose_results_are_kept(project, cloud):
     assert fresh["params"] == {"theta": 3.0} and "changes" not in fresh
 
 
+def test_going_back_to_an_earlier_manifest_reuses_its_results_and_retires_the_last(project, cloud):
+    _applied(project)
+    _applied(project, ("shots: 100", "shots: 200"))
+    report = api.plan(_manifest(project))  # as first applied: stored, though not by the last apply
+    assert (report.totals["cached"], report.to_run, report.totals["retired"]) == (4, 0, 4)
+    assert {r["params"].get("theta") for r in report.retired} == {0.0, 1.0, 2.0, None}
+    assert report.changes == []
+
+
 def test_resume_retry_failed_and_cached_follow_the_stored_state(project, cloud):
     manifest = api.validate(_manifest(project))
     with Store.open(api.state_path(manifest)) as store:

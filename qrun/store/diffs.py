@@ -1,12 +1,13 @@
 """A plan against the stored state: why each experiment of the manifest is in it.
 
-`qrun plan` streams the manifest's experiments into a temporary table of its read-only
-connection (SQLite keeps temporary tables apart from the database file, so nothing is
-written to the campaign), then joins them with the stored experiments in SQL. Memory stays
-the same for a campaign of any size; only counts, groups and the first few experiments come
-back to Python.
+`qrun plan` walks the manifest's experiments a batch at a time, looking their keys up as
+the plan always did. Those not stored yet are parked in a temporary table of plan's
+read-only connection (SQLite keeps temporary tables apart from the database file, so
+nothing is written to the campaign), where SQL pairs them with the stored experiments
+they replace. Memory stays the same for a campaign of any size; only counts, groups and
+the first few experiments come back to Python.
 
-Reasons (api.PlanReport documents them to users):
+Reasons (planreport.py documents them to users):
 - stored under the same key: ``cached`` (done), ``failed`` (failed for good), ``retry``
   (pending, after a failed attempt), ``resume`` (pending otherwise);
 - not stored: ``changed`` when a stored experiment of the last applied plan, no longer
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .connection import Connection
@@ -92,13 +94,6 @@ class PlanDiff:
     run_keys: list | None = None  # those keys, when asked for
 
 
-def _keeping(keys: Iterable[str], kept: list | None) -> Iterator[str]:
-    for key in keys:
-        if kept is not None:
-            kept.append(key)
-        yield key
-
-
 def keys_digest(keys: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for key in keys:
@@ -109,40 +104,186 @@ def keys_digest(keys: Iterable[str]) -> str:
 def diff_plan(conn: Connection, experiments: Iterable, last_apply: int | None, listed: int,
               keep_run_keys: bool = False) -> PlanDiff:
     """Why each of ``experiments`` (planner.Experiment, streamed) is in the plan."""
-    diff = PlanDiff()
-    # The temporary tables (about 250 bytes an experiment) go to SQLite's scratch file past
-    # its page cache. Kept in memory (temp_store = MEMORY) a plan of 100,000 changed
-    # experiments took 12 % less CPU but 47 MB more memory, growing with the campaign.
+    walk = _Walk(conn, last_apply, listed, keep_run_keys)
     try:
-        diff.keys_sha256 = _load_planned(conn, experiments)
-        _classify(conn, last_apply)
-        _report(conn, diff, listed, keep_run_keys)
+        walk.stream(experiments)
+        walk.pair_and_retire()
+        return walk.report()
     finally:
-        for table in ("plan_planned", "plan_gone", "plan_reasons", "plan_failed_before"):
+        for table in ("plan_fresh", "plan_kept", "plan_failed_before", "plan_gone", "plan_pairs"):
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
-    return diff
 
 
-def _load_planned(conn: Connection, experiments: Iterable) -> str:
-    conn.execute("CREATE TEMP TABLE plan_planned(seq INTEGER PRIMARY KEY, key TEXT NOT NULL, "
-                 "circuit TEXT, backend TEXT, provider TEXT, program TEXT, params TEXT, "
-                 "point INTEGER, shots INTEGER, seed TEXT, backend_identity TEXT)")
-    digest = hashlib.sha256()
-    seeds: dict = {}  # the campaign's seed, as JSON once (not once per experiment)
-    batch: list = []
-    insert = ("INSERT INTO temp.plan_planned(key, circuit, backend, provider, program, params, "
-              "point, shots, seed, backend_identity) VALUES (?,?,?,?,?,?,?,?,?,?)")
-    for e in experiments:
-        digest.update(e.key.encode() + b"\n")
-        batch.append((e.key, e.circuit, e.backend, e.provider, e.program, e.params_json, e.point,
-                      e.shots, seeds.get(e.seed) or seeds.setdefault(e.seed, json.dumps(e.seed)),
-                      e.backend_id or None))
-        if len(batch) >= BATCH:
-            conn.executemany(insert, batch)
-            batch = []
-    if batch:
-        conn.executemany(insert, batch)
-    return digest.hexdigest()
+class _Walk:
+    """One pass over the manifest's experiments, a batch at a time, as the old plan made.
+
+    A stored experiment's reason is its state, counted here. Only experiments not stored
+    (new or changed) are parked in a temporary table, with the ids of the stored ones of
+    the last applied plan that are produced still; SQL then pairs the parked ones with the
+    last plan's others. An unchanged manifest parks nothing and pairs nothing."""
+
+    def __init__(self, conn: Connection, last_apply: int | None, listed: int, keep_run_keys: bool):
+        self.conn, self.last_apply, self.listed = conn, last_apply, listed
+        self.diff = PlanDiff(run_keys=[] if keep_run_keys else None)
+        self.keys, self.run_keys = hashlib.sha256(), hashlib.sha256()
+        self.reasons: dict = {}  # (circuit, backend, provider, reason) -> [first seq, count]
+        self.work: dict = {}  # (backend, shots) -> experiments not stored
+        self.candidates: list = []  # (seq, experiment, reason or None: fresh) of the first not cached
+        self.fresh = 0
+        self.seeds: dict = {}  # the campaign's seed as JSON, made once
+        # Temporary tables go to SQLite's scratch file past its page cache: kept in memory
+        # (temp_store = MEMORY) 100,000 changed experiments took 12 % less CPU but 47 MB
+        # more, growing with the campaign.
+        conn.execute("CREATE TEMP TABLE plan_fresh(seq INTEGER PRIMARY KEY, key TEXT, circuit TEXT, "
+                     "backend TEXT, provider TEXT, program TEXT, params TEXT, point INTEGER, "
+                     "shots INTEGER, seed TEXT, backend_identity TEXT)")
+        conn.execute("CREATE TEMP TABLE plan_kept(id INTEGER PRIMARY KEY)")
+        # Experiments with a failed attempt, gathered once from the attempts (few).
+        conn.execute("CREATE TEMP TABLE plan_failed_before(key TEXT PRIMARY KEY)")
+        conn.execute("INSERT OR IGNORE INTO temp.plan_failed_before SELECT s.experiment FROM attempts a "
+                     "JOIN slices s ON s.job_id=a.job_id WHERE a.state=?", (FAILED,))
+        self.failed_before = ("key IN (SELECT key FROM temp.plan_failed_before)"
+                              if conn.value("SELECT count(*) FROM temp.plan_failed_before") else "0")
+        # The stored experiments of the last applied plan that are produced still: only
+        # needed when some of that plan are not (then they are written to plan_kept).
+        self.kept_ids = array("q")
+
+    def stream(self, experiments: Iterable) -> None:
+        seq = 0
+        batch: list = []
+        for experiment in experiments:
+            batch.append(experiment)
+            if len(batch) >= BATCH:
+                seq = self._batch(seq, batch)
+                batch = []
+        if batch:
+            self._batch(seq, batch)
+
+    def _batch(self, seq: int, batch: list) -> int:
+        keys = [e.key for e in batch]
+        stored = {row[0]: row[1:] for row in self.conn.all(
+            f"SELECT key, state, rowid, plan_apply, {self.failed_before} "
+            f"FROM experiments WHERE key IN ({','.join('?' * len(keys))})", keys)}
+        fresh: list = []
+        for experiment in batch:
+            seq += 1
+            self.keys.update(experiment.key.encode() + b"\n")
+            found = stored.get(experiment.key)
+            if found is None:
+                fresh.append(self._fresh_row(seq, experiment))
+                shape = (experiment.backend, experiment.shots)
+                self.work[shape] = self.work.get(shape, 0) + 1
+                reason = None
+            else:
+                state, rowid, plan_apply, failed_before = found
+                reason = _stored_reason(state, failed_before)
+                self._count((experiment.circuit, experiment.backend, experiment.provider, reason), seq)
+                if plan_apply == self.last_apply:
+                    self.kept_ids.append(rowid)
+            if reason != "cached":
+                self.diff.not_cached += 1
+                if len(self.candidates) < self.listed:
+                    self.candidates.append((seq, experiment, reason))
+            if reason is None or reason in TO_RUN:
+                self.run_keys.update(experiment.key.encode() + b"\n")
+                if self.diff.run_keys is not None:
+                    self.diff.run_keys.append(experiment.key)
+        if fresh:
+            self.fresh += len(fresh)
+            self.conn.executemany(f"INSERT INTO temp.plan_fresh VALUES ({','.join('?' * 11)})", fresh)
+        return seq
+
+    def _fresh_row(self, seq: int, e) -> tuple:
+        seed = self.seeds.get(e.seed) or self.seeds.setdefault(e.seed, json.dumps(e.seed))
+        return (seq, e.key, e.circuit, e.backend, e.provider, e.program, e.params_json, e.point,
+                e.shots, seed, e.backend_id or None)
+
+    def _count(self, group: tuple, seq: int, count: int = 1) -> None:
+        seen = self.reasons.setdefault(group, [seq, 0])
+        seen[0] = min(seen[0], seq)
+        seen[1] += count
+
+    def pair_and_retire(self) -> None:
+        """The last applied plan's experiments no longer produced ('gone'): each paired with
+        a parked one as 'changed' where one matches, the others retired."""
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE plan_gone(id INTEGER PRIMARY KEY, key TEXT, circuit TEXT, "
+                     "backend TEXT, provider TEXT, program TEXT, params TEXT, shots INTEGER, "
+                     "state TEXT, point INTEGER, seed TEXT, backend_identity TEXT)")
+        conn.execute("CREATE TEMP TABLE plan_pairs(seq INTEGER PRIMARY KEY, before INTEGER, "
+                     "paired_by TEXT)")
+        last = conn.value("SELECT count(*) FROM experiments WHERE plan_apply=?", (self.last_apply,))
+        if last != len(self.kept_ids):  # else every stored one is produced still: none is gone
+            conn.executemany("INSERT INTO temp.plan_kept(id) VALUES (?)",
+                             ((rowid,) for rowid in self.kept_ids))
+            conn.execute(f"INSERT INTO temp.plan_gone SELECT e.rowid, e.key, e.circuit, e.backend, "
+                         f"e.provider, e.program, e.params, e.shots, e.state, {_stored_columns(conn)} "
+                         f"FROM experiments e WHERE e.plan_apply=? AND e.rowid NOT IN "
+                         f"(SELECT id FROM temp.plan_kept)", (self.last_apply,))
+            if self.fresh:
+                for match in ("params", "point"):
+                    _pair(conn, match)
+        conn.execute("CREATE INDEX temp.plan_pairs_before ON plan_pairs(before)")
+
+    def report(self) -> PlanDiff:
+        conn, diff = self.conn, self.diff
+        for circuit, backend, provider, reason, first, count in conn.all(
+                "SELECT f.circuit, f.backend, f.provider, CASE WHEN r.seq IS NULL THEN 'new' "
+                "ELSE 'changed' END, min(f.seq), count(*) FROM temp.plan_fresh f "
+                "LEFT JOIN temp.plan_pairs r USING (seq) GROUP BY 1, 2, 3, 4"):
+            self._count((circuit, backend, provider, reason), first, count)
+        ordered = sorted(self.reasons.items(), key=lambda item: item[1][0])
+        diff.reasons = [(*group, count) for group, (_, count) in ordered]
+        diff.new_work = [(*shape, count) for shape, count in self.work.items()]
+        unpaired = "NOT EXISTS (SELECT 1 FROM temp.plan_pairs r WHERE r.before=g.id)"
+        diff.retired = conn.all(
+            f"SELECT g.circuit, g.backend, g.provider, count(*) FROM temp.plan_gone g WHERE {unpaired} "
+            f"GROUP BY 1, 2, 3 ORDER BY min(g.id)")
+        diff.retired_listed = [Retired(*row) for row in conn.all(
+            f"SELECT g.key, g.circuit, g.backend, g.params, g.state FROM temp.plan_gone g "
+            f"WHERE {unpaired} ORDER BY g.id LIMIT ?", (self.listed,))]
+        # Changed experiments alike but for their parameters, each group with its first example.
+        groups = conn.all(
+            "SELECT p.circuit, p.backend, count(*), min(p.seq) FROM temp.plan_pairs r "
+            "JOIN temp.plan_fresh p USING (seq) JOIN temp.plan_gone g ON g.id=r.before "
+            "GROUP BY p.circuit, p.backend, g.program, p.program, g.shots, p.shots, g.seed, p.seed, "
+            "g.backend_identity, p.backend_identity, g.params=p.params ORDER BY min(p.seq)")
+        pair = (f"SELECT {_FACTS.format(t='g')}, {_FACTS.format(t='p')} FROM temp.plan_pairs r "
+                f"JOIN temp.plan_fresh p USING (seq) JOIN temp.plan_gone g ON g.id=r.before "
+                f"WHERE r.seq=?")
+        for circuit, backend, count, first in groups:
+            row = conn.one(pair, (first,))
+            diff.changes.append(ChangeGroup(circuit, backend, count, _facts(row[:6]), _facts(row[6:])))
+        self._list()
+        diff.keys_sha256, diff.run_keys_sha256 = self.keys.hexdigest(), self.run_keys.hexdigest()
+        _referenced(conn, diff)
+        return diff
+
+    def _list(self) -> None:
+        """The first experiments not cached, the parked ones with what they replace."""
+        fresh = [seq for seq, _, reason in self.candidates if reason is None]
+        replaced: dict = {}
+        for start in range(0, len(fresh), BATCH):
+            part = fresh[start:start + BATCH]
+            replaced.update((row[0], row[1:]) for row in self.conn.all(
+                f"SELECT r.seq, g.key, {_FACTS.format(t='g')} FROM temp.plan_pairs r "
+                f"JOIN temp.plan_gone g ON g.id=r.before WHERE r.seq IN ({','.join('?' * len(part))})",
+                part))
+        for seq, e, reason in self.candidates:
+            after = Facts(e.program, e.params_json, e.shots, json.dumps(e.seed), e.backend_id or None,
+                          e.point)
+            found = replaced.get(seq) if reason is None else None
+            self.diff.listed.append(Listed(
+                e.key, e.circuit, e.backend, reason or ("changed" if found else "new"), after,
+                _facts(found[1:]) if found else None, found[0] if found else None))
+
+
+def _stored_reason(state: str, failed_before: int) -> str:
+    if state == DONE:
+        return "cached"
+    if state == FAILED:
+        return "failed"
+    return "retry" if state == PENDING and failed_before else "resume"
 
 
 def _stored_columns(conn: Connection) -> str:
@@ -152,49 +293,11 @@ def _stored_columns(conn: Connection) -> str:
     return ", ".join(c if c in names else f"NULL AS {c}" for c in ("point", "seed", "backend_identity"))
 
 
-def _classify(conn: Connection, last_apply: int | None) -> None:
-    # kept: the stored experiment is of the last applied plan (so it is not a gone one)
-    conn.execute("CREATE TEMP TABLE plan_reasons(seq INTEGER PRIMARY KEY, reason TEXT, "
-                 "before INTEGER, kept INTEGER, paired_by TEXT)")
-    # Stored under the same key: its state says why. Experiments with a failed attempt are
-    # gathered first from the attempts (few), not looked up for each pending experiment.
-    conn.execute("CREATE TEMP TABLE plan_failed_before(key TEXT PRIMARY KEY)")
-    conn.execute("INSERT OR IGNORE INTO temp.plan_failed_before SELECT s.experiment FROM attempts a "
-                 "JOIN slices s ON s.job_id=a.job_id WHERE a.state=?", (FAILED,))
-    conn.execute(
-        "INSERT INTO temp.plan_reasons(seq, reason, kept) SELECT p.seq, CASE e.state "
-        "WHEN ? THEN 'cached' WHEN ? THEN 'failed' WHEN ? THEN "
-        "  CASE WHEN e.key IN (SELECT key FROM temp.plan_failed_before) THEN 'retry' ELSE 'resume' END "
-        "ELSE 'resume' END, CASE WHEN e.plan_apply IS ? THEN e.rowid END "
-        "FROM temp.plan_planned p JOIN experiments e ON e.key=p.key",
-        (DONE, FAILED, PENDING, last_apply))
-    # The last applied plan's experiments the manifest no longer produces: none when every
-    # one of them is produced still (the plan of an unchanged manifest pays nothing more).
-    conn.execute(f"CREATE TEMP TABLE plan_gone AS SELECT e.rowid AS id, e.key, e.circuit, "
-                 f"e.backend, e.provider, e.program, e.params, e.shots, e.state, "
-                 f"{_stored_columns(conn)} FROM experiments e WHERE 0")
-    last = conn.value("SELECT count(*) FROM experiments WHERE plan_apply=?", (last_apply,))
-    kept = conn.value("SELECT count(kept) FROM temp.plan_reasons")
-    if last != kept:
-        conn.execute(f"INSERT INTO temp.plan_gone SELECT e.rowid, e.key, e.circuit, e.backend, "
-                     f"e.provider, e.program, e.params, e.shots, e.state, {_stored_columns(conn)} "
-                     f"FROM experiments e WHERE e.plan_apply=? AND e.rowid NOT IN "
-                     f"(SELECT kept FROM temp.plan_reasons WHERE kept IS NOT NULL)", (last_apply,))
-        fresh = conn.value("SELECT count(*) FROM temp.plan_planned") - conn.value(
-            "SELECT count(*) FROM temp.plan_reasons")
-        if fresh:
-            for match in ("params", "point"):
-                _pair(conn, match)
-    conn.execute("INSERT INTO temp.plan_reasons(seq, reason) SELECT seq, 'new' FROM temp.plan_planned "
-                 "WHERE seq NOT IN (SELECT seq FROM temp.plan_reasons)")
-    conn.execute("CREATE INDEX temp.plan_reasons_before ON plan_reasons(before)")
-
-
 def _pair(conn: Connection, match: str) -> None:
-    """Pair experiments not stored yet with gone ones of the same circuit, backend and
-    ``match`` (params, or point), as 'changed': by a direct look-up where each such group
-    holds one experiment on each side (the usual case, half the time of the general way),
-    else the n-th of a group with the n-th."""
+    """Pair parked experiments with gone ones of the same circuit, backend and ``match``
+    (params, or point), as 'changed': by a direct look-up where each such group holds one
+    experiment on each side (the usual case, half the time of the general way), else the
+    n-th of a group with the n-th."""
     conn.execute(f"CREATE INDEX temp.plan_gone_{match} ON plan_gone({match}, circuit, backend, shots, id)")
     repeated = conn.value(f"SELECT 1 FROM temp.plan_gone WHERE {match} IS NOT NULL "
                           f"GROUP BY {match}, circuit, backend HAVING count(*) > 1 LIMIT 1")
@@ -203,39 +306,39 @@ def _pair(conn: Connection, match: str) -> None:
     _pair_ranked(conn, match)
 
 
-_UNPAIRED_FRESH = "seq NOT IN (SELECT seq FROM temp.plan_reasons)"
-_UNPAIRED_GONE = "id NOT IN (SELECT before FROM temp.plan_reasons WHERE before IS NOT NULL)"
+_UNPAIRED_FRESH = "seq NOT IN (SELECT seq FROM temp.plan_pairs)"
+_UNPAIRED_GONE = "id NOT IN (SELECT before FROM temp.plan_pairs)"
 
 
 def _pair_directly(conn: Connection, match: str) -> bool:
-    """Each unpaired experiment with the gone one of its circuit, backend and ``match``;
-    False (and nothing paired) if two experiments found the same one."""
+    """Each unpaired parked experiment with the gone one of its circuit, backend and
+    ``match``; False (and nothing paired) if two experiments found the same one."""
     conn.execute(
-        f"INSERT INTO temp.plan_reasons(seq, reason, before, paired_by) SELECT seq, 'changed', "
-        f"before, ? FROM (SELECT p.seq, (SELECT g.id FROM temp.plan_gone g "
+        f"INSERT INTO temp.plan_pairs(seq, before, paired_by) SELECT seq, before, ? FROM "
+        f"(SELECT p.seq, (SELECT g.id FROM temp.plan_gone g "
         f"  WHERE g.{match}=p.{match} AND g.circuit=p.circuit AND g.backend=p.backend "
         f"  AND g.{_UNPAIRED_GONE}) AS before "
-        f"  FROM temp.plan_planned p WHERE p.{match} IS NOT NULL AND p.{_UNPAIRED_FRESH}) "
+        f"  FROM temp.plan_fresh p WHERE p.{match} IS NOT NULL AND p.{_UNPAIRED_FRESH}) "
         f"WHERE before IS NOT NULL", (match,))
-    twice = conn.value("SELECT 1 FROM temp.plan_reasons WHERE paired_by=? GROUP BY before "
+    twice = conn.value("SELECT 1 FROM temp.plan_pairs WHERE paired_by=? GROUP BY before "
                        "HAVING count(*) > 1 LIMIT 1", (match,))
     if twice:
-        conn.execute("DELETE FROM temp.plan_reasons WHERE paired_by=?", (match,))
+        conn.execute("DELETE FROM temp.plan_pairs WHERE paired_by=?", (match,))
     return not twice
 
 
 def _pair_ranked(conn: Connection, match: str) -> None:
-    """The n-th unpaired experiment of a circuit, backend and ``match`` (in shots, then
-    manifest order) with the n-th gone one."""
+    """The n-th unpaired parked experiment of a circuit, backend and ``match`` (in shots,
+    then manifest order) with the n-th gone one."""
     conn.execute(
-        f"INSERT INTO temp.plan_reasons(seq, reason, before, paired_by) "
+        f"INSERT INTO temp.plan_pairs(seq, before, paired_by) "
         f"WITH fresh AS (SELECT seq, circuit, backend, {match} AS m, row_number() OVER "
         f"    (PARTITION BY circuit, backend, {match} ORDER BY shots, seq) AS n "
-        f"    FROM temp.plan_planned WHERE {match} IS NOT NULL AND {_UNPAIRED_FRESH}), "
+        f"    FROM temp.plan_fresh WHERE {match} IS NOT NULL AND {_UNPAIRED_FRESH}), "
         f"  gone AS (SELECT id, circuit, backend, {match} AS m, row_number() OVER "
         f"    (PARTITION BY circuit, backend, {match} ORDER BY shots, id) AS n "
         f"    FROM temp.plan_gone WHERE {match} IS NOT NULL AND {_UNPAIRED_GONE}) "
-        f"SELECT fresh.seq, 'changed', gone.id, ? FROM fresh JOIN gone "
+        f"SELECT fresh.seq, gone.id, ? FROM fresh JOIN gone "
         f"  ON gone.circuit=fresh.circuit AND gone.backend=fresh.backend AND gone.m=fresh.m "
         f"  AND gone.n=fresh.n", (match,))
 
@@ -245,50 +348,6 @@ _FACTS = "{t}.program, {t}.params, {t}.shots, {t}.seed, {t}.backend_identity, {t
 
 def _facts(row) -> Facts:
     return Facts(*row)
-
-
-def _report(conn: Connection, diff: PlanDiff, listed: int, keep_run_keys: bool) -> None:
-    diff.reasons = conn.all(
-        "SELECT p.circuit, p.backend, p.provider, r.reason, count(*) FROM temp.plan_planned p "
-        "JOIN temp.plan_reasons r USING (seq) GROUP BY 1, 2, 3, 4 ORDER BY min(p.seq)")
-    diff.new_work = conn.all(
-        "SELECT p.backend, p.shots, count(*) FROM temp.plan_planned p JOIN temp.plan_reasons r "
-        "USING (seq) WHERE r.reason IN ('new', 'changed') GROUP BY 1, 2")
-    unpaired = "NOT EXISTS (SELECT 1 FROM temp.plan_reasons r WHERE r.before=g.id)"
-    diff.retired = conn.all(
-        f"SELECT g.circuit, g.backend, g.provider, count(*) FROM temp.plan_gone g WHERE {unpaired} "
-        f"GROUP BY 1, 2, 3 ORDER BY min(g.id)")
-    diff.retired_listed = [Retired(*row) for row in conn.all(
-        f"SELECT g.key, g.circuit, g.backend, g.params, g.state FROM temp.plan_gone g "
-        f"WHERE {unpaired} ORDER BY g.id LIMIT ?", (listed,))]
-    # Changed experiments alike but for their parameters, each group with its first example.
-    groups = conn.all(
-        "SELECT p.circuit, p.backend, count(*), min(p.seq) FROM temp.plan_reasons r "
-        "JOIN temp.plan_planned p USING (seq) JOIN temp.plan_gone g ON g.id=r.before "
-        "GROUP BY p.circuit, p.backend, g.program, p.program, g.shots, p.shots, g.seed, p.seed, "
-        "g.backend_identity, p.backend_identity, g.params=p.params ORDER BY min(p.seq)")
-    pair = (f"SELECT {_FACTS.format(t='g')}, {_FACTS.format(t='p')} FROM temp.plan_reasons r "
-            f"JOIN temp.plan_planned p USING (seq) JOIN temp.plan_gone g ON g.id=r.before "
-            f"WHERE r.seq=?")
-    for circuit, backend, count, first in groups:
-        row = conn.one(pair, (first,))
-        diff.changes.append(ChangeGroup(circuit, backend, count, _facts(row[:6]), _facts(row[6:])))
-    diff.not_cached = int(conn.value("SELECT count(*) FROM temp.plan_reasons WHERE reason != 'cached'")
-                          or 0)
-    for row in conn.all(
-            f"SELECT p.key, p.circuit, p.backend, r.reason, {_FACTS.format(t='p')}, g.key, "
-            f"{_FACTS.format(t='g')} FROM temp.plan_reasons r JOIN temp.plan_planned p USING (seq) "
-            f"LEFT JOIN temp.plan_gone g ON g.id=r.before WHERE r.reason != 'cached' "
-            f"ORDER BY r.seq LIMIT ?", (listed,)):
-        before = _facts(row[11:]) if row[10] is not None else None
-        diff.listed.append(Listed(row[0], row[1], row[2], row[3], _facts(row[4:10]), before, row[10]))
-    marks = ",".join("?" * len(TO_RUN))
-    run_keys = conn.stream(f"SELECT p.key FROM temp.plan_planned p JOIN temp.plan_reasons r "
-                           f"USING (seq) WHERE r.reason IN ({marks}) ORDER BY p.seq", TO_RUN)
-    kept: list | None = [] if keep_run_keys else None  # streamed into the digest otherwise
-    diff.run_keys_sha256 = keys_digest(_keeping((key for (key,) in run_keys), kept))
-    diff.run_keys = kept
-    _referenced(conn, diff)
 
 
 def _referenced(conn: Connection, diff: PlanDiff) -> None:
