@@ -24,8 +24,8 @@ from . import sweep as sweeps
 from . import yamlpos
 from .costs import CURRENCY, Budget, Price, price_of
 from .errors import BackendUnavailable, ManifestError, Problem, QrunError
-from .providers import PROVIDERS, Limits
-from .sources import Program, SourceError, load_file
+from .providers import PROVIDERS, Limits, check_cache
+from .sources import Program, SourceError, facts_cache, load_file
 from .sources.factory import load_factory
 
 DEFAULT_SHOTS = 1000
@@ -166,6 +166,8 @@ def load(path: str | Path, root: str | Path | None = None) -> Manifest:
         raise ManifestError(problems)
     checker = _Checker(doc, path.resolve(), allowed)
     manifest = checker.build(hashlib.sha256(raw_bytes).hexdigest())
+    facts_cache.save()  # what the parses and checks learned, for the next command
+    check_cache.save()
     if checker.problems:
         raise ManifestError(checker.problems)
     return manifest

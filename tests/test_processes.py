@@ -179,7 +179,9 @@ def test_a_second_command_hears_of_the_lock_at_once(project, _state_dir):
 # SIGINT over when Perceval is first imported, and Ctrl-C then did nothing: a Quandela
 # campaign polled on until it was killed (found by test_cloud_contract's cancel scenario).
 PERCEVAL_IMPORTS = {
+    # (without the sources' cache, which would spare the parse and the import)
     "a .pcvl source": "from pathlib import Path; from qrun.sources import load_file; "
+                      "os.environ['QRUN_NO_CACHE'] = '1'; "
                       "load_file(Path(sys.argv[1]), 'hom.pcvl', photonic_input='|1,1>')",
     "the Quandela adapter": "from qrun.providers import PROVIDERS; "
                             "PROVIDERS['quandela.cloud'].adapter_module()",

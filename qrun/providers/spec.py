@@ -71,7 +71,8 @@ class ProviderSpec:
     # it (its adapter's job_limits, at apply, says what the device itself declares).
     limits_by_device_pattern: tuple = ()
     # A module with check_program(program, device, options) -> str | None, asked at
-    # validation; best one that spares validation the SDK's import.
+    # validation. It must not import the SDK at its top, and inside check_program only
+    # when a program needs a check the SDK alone can make (qrun/providers/*/check.py).
     check_module: str | None = None
     fake: str | None = None  # "module:Class" of its local fake service, for rehearsals
     distribution: str | None = None  # the installed package that registered it (set on load)
@@ -100,7 +101,9 @@ class ProviderSpec:
     def known_devices(self) -> list[str]:
         if self.devices is not None:
             return list(self.devices)
-        return list(self.adapter_module().known_devices())
+        from qrun.providers import device_cache  # the adapter's answer, kept per SDK version
+
+        return device_cache.known_devices(self)
 
     def device_problem(self, device: str) -> str | None:
         """Why ``device`` is not one of this provider's, or None."""
@@ -126,13 +129,17 @@ class ProviderSpec:
                 if re.fullmatch(pattern, device):
                     return self.cloud_limits.overridden(limits)
             return self.cloud_limits
-        return self.adapter_module().device_limits(device)
+        from qrun.providers import device_cache
+
+        return device_cache.device_limits(self, device)
 
     def check_program(self, program, device: str, options: dict) -> str | None:
         """Why this backend cannot run ``program`` beyond family and size, or None."""
         if self.check_module is None:
             return None
-        return import_sdk(self.check_module).check_program(program, device, options)
+        from qrun.providers import check_cache  # a program passed once passes again
+
+        return check_cache.check_program(self, program, device, options)
 
     def fake_class(self) -> type:
         """The class of this provider's fake service (a qrun.fakes.server.FakeServer)."""

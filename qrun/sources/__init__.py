@@ -46,6 +46,10 @@ class Facts:
     clbits: int | None = None  # gate programs: classical bits measured into
     photons: int | None = None  # photonic programs: photons in the input state
     device: dict | None = None  # pulser programs: the device the sequence targets
+    # pulser programs: whether the sequence is measured, and the bases it addresses (what
+    # the Pasqal check needs, so that it needs no Pulser: providers/pasqal_cloud/check.py)
+    measured: bool | None = None
+    addressed_bases: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,16 @@ class Program:
 
 def make_program(fmt: str, content: bytes, origin: str, index: int | None = None,
                  include_dir: Path | None = None) -> Program:
-    facts = _module(fmt).inspect(fmt, content, origin, index, include_dir)
+    from . import facts_cache  # facts are a function of the digest (see facts_cache)
+
     digest = hashlib.sha256(f"{fmt}\0{index or 0}\0".encode() + content).hexdigest()
+    # No index and index 0 share a digest, not a verdict: a QPY file of two circuits
+    # needs an index.
+    cached_as = digest if index is None else f"{digest}/{index}"
+    facts = facts_cache.lookup(cached_as)
+    if facts is None:
+        facts = _module(fmt).inspect(fmt, content, origin, index, include_dir)
+        facts_cache.remember(cached_as, facts)
     return Program(format=fmt, content=content, digest=digest, facts=facts, origin=origin,
                    index=index or 0)
 

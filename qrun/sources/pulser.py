@@ -30,7 +30,8 @@ def inspect(fmt: str, content: bytes, origin: str, index, include_dir: Path | No
                           "only single-valued variables can be swept")
     names = tuple(sorted(sequence.declared_variables))
     return Facts(parameters=names, required=names, width=len(sequence.register.qubit_ids),
-                 device=device_facts(sequence.device))
+                 device=device_facts(sequence.device), measured=bool(sequence.is_measured()),
+                 addressed_bases=tuple(sorted(sequence.get_addressed_bases())))
 
 
 def device_facts(device) -> dict:

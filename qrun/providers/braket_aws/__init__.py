@@ -23,6 +23,6 @@ SPEC = ProviderSpec(
                                Limits(max_experiments_per_job=100)),),
     # Dynamic circuits are refused at validation; the gates a device declares are read
     # from its properties when tasks are submitted.
-    check_module="qrun.providers.braket_local.program",
+    check_module="qrun.providers.braket_local.check",
     fake="qrun.providers.braket_aws.fake:FakeBraket",
 )

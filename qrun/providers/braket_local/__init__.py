@@ -14,5 +14,5 @@ SPEC = ProviderSpec(
     default_device="braket_sv",
     # What the simulators run wrongly is refused (mid-circuit measurements in an `if`,
     # conditions Braket misreads), without importing the Braket SDK.
-    check_module="qrun.providers.braket_local.program",
+    check_module="qrun.providers.braket_local.check",
 )

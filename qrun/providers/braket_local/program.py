@@ -53,6 +53,8 @@ from qiskit.circuit import (
 from qiskit.circuit import library as lib
 from qiskit.circuit.classical import expr, types
 
+from qrun.providers.braket_local.check import BEYOND_STRAIGHT_LINE
+
 
 class Untranslatable(ValueError):
     """A program that cannot run correctly on the Braket device: the message says why."""
@@ -206,11 +208,9 @@ LOCAL_DEVICES = {
     "braket_sv": Device("braket_sv", _LOCAL_GATES, dynamic=True, max_qubits=26),
     "braket_dm": Device("braket_dm", _LOCAL_GATES | _NOISE, dynamic=True, max_qubits=13),
 }
-# Words that may start something beyond straight-line gates and measurements; an OpenQASM
-# program without any is translatable for a local simulator, and is not parsed again.
-_BEYOND_STRAIGHT_LINE = re.compile(
-    rb"\b(?:if|else|while|for|switch|box|opaque|def|extern|defcal|cal|break|continue|"
-    rb"c_if|input|output|const|int|uint|float|angle|bool|duration|stretch)\b")
+# An OpenQASM program without these words is translatable for a local simulator, and is
+# not parsed again (shared with the SDK-free check, braket_local/check.py).
+_BEYOND_STRAIGHT_LINE = BEYOND_STRAIGHT_LINE
 
 
 def check_program(program, device: str, options: dict) -> str | None:

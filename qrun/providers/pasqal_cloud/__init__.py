@@ -12,6 +12,6 @@ SPEC = ProviderSpec(
     option_names=frozenset({"project_id"}) | CLOUD_OPTIONS,
     device_pattern=r"[A-Z][A-Z0-9_]*",
     device_hint="a Pasqal device type such as FRESNEL or EMU_MPS",
-    check_module="qrun.providers.pasqal_cloud.adapter",
+    check_module="qrun.providers.pasqal_cloud.check",
     fake="qrun.providers.pasqal_cloud.fake:FakePasqal",
 )

@@ -14,5 +14,5 @@ SPEC = ProviderSpec(
     devices={"qutip": Limits(max_qubits=12)},
     default_device="qutip",
     option_names=frozenset({"mimic_qpu", "with_modulation"}),
-    check_module="qrun.providers.pulser_local.adapter",
+    check_module="qrun.providers.pulser_local.check",
 )

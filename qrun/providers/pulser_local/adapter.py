@@ -8,22 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 from pulser.backend import BitStrings
-from pulser.backend.abc import Backend
 from pulser_simulation import QutipBackendV2, QutipConfig
 
 from qrun.providers.base import Task, run_each, sdk_versions
 from qrun.sources.pulser import build, load_sequence
-
-
-def check_program(program, device: str, options: dict) -> str | None:
-    """With mimic_qpu, the sequence must pass the checks a QPU would apply."""
-    if not options.get("mimic_qpu"):
-        return None
-    try:
-        Backend.validate_sequence(load_sequence(program.content, program.origin), mimic_qpu=True)
-    except (TypeError, ValueError) as exc:
-        return f"{program.origin} cannot be emulated as on a QPU (mimic_qpu): {exc}"
-    return None
 
 
 class Adapter:
