@@ -59,13 +59,16 @@ def plan(report) -> None:
 
     table = Table(title=f"plan for campaign {report.campaign}", title_justify="left")
     for column in ("circuit", "backend", "provider"):
-        table.add_column(column)
-    for column in PLAN_COLUMNS:
-        table.add_column(column, justify="right")
+        table.add_column(column, overflow="fold")
     rows = report.rows[:MAX_TABLE_ROWS]
+    # Only the reasons this plan has: ten columns of mostly zeros fit no terminal, and the
+    # totals line below names every reason anyway.
+    reasons = [c for c in PLAN_COLUMNS if any(row[c] for row in report.rows)] or ["cached"]
+    for column in reasons:
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(row["circuit"], row["backend"], row["provider"],
-                      *(str(row[column]) for column in PLAN_COLUMNS))
+                      *(str(row[column]) for column in reasons))
     out.print(table)
     if len(report.rows) > len(rows):
         out.print(f"... and {len(report.rows) - len(rows)} more rows (`qrun plan -o json` lists all)")
