@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from . import __version__, costs, exporter, planfile, planner, planreport
+from . import __version__, costs, executors, exporter, planfile, planner, planreport
 from . import manifest as manifests
 from .engine import SILENCE_LIMIT, Engine, RunOutcome
 from .errors import LockedError, QrunError, StalePlanError, StateError
@@ -193,6 +193,15 @@ def apply(path: str | Path, state_dir=None, executor: ExecutorChoice = ExecutorC
     its experiments run, or nothing does (StalePlanError) when the manifest, a circuit
     source or the stored state changed since it was made.
     """
+    # The workers start, and import their SDKs, while the manifest is validated; a pool no
+    # engine took (the apply stopped before it ran anything) is stopped on the way out.
+    with executors.started_early(executor, path):
+        return _apply(path, state_dir, executor, progress, retry_failed, on_planned,
+                      resubmit_unresolved, root)
+
+
+def _apply(path, state_dir, executor, progress, retry_failed, on_planned, resubmit_unresolved,
+           root) -> ApplyReport:
     saved = planfile.read(path) if planfile.is_plan_file(path) else None
     if saved is not None and (retry_failed or resubmit_unresolved):
         raise QrunError(f"{path} is a saved plan, made for `qrun apply`; `qrun retry` takes the "
@@ -260,8 +269,12 @@ def check_saved_plan(saved: planfile.SavedPlan, manifest: Manifest, db_path: Pat
 def _refuse_changed_state(saved: planfile.SavedPlan, digest: str, store: Store | None) -> None:
     if digest == saved.state_sha256:
         return
-    last_plan = store.latest_plan_apply() if store else None
-    latest = store.apply_info(last_plan) if store and last_plan else None
+    if store is None:
+        raise StalePlanError(f"the state {saved.state_path} the plan {saved.path} was made against "
+                             f"is gone; nothing was run: plan again with `qrun plan "
+                             f"{saved.manifest_file()} --out {saved.path}` and review it")
+    last_plan = store.latest_plan_apply()
+    latest = store.apply_info(last_plan) if last_plan else None
     since = ""
     if latest:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(latest["started_at"]))

@@ -362,7 +362,7 @@ def test_a_plan_is_refused_when_a_source_changed_or_the_state_is_gone(project, c
     rot.write_text(original)
     db = api.state_path(api.validate(path))
     db.rename(db.with_suffix(".moved"))
-    with pytest.raises(StalePlanError, match="changed since the plan"):
+    with pytest.raises(StalePlanError, match="made against is gone"):
         api.apply(plan_file)
     assert not db.exists()  # refused before anything was opened for writing
 
@@ -420,3 +420,6 @@ def test_bad_input_to_plan_and_apply_is_a_message(project, cloud, tmp_path, no_s
     retried = _invoke("retry", plan_file)
     assert retried.exit_code == 2 and "qrun retry` takes the manifest" in retried.output
     assert _invoke("apply", tmp_path / "absent.json").exit_code == 2
+    path.rename(path.with_name("moved.yaml"))  # the plan's manifest is gone
+    gone = _invoke("apply", plan_file)
+    assert gone.exit_code == 2 and "campaign.yaml" in gone.output and "Traceback" not in gone.output

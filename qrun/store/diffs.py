@@ -242,12 +242,14 @@ class _Walk:
         diff.retired_listed = [Retired(*row) for row in conn.all(
             f"SELECT g.key, g.circuit, g.backend, g.params, g.state FROM temp.plan_gone g "
             f"WHERE {unpaired} ORDER BY g.id LIMIT ?", (self.listed,))]
-        # Changed experiments alike but for their parameters, each group with its first example.
+        # Changed experiments alike but for their parameters, each group with its first
+        # example. Of one manifest, the program follows from the circuit, the backend identity
+        # from the backend and the seed is the campaign's: they need no grouping on this side.
         groups = conn.all(
             "SELECT p.circuit, p.backend, count(*), min(p.seq) FROM temp.plan_pairs r "
             "JOIN temp.plan_fresh p USING (seq) JOIN temp.plan_gone g ON g.id=r.before "
-            "GROUP BY p.circuit, p.backend, g.program, p.program, g.shots, p.shots, g.seed, p.seed, "
-            "g.backend_identity, p.backend_identity, g.params=p.params ORDER BY min(p.seq)")
+            "GROUP BY p.circuit, p.backend, p.shots, g.program, g.shots, g.seed, "
+            "g.backend_identity, g.params=p.params ORDER BY min(p.seq)")
         pair = (f"SELECT {_FACTS.format(t='g')}, {_FACTS.format(t='p')} FROM temp.plan_pairs r "
                 f"JOIN temp.plan_fresh p USING (seq) JOIN temp.plan_gone g ON g.id=r.before "
                 f"WHERE r.seq=?")
