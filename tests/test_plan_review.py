@@ -169,6 +169,18 @@ def test_going_back_to_an_earlier_manifest_reuses_its_results_and_retires_the_la
     assert report.changes == []
 
 
+def test_two_diffs_on_one_connection_give_the_same_answer(project, cloud):
+    from qrun import planner
+
+    path = _applied(project)
+    manifest = api.validate(_manifest(project, ("shots: 100", "shots: 200")))
+    with Store.open(api.state_path(api.validate(path)), readonly=True) as store:
+        first, second = (store.diff_plan(planner.experiments(manifest), store.latest_plan_apply(), 10)
+                         for _ in range(2))
+    assert first == second and first.reasons == [("rot", "cloud", "braket.aws", "changed", 3),
+                                                  ("flip", "cloud", "braket.aws", "changed", 1)]
+
+
 def test_resume_retry_failed_and_cached_follow_the_stored_state(project, cloud):
     manifest = api.validate(_manifest(project))
     with Store.open(api.state_path(manifest)) as store:

@@ -104,14 +104,17 @@ def keys_digest(keys: Iterable[str]) -> str:
 def diff_plan(conn: Connection, experiments: Iterable, last_apply: int | None, listed: int,
               keep_run_keys: bool = False) -> PlanDiff:
     """Why each of ``experiments`` (planner.Experiment, streamed) is in the plan."""
+    # The temporary tables of an earlier diff on this connection go first; these stay until
+    # the connection closes (plan closes it next: dropping 100,000 rows took 0.1 s).
+    for table in _TEMP_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     walk = _Walk(conn, last_apply, listed, keep_run_keys)
-    try:
-        walk.stream(experiments)
-        walk.pair_and_retire()
-        return walk.report()
-    finally:
-        for table in ("plan_fresh", "plan_kept", "plan_failed_before", "plan_gone", "plan_pairs"):
-            conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    walk.stream(experiments)
+    walk.pair_and_retire()
+    return walk.report()
+
+
+_TEMP_TABLES = ("plan_fresh", "plan_kept", "plan_failed_before", "plan_gone", "plan_pairs")
 
 
 class _Walk:
