@@ -85,8 +85,10 @@ def plan(report) -> None:
     if len(report.changes) > MAX_TABLE_ROWS:
         out.print(f"  ... and {len(report.changes) - MAX_TABLE_ROWS} more groups of changes")
     if t["retired"]:
-        out.print(f"{t['retired']} stored experiments are no longer produced by the manifest: "
-                  "retired, not run; their results are kept in the state.")
+        one = t["retired"] == 1
+        out.print(f"{t['retired']} stored experiment{'' if one else 's'} {'is' if one else 'are'} "
+                  "no longer produced by the manifest: retired, not run; "
+                  f"{'its results are' if one else 'their results are'} kept in the state.")
     if t["failed"]:
         out.print("Failed experiments are not run again by apply; use `qrun retry` once the "
                   "cause is fixed.")
