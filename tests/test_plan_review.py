@@ -126,6 +126,18 @@ def test_two_new_listings_for_one_stored_pair_once_the_other_is_new(project, clo
     assert {e["params"]["theta"] for e in report.experiments if e["reason"] == "new"} == {0.0, 1.0, 2.0}
 
 
+def test_swept_values_changed_at_several_points_are_one_group_whose_values_vary(project, cloud):
+    _applied(project)
+    report = api.plan(_manifest(project, ("[0.0, 1.0, 2.0]", "[0.0, 1.5, 2.5]")))
+    assert (report.totals["changed"], report.totals["cached"], report.totals["retired"]) == (2, 2, 0)
+    (group,) = report.changes
+    assert group["experiments"] == 2
+    assert group["changes"] == [{"field": "params.theta", "before": 1.0, "after": 1.5, "varies": True}]
+    listed = {e["params"]["theta"]: _fields(e["changes"]) for e in report.experiments}
+    assert listed == {1.5: [("params.theta", 1.0, 1.5)], 2.5: [("params.theta", 2.0, 2.5)]}
+    assert "params.theta 1 → 1.5 (first of them)" in planmd.markdown(report)
+
+
 def test_an_edited_source_is_named_with_its_file_and_both_digests(project, cloud):
     import hashlib
 
