@@ -177,11 +177,16 @@ def _on_sigterm(signum, frame):
 
 
 def _run(manifest, state_dir, root, run_options, no_progress, retry_failed, resubmit_unresolved=False):
-    from . import api, render
+    from . import executors
 
     signal.signal(signal.SIGTERM, _on_sigterm)  # systemd, CI time-outs, kill: as Ctrl-C
     workers, executor, ray_address = run_options
-    choice = api.ExecutorChoice(kind=executor, workers=workers, ray_address=ray_address)
+    choice = executors.ExecutorChoice(kind=executor, workers=workers, ray_address=ray_address)
+    # The workers start now, importing their SDKs while the API loads and the manifest is
+    # validated (api.apply asks again: a no-op then).
+    executors.start_early(choice, manifest)
+    from . import api, render
+
     progress = render.ApplyProgress(enabled=not no_progress)
     started = time.monotonic()
     try:

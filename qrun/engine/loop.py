@@ -310,8 +310,10 @@ class Engine:
         def dispatch():
             tasks = [self.task(work) for work in slices]
             config = job.backend_config
+            spec = PROVIDERS.get(config["provider"])
             future = self._local_pool().submit(run_local_job, config["provider"], config["device"],
-                                               config["options"], job.seed, tasks, self.faults)
+                                               config["options"], job.seed, tasks, self.faults,
+                                               affinity=spec.adapter if spec else None)
             self.in_flight[future] = Op(Call.RUN, job, attempt_id, slices)
         return dispatch
 
@@ -325,8 +327,14 @@ class Engine:
 
     def _local_pool(self):
         if self._pool is None:
-            self._pool = executors.start(self.executor)
+            self._pool = executors.start(self.executor, self._local_adapters())
         return self._pool
+
+    def _local_adapters(self) -> list:
+        """The adapter modules of the manifest's local backends: each SDK is imported once
+        for all the workers (executors.LocalPool)."""
+        specs = (PROVIDERS.get(b.provider) for b in self.manifest.backends.values())
+        return sorted({spec.adapter for spec in specs if spec is not None and spec.local})
 
     def _workers(self) -> int:
         """Local jobs that run at once (two per worker are kept in flight)."""
