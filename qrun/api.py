@@ -412,8 +412,8 @@ def _apply_locked(store: Store, manifest: Manifest, git, command, options: RunOp
 def _write_exports(store: Store, manifest: Manifest, apply_id: int) -> list:
     written = []
     for spec in manifest.exports:
-        count = exporter.write(store.export_rows(apply_id), spec.format, spec.path)
-        written.append((spec.path, count))
+        written.append((spec.path, _write_export(store, manifest, apply_id, spec.format,
+                                                 spec.path, spec.layout)))
     return written
 
 
@@ -488,11 +488,16 @@ def export(path: str | Path, output: str | Path, fmt: str | None = None, state_d
     fmt = exporter.format_for(str(output), fmt)
     exporter.check_layout(layout)
     with _plan_results(manifest, state_dir) as (store, apply_id):
-        if layout == "spend":
-            spend = _spend(manifest, store.sent_work(), store.reported_usage())
-            return exporter.write_spend(_spend_records(manifest, spend), fmt, output)
-        params = store.param_types(apply_id) if layout == "long" or fmt == "parquet" else {}
-        return exporter.write(store.export_rows(apply_id), fmt, output, layout, params)
+        return _write_export(store, manifest, apply_id, fmt, output, layout)
+
+
+def _write_export(store: Store, manifest: Manifest, apply_id: int, fmt: str, output, layout: str) -> int:
+    """One export of the plan's results (or of the spend per backend) in a format and layout."""
+    if layout == "spend":
+        spend = _spend(manifest, store.sent_work(), store.reported_usage())
+        return exporter.write_spend(_spend_records(manifest, spend), fmt, output)
+    params = store.param_types(apply_id) if layout == "long" or fmt == "parquet" else {}
+    return exporter.write(store.export_rows(apply_id), fmt, output, layout, params)
 
 
 def _spend_records(manifest: Manifest, spend: dict) -> list[dict]:

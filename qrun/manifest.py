@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -88,6 +89,7 @@ class RetryPolicy:
 class ExportSpec:
     format: str
     path: Path
+    layout: str = "wide"
 
 
 @dataclass(frozen=True)
@@ -766,9 +768,14 @@ class _Checker:
         for i, entry in enumerate(entries):
             where = ("spec", "export", i)
             fmt = entry.get("format") or Path(entry["path"]).suffix.lstrip(".").lower()
-            if fmt not in ("jsonl", "csv"):
+            if fmt not in ("jsonl", "csv", "parquet"):
                 self.report(where + ("path",), "cannot tell the export format from the path; "
-                                               "set format: jsonl or csv")
+                                               "set format: jsonl, csv or parquet")
+                continue
+            if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+                # Found now, not after a campaign that may have run for days.
+                self.report(where + ("format",) if "format" in entry else where + ("path",),
+                            "a parquet export needs pyarrow: pip install 'qrun[parquet]'")
                 continue
             target = self._inside_root(entry["path"], where + ("path",))
             if target is None:
@@ -778,7 +785,7 @@ class _Checker:
                 self.report(where + ("path",), problem)
                 continue
             written[target] = i
-            yield ExportSpec(format=fmt, path=target)
+            yield ExportSpec(format=fmt, path=target, layout=entry.get("layout", "wide"))
 
     def _export_problem(self, relative: str, target: Path, written: dict) -> str | None:
         """Why writing an export to ``target`` would destroy an input or fail at the end of

@@ -346,3 +346,30 @@ def test_parquet_export_memory_does_not_grow_with_the_campaign(tmp_path, monkeyp
         peaks[count] = _peak_mb(lambda path=path: api.export(path, tmp_path / "out.parquet"))
         assert pq.read_metadata(tmp_path / "out.parquet").num_rows == count
     assert peaks[12000] - peaks[2000] < 1.0, peaks
+
+
+def test_spec_export_takes_parquet_and_a_layout(campaign):
+    """The manifest's own exports (written at the end of each apply) in every format and
+    layout: the same files `qrun export` writes."""
+    text = (campaign.folder / "layouts.yaml").read_text() + (
+        "  export:\n"
+        "    - {path: out/spec-long.parquet, layout: long}\n"
+        "    - {path: out/spec-wide.csv}\n"
+        "    - {path: out/spec-spend.jsonl, layout: spend}\n")
+    path = write(campaign.folder, "with-exports.yaml", text)
+    manifest = api.validate(path)
+    assert [(e.format, e.layout) for e in manifest.exports] == \
+        [("parquet", "long"), ("csv", "wide"), ("jsonl", "spend")]
+    with Store.open(campaign.state_dir / "layouts.sqlite", readonly=True) as store:
+        written = api._write_exports(store, manifest, store.latest_plan_apply())
+    assert [count for _, count in written][1] == 8  # every experiment, failed ones too
+    out = campaign.folder / "out"
+    assert pq.read_table(out / "spec-long.parquet").to_pylist() == \
+        pq.read_table(campaign.export("cli-long.parquet", "parquet", "long")).to_pylist()
+    assert (out / "spec-wide.csv").read_text() == campaign.export("cli-wide.csv", "csv", "wide").read_text()
+    assert (out / "spec-spend.jsonl").read_text() == ""  # a local simulator: nothing sent to pay for
+
+    bad = write(campaign.folder, "bad-layout.yaml", text.replace("layout: long", "layout: tall"))
+    with pytest.raises(manifests.ManifestError) as refused:
+        api.validate(bad)
+    assert "spec.export[0].layout" in str(refused.value) and "tall" in str(refused.value)
