@@ -20,14 +20,24 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from hypothesis import given
 
 from qrun import caches, manifest, planner
 from qrun.errors import ManifestError
 from qrun.providers import PROVIDERS, check_cache, device_cache
-from qrun.sources import SourceError, _module, facts_cache, load_file, make_program
+from qrun.sources import SourceError, _module, facts_cache, gate, load_file, make_program
 
 from .conftest import EXAMPLES, REPO
-from .test_source_fuzz import PULSER, QASM2, QASM3, perceval_serializations, qpy_programs
+from .test_source_fuzz import (
+    PULSER,
+    QASM2,
+    QASM3,
+    TOKENS,
+    fuzz_settings,
+    perceval_serializations,
+    qpy_programs,
+    text_edits,
+)
 from .test_sources import (
     CALIBRATION_GRAMMAR,
     LICENCE,
@@ -41,6 +51,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import _circuits  # noqa: E402  (bench/_circuits.py)
 
 DATA = REPO / "tests" / "data"
+REAL_QASM2_FACTS = gate._qasm2_facts
 NOT_CIRCUITS = {".yaml", ".md", ".py"}
 
 
@@ -101,9 +112,33 @@ def _programs() -> list[tuple[str, str, bytes, int | None]]:
     return programs
 
 
+def _full_qasm2(text, origin, include_dir):
+    """OpenQASM 2 facts from the QuantumCircuit Qiskit builds (what the counting pass,
+    gate._qasm2_facts, replaces)."""
+    return gate._facts(gate._parse_qasm2(text, origin, include_dir))
+
+
 def _slow(fmt, content, origin, index, include_dir=None):
-    """The full parse, as validation made it before the cache."""
+    """The full parse, as validation made it before the cache and the counting pass."""
+    if fmt == "qasm2":
+        gate._check_text(fmt, content, origin)
+        return _full_qasm2(gate._text(content, origin), origin, include_dir)
     return _module(fmt).inspect(fmt, content, origin, index, include_dir)
+
+
+@pytest.fixture
+def full_parse(monkeypatch):
+    """Within it, make_program and load_file parse fully and cache nothing: the slow path."""
+    class Switch:
+        def __enter__(self):
+            monkeypatch.setattr(gate, "_qasm2_facts", _full_qasm2)
+            monkeypatch.setenv(caches.DISABLE_VARIABLE, "1")
+
+        def __exit__(self, *exc):
+            monkeypatch.setattr(gate, "_qasm2_facts", REAL_QASM2_FACTS)
+            monkeypatch.delenv(caches.DISABLE_VARIABLE)
+            _forget_all()
+    return Switch()
 
 
 def test_cached_facts_equal_the_full_parse_on_every_program():
@@ -122,23 +157,60 @@ def test_cached_facts_equal_the_full_parse_on_every_program():
     assert len(kept) == len(accepted_keys)  # refusals are not kept
 
 
-def test_cached_facts_equal_the_full_parse_on_every_file():
+def test_cached_facts_equal_the_full_parse_on_every_file(full_parse):
     files = _circuit_files()
-    slow = []
-    for file in files:
-        def full(file=file):
-            program = load_file(file, file.name)  # cache empty: this is the full parse
-            return program.digest, program.facts
-        slow.append(_outcome(full))
-    facts_cache.forget()  # nothing saved: every file parsed again
-    assert [_outcome(lambda f=f: (lambda p: (p.digest, p.facts))(load_file(f, f.name)))
-            for f in files] == slow
+
+    def loaded(file):
+        return _outcome(lambda: (lambda p: (p.digest, p.facts))(load_file(file, file.name)))
+
+    with full_parse:
+        slow = [loaded(f) for f in files]
+    cold = [loaded(f) for f in files]  # counted, not built; cache empty
     facts_cache.save()
     facts_cache.forget()
-    warm = [_outcome(lambda f=f: (lambda p: (p.digest, p.facts))(load_file(f, f.name)))
-            for f in files]
-    assert warm == slow
+    warm = [loaded(f) for f in files]
+    assert slow == cold == warm
     assert sum(1 for kind, _ in slow if kind == "ok") > 60
+
+
+QASM2_BASES = QASM2 + [_circuits.qasm2(ops, 4) for ops in _circuits.circuits(3, 4, 4, 11)] + [
+    'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nu0(2) q[0];\n'
+    'opaque delay(t) a;\ndelay(30) q[1];\ngate k(a) x { u0(a) x; }\nk(1) q[0];\nopaque o q;\no q[1];\n'
+    'barrier q;\nmeasure q -> c;\n']
+
+
+def counted_equals_built(text):
+    """The counting pass against the full build, on edited programs: same facts, or the same
+    refusal (the Rust pass is shared; what only the Python build can raise must match).
+    Programs the checks before any parser refuse (huge registers) reach neither."""
+    content = text.encode("utf-8", "surrogatepass")
+    if _outcome(lambda: gate._check_text("qasm2", content, "f.qasm"))[0] == "refused":
+        return
+    text = content.decode("utf-8", "replace")
+
+    def counted():
+        return gate._qasm2_facts(text, "f.qasm", None)
+
+    def built():
+        return _full_qasm2(text, "f.qasm", None)
+
+    assert _outcome(counted) == _outcome(built)
+
+
+QASM2_TOKENS = TOKENS + ["u0", "delay", "1.5", "qreg", "creg", "gate", "opaque", "0.5"]
+test_fuzz_counted_qasm2 = fuzz_settings(200)(given(text_edits(QASM2_BASES, QASM2_TOKENS))(
+    counted_equals_built))
+
+
+def test_counting_pass_bases_reach_both_outcomes():
+    outcomes = [_outcome(lambda t=t: gate._qasm2_facts(t, "f.qasm", None)) for t in QASM2_BASES]
+    assert all(kind == "ok" for kind, _ in outcomes)
+    base = QASM2_BASES[-1]
+    for text in (base.replace("u0(2) q", "u0(1.5) q"), base.replace("delay(30)", "delay(1.5)")):
+        # refused only by from_bytecode's constructors, after the Rust pass accepted them
+        kind, message = _outcome(lambda t=text: gate._qasm2_facts(t, "f.qasm", None))
+        assert kind == "refused" and "integer" in message, text
+        assert (kind, message) == _outcome(lambda t=text: _full_qasm2(t, "f.qasm", None))
 
 
 def test_facts_agree_with_qiskit_itself():
@@ -256,13 +328,10 @@ def _verdict(path: Path):
     return ("ok", keys, limits)
 
 
-def test_manifest_verdicts_and_keys_are_those_of_the_full_parse(monkeypatch):
+def test_manifest_verdicts_and_keys_are_those_of_the_full_parse(full_parse):
     paths = _manifests()
-    monkeypatch.setenv(caches.DISABLE_VARIABLE, "1")
-    _forget_all()
-    slow = [_verdict(p) for p in paths]
-    monkeypatch.delenv(caches.DISABLE_VARIABLE)
-    _forget_all()
+    with full_parse:
+        slow = [_verdict(p) for p in paths]
     cold = [_verdict(p) for p in paths]
     _forget_all()  # read back from the files written by the cold pass
     warm = [_verdict(p) for p in paths]
