@@ -174,7 +174,7 @@ def discard_early() -> None:
         pools = list(_early.values())
         _early.clear()
     for pool in pools:
-        pool.shutdown()
+        pool.discard()
 
 
 @contextmanager
@@ -271,6 +271,7 @@ class LocalPool:
         self._lock = threading.Lock()  # in_flight is lowered by the executors' threads
         self._starting: threading.Thread | None = None
         self._stopped = False
+        self._discarded = False
 
     def start_soon(self) -> None:
         """Start the workers in a background thread (the fork server at once, from this one)."""
@@ -283,8 +284,20 @@ class LocalPool:
         slots = self._start()
         with self._lock:
             self._slots = slots
-            stop = self._stopped
-        if stop:  # discarded while they started
+            stop, kill = self._stopped, self._discarded
+        if kill:
+            self.terminate()
+        if stop:  # stopped while they started
+            self._stop(wait=False)
+
+    def discard(self) -> None:
+        """Stop workers nobody used at once: killed, not waited for. (Stopped gently, each
+        would first finish its imports, and this process's exit waits for them.)"""
+        with self._lock:
+            self._stopped = self._discarded = True
+            started = self._slots is not None
+        if started:
+            self.terminate()
             self._stop(wait=False)
 
     def _wait_started(self) -> None:
