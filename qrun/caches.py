@@ -29,12 +29,16 @@ def enabled() -> bool:
     return os.environ.get(DISABLE_VARIABLE, "") in ("", "0")
 
 
-def folder() -> Path:
+def folder() -> Path | None:
     """$XDG_CACHE_HOME/qrun, else ~/.cache/qrun (an XDG_CACHE_HOME that is not absolute is
-    ignored, as the XDG specification says)."""
+    ignored, as the XDG specification says); None when there is no home folder either."""
     base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "qrun"
+    if os.path.isabs(base):
+        return Path(base) / "qrun"
+    try:
+        return Path.home() / ".cache" / "qrun"
+    except (RuntimeError, KeyError):  # no HOME and no password entry: no cache
+        return None
 
 
 def versions(distributions) -> dict[str, str | None]:
@@ -65,10 +69,11 @@ def code_digest(files) -> str:
 
 def read(name: str, key: dict) -> dict | None:
     """The payload of cache file ``name`` if it was built under ``key``, else None."""
-    if not enabled():
+    where = folder()
+    if not enabled() or where is None:
         return None
     try:
-        document = json.loads((folder() / name).read_bytes())
+        document = json.loads((where / name).read_bytes())
     except (OSError, ValueError):  # missing, unreadable, not JSON (UnicodeDecodeError too)
         return None
     if not isinstance(document, dict) or document.get("format") != FORMAT \
@@ -79,9 +84,10 @@ def read(name: str, key: dict) -> dict | None:
 
 def write(name: str, key: dict, payload: dict) -> bool:
     """Write cache file ``name`` atomically; False (and nothing changed) when it cannot be."""
-    if not enabled():
+    where = folder()
+    if not enabled() or where is None:
         return False
-    target = folder() / name
+    target = where / name
     text = json.dumps({"format": FORMAT, "key": key, "payload": payload}, separators=(",", ":"))
     temporary = None
     try:

@@ -141,7 +141,7 @@ def full_parse(monkeypatch):
     return Switch()
 
 
-def test_cached_facts_equal_the_full_parse_on_every_program():
+def test_cached_facts_equal_the_full_parse_on_every_program(private_cache):
     programs = _programs()
     slow = [_outcome(lambda p=p: _slow(p[1], p[2], p[0], p[3])) for p in programs]
     cold = [_outcome(lambda p=p: make_program(p[1], p[2], p[0], p[3]).facts) for p in programs]
@@ -149,7 +149,7 @@ def test_cached_facts_equal_the_full_parse_on_every_program():
     facts_cache.forget()  # the next reads come from the file, as in the next command
     warm = [_outcome(lambda p=p: make_program(p[1], p[2], p[0], p[3]).facts) for p in programs]
     assert slow == cold == warm
-    kept = json.loads((caches.folder() / facts_cache.FILE_NAME).read_text())["payload"]["entries"]
+    kept = json.loads((private_cache / facts_cache.FILE_NAME).read_text())["payload"]["entries"]
     accepted = sum(1 for kind, _ in slow if kind == "ok")
     assert 0 < accepted < len(programs)  # both verdicts are exercised
     accepted_keys = {(make_program(p[1], p[2], p[0], p[3]).digest, p[3])
@@ -492,3 +492,26 @@ def test_pulser_local_check_imports_pulser_only_for_mimic_qpu():
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60)
     assert ran.stdout.split() == ["None", "[]"]
+
+
+def test_cache_folder_follows_xdg_and_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert caches.folder() == tmp_path / "xdg" / "qrun"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # ignored, as XDG says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert caches.folder() == tmp_path / "home" / ".cache" / "qrun"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert caches.folder() == tmp_path / "home" / ".cache" / "qrun"
+
+
+def test_past_its_size_the_cache_drops_the_least_recently_used(monkeypatch, private_cache):
+    monkeypatch.setattr(facts_cache, "MAX_ENTRIES", 3)
+    texts = [QASM2[1].replace("x a[0];", f"x a[0];\n// {i}") for i in range(5)]
+    digests = [make_program("qasm2", t.encode(), "a.qasm").digest for t in texts[:3]]
+    facts_cache.save()
+    facts_cache.forget()
+    make_program("qasm2", texts[0].encode(), "a.qasm")  # used again: now the most recent
+    digests += [make_program("qasm2", t.encode(), "a.qasm").digest for t in texts[3:]]
+    facts_cache.save()
+    kept = json.loads((private_cache / facts_cache.FILE_NAME).read_text())["payload"]["entries"]
+    assert list(kept) == [digests[0], digests[3], digests[4]]

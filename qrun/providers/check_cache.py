@@ -40,7 +40,10 @@ def check_program(spec: ProviderSpec, program, device: str, options: dict) -> st
 
 
 def save() -> None:
-    """Write the passes learned since the last save, merged with the file's."""
+    """Write the passes learned since the last save, merged with the file's (the oldest
+    dropped past as many entries as the sources' cache keeps)."""
+    from qrun.sources import facts_cache
+
     for provider_id, entry in _state.items():
         if not entry["new"]:
             continue
@@ -49,7 +52,7 @@ def save() -> None:
         found = on_disk.get("passed")
         passed: list = found if isinstance(found, list) else []
         merged = list(dict.fromkeys([t for t in passed if isinstance(t, str)] + sorted(entry["new"])))
-        caches.write(name, entry["key"], {"passed": merged[-200_000:]})
+        caches.write(name, entry["key"], {"passed": merged[-facts_cache.MAX_ENTRIES:]})
         entry["new"] = set()
 
 

@@ -25,13 +25,15 @@ from qrun import caches
 from . import Facts
 
 FILE_NAME = "sources.json"
-MAX_ENTRIES = 200_000  # the oldest are dropped past this (a 2,000-circuit campaign: 2,000)
+# Past this the least recently used are dropped: the file is read whole by every
+# validation (50,000 entries: about 5 MB, 50 ms), and a 2,000-circuit campaign needs 2,000.
+MAX_ENTRIES = 50_000
 # Every distribution whose parser a source format goes through, and qrun itself.
 PARSERS = ("qiskit", "qiskit-qasm3-import", "openqasm3", "antlr4-python3-runtime",
            "pulser-core", "perceval-quandela", "amazon-braket-sdk", "qrun")
 
 _FIELDS = tuple(f.name for f in fields(Facts))
-_state: dict = {}  # "key", "entries" (digest -> encoded facts), "new" (digests added)
+_state: dict = {}  # "key", "entries" (digest -> encoded facts), "new" (added), "used"
 
 
 def lookup(digest: str) -> Facts | None:
@@ -45,6 +47,8 @@ def lookup(digest: str) -> Facts | None:
     facts = decode(entries[digest])
     if facts is None:  # a damaged entry: parsed again, and replaced by remember()
         del entries[digest]
+    else:
+        _state["used"].add(digest)
     return facts
 
 
@@ -65,12 +69,14 @@ def save() -> None:
     on_disk = caches.read(FILE_NAME, key) or {}  # another process may have added some
     found = on_disk.get("entries")
     merged: dict = found if isinstance(found, dict) else {}
-    for digest in _state["new"]:
-        merged[digest] = _state["entries"][digest]
+    for digest in _state["used"] | _state["new"]:  # used ones move to the recent end
+        if digest in _state["entries"]:
+            merged.pop(digest, None)
+            merged[digest] = _state["entries"][digest]
     if len(merged) > MAX_ENTRIES:
         merged = dict(list(merged.items())[-MAX_ENTRIES:])
     caches.write(FILE_NAME, key, {"entries": merged})
-    _state["new"] = set()
+    _state["new"], _state["used"] = set(), set()
 
 
 def forget() -> None:
@@ -88,7 +94,8 @@ def _entries() -> dict:
         key = cache_key()
         payload = caches.read(FILE_NAME, key) or {}
         entries = payload.get("entries")
-        _state.update(key=key, entries=entries if isinstance(entries, dict) else {}, new=set())
+        _state.update(key=key, entries=entries if isinstance(entries, dict) else {}, new=set(),
+                      used=set())
     return _state["entries"]
 
 
