@@ -515,3 +515,33 @@ def test_past_its_size_the_cache_drops_the_least_recently_used(monkeypatch, priv
     facts_cache.save()
     kept = json.loads((private_cache / facts_cache.FILE_NAME).read_text())["payload"]["entries"]
     assert list(kept) == [digests[0], digests[3], digests[4]]
+
+
+def test_ibm_local_devices_are_asked_again_when_a_version_changes(monkeypatch, private_cache):
+    spec = PROVIDERS["qiskit.ibm-local"]
+    adapter = spec.adapter_module()
+    asked = []
+    real = adapter.known_devices
+    monkeypatch.setattr(adapter, "known_devices", lambda: asked.append(1) or real())
+    devices = spec.known_devices()
+    device_cache.forget()
+    assert spec.known_devices() == devices and len(asked) == 1  # read from the file
+    versions = caches.versions
+    monkeypatch.setattr(caches, "versions", lambda names: {
+        **versions(names), "qiskit-ibm-runtime": "0.0.1"})
+    device_cache.forget()
+    assert spec.known_devices() == devices and len(asked) == 2  # another key: rebuilt
+    document = json.loads((private_cache / "devices-qiskit.ibm-local.json").read_text())
+    assert document["key"]["versions"]["qiskit-ibm-runtime"] == "0.0.1"
+
+
+def test_counting_pass_leaves_what_it_cannot_read_to_the_full_build(monkeypatch):
+    """Another Qiskit's insides (an opcode or a bytecode shape the pass does not know): the
+    verdict is the full build's, not an error of the pass's."""
+    expected = _full_qasm2(QASM2[1], "f.qasm", None)
+
+    def unreadable(text, include_dir):
+        raise ValueError("invalid operation: <an opcode of a newer Qiskit>")
+
+    monkeypatch.setattr(gate, "_counted_qasm2", unreadable)
+    assert gate._qasm2_facts(QASM2[1], "f.qasm", None) == expected

@@ -33,7 +33,9 @@ PARSERS = ("qiskit", "qiskit-qasm3-import", "openqasm3", "antlr4-python3-runtime
            "pulser-core", "perceval-quandela", "amazon-braket-sdk", "qrun")
 
 _FIELDS = tuple(f.name for f in fields(Facts))
-_state: dict = {}  # "key", "entries" (digest -> encoded facts), "new" (added), "used"
+# "key", "entries" (digest -> encoded facts), "new" (digests added), "used" (digests looked
+# up or added, in that order: a dict used as an ordered set)
+_state: dict = {}
 
 
 def lookup(digest: str) -> Facts | None:
@@ -48,7 +50,7 @@ def lookup(digest: str) -> Facts | None:
     if facts is None:  # a damaged entry: parsed again, and replaced by remember()
         del entries[digest]
     else:
-        _state["used"].add(digest)
+        _state["used"][digest] = None
     return facts
 
 
@@ -59,6 +61,7 @@ def remember(digest: str, facts: Facts) -> None:
     if digest not in entries:
         entries[digest] = encode(facts)
         _state["new"].add(digest)
+        _state["used"][digest] = None
 
 
 def save() -> None:
@@ -69,14 +72,14 @@ def save() -> None:
     on_disk = caches.read(FILE_NAME, key) or {}  # another process may have added some
     found = on_disk.get("entries")
     merged: dict = found if isinstance(found, dict) else {}
-    for digest in _state["used"] | _state["new"]:  # used ones move to the recent end
+    for digest in _state["used"]:  # what this process used moves to the recent end
         if digest in _state["entries"]:
             merged.pop(digest, None)
             merged[digest] = _state["entries"][digest]
     if len(merged) > MAX_ENTRIES:
         merged = dict(list(merged.items())[-MAX_ENTRIES:])
     caches.write(FILE_NAME, key, {"entries": merged})
-    _state["new"], _state["used"] = set(), set()
+    _state["new"], _state["used"] = set(), {}
 
 
 def forget() -> None:
@@ -95,7 +98,7 @@ def _entries() -> dict:
         payload = caches.read(FILE_NAME, key) or {}
         entries = payload.get("entries")
         _state.update(key=key, entries=entries if isinstance(entries, dict) else {}, new=set(),
-                      used=set())
+                      used={})
     return _state["entries"]
 
 

@@ -312,17 +312,27 @@ def _qasm2_facts(text: str, origin: str, include_dir: Path | None) -> Facts:
 
 
 def _count_qasm2(text: str, include_dir: Path | None) -> Facts:
+    """Qiskit's parse errors (the Rust pass's, and delay's and u0's) are the program's;
+    anything else (another Qiskit's insides, a constructor failing otherwise) is left to
+    the full build, which then says what it would have said."""
+    from qiskit.qasm2 import QASM2ParseError
+
+    try:
+        return _counted_qasm2(text, include_dir)
+    except (QASM2ParseError, _NeedsCircuit):
+        raise
+    except Exception:
+        raise _NeedsCircuit() from None
+
+
+def _counted_qasm2(text: str, include_dir: Path | None) -> Facts:
     import qiskit.qasm2
+    from qiskit._accelerate import qasm2 as native  # Qiskit's own pass, as loads calls it
     from qiskit.circuit import library
     from qiskit.qasm2 import parse
 
-    try:  # Qiskit's own pass, as qiskit.qasm2.loads calls it
-        from qiskit._accelerate import qasm2 as native
-
-        opcode_of, normalize = native.OpCode, qiskit.qasm2._normalize_path
-        builders = parse._gate_builder, parse._opaque_builder, parse.QELIB1
-    except (ImportError, AttributeError):  # another Qiskit's insides: build the circuit
-        raise _NeedsCircuit() from None
+    opcode_of, normalize = native.OpCode, qiskit.qasm2._normalize_path
+    builders = parse._gate_builder, parse._opaque_builder, parse.QELIB1
     customs = qiskit.qasm2.LEGACY_CUSTOM_INSTRUCTIONS
     bytecode = native.bytecode_from_string(
         text, [normalize(include_dir)] if include_dir else [],
