@@ -86,8 +86,10 @@ def start_fork_server(workers: int, adapter_modules: Iterable[str] = ()) -> bool
     loaded. Called as soon as an apply knows its backends, the imports run on another
     core while the coordinator validates the manifest and stores the plan. Returns at once;
     the first worker waits for the imports. A server already running keeps what it
-    imported (adapters it lacks are imported by the workers that need them). False where
-    there is no fork server (not Linux): the workers then start by spawning.
+    imported (adapters it lacks are imported by the workers that need them), and the
+    OpenMP thread count Aer read there: a process that runs pools of different sizes one
+    after the other (tests) keeps its first pool's share. False where there is no fork
+    server (not Linux): the workers then start by spawning.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False

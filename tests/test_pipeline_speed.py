@@ -169,8 +169,10 @@ def test_the_engine_takes_the_early_pool_and_an_untaken_one_stops(tmp_path):
     from multiprocessing import forkserver
 
     executors.start_early(choice, manifest)
+    untaken = executors._early[(1, (PROVIDERS["qiskit.aer"].adapter,))]
     executors.discard_early()  # the apply ended before any engine took it
     assert not executors._early
+    untaken._starting.join(60)  # it kills its worker once started
     server = psutil.Process(forkserver._forkserver._forkserver_pid)
 
     def workers() -> list:
@@ -179,3 +181,31 @@ def test_the_engine_takes_the_early_pool_and_an_untaken_one_stops(tmp_path):
     while workers() and time.time() < deadline:
         time.sleep(0.1)
     assert not workers(), "the discarded pool's worker is still running"
+
+
+def _openmp_threads() -> int:
+    """What the OpenMP runtime Aer loaded would start per parallel region, in this process."""
+    import ctypes
+
+    with open("/proc/self/maps") as maps:
+        path = next(line.split()[-1] for line in maps if "libgomp" in line)
+    return ctypes.CDLL(path).omp_get_max_threads()
+
+
+@pytest.mark.skipif(executors.default_workers() < 2 or not sys.platform.startswith("linux"),
+                    reason="needs two cores and Linux's fork server")
+def test_aer_preloaded_by_the_fork_server_still_shares_the_cores():
+    # OpenMP reads OMP_NUM_THREADS once, when Aer loads it: now in the fork server, so the
+    # server must start with it set, or every worker's Aer would run a thread per core
+    # (bench/scale.py: 389 s instead of 21). A fresh process: its fork server is its own.
+    workers = executors.default_workers()
+    probe = ("from qrun import executors; from tests.test_pipeline_speed import _openmp_threads; "
+             f"pool = executors.LocalPool({workers}, ['{PROVIDERS['qiskit.aer'].adapter}']); "
+             "print(pool.submit(_openmp_threads).result(timeout=120)); pool.shutdown(wait=True)")
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=180, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
