@@ -51,18 +51,48 @@ def is_panic(exc: BaseException) -> bool:
 
 
 _OUTPUT_LOCK = threading.Lock()
+_streams_owned = False
 
 
 @contextlib.contextmanager
 def output_hidden():
-    """Descriptors 1 and 2 refuse every write meanwhile; sys.stdout and sys.stderr (what
-    Python code prints, in any thread: the progress bar, a log line) write on as before,
-    through copies of the two descriptors."""
+    """Descriptors 1 and 2 refuse every write meanwhile. What Python code prints, in any
+    thread (the progress bar, a notice), goes on: sys.stdout and sys.stderr were moved, once,
+    onto copies of the two descriptors (_own_streams)."""
     with _OUTPUT_LOCK, contextlib.ExitStack() as stack:
+        _own_streams()
         refusing = stack.enter_context(_refusing_descriptor())
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            stack.enter_context(_descriptor_replaced(fd, name, refusing))
+        for fd in (1, 2):
+            stack.enter_context(_descriptor_replaced(fd, refusing))
         yield
+
+
+def _own_streams() -> None:
+    """Once per process (under the lock): point sys.stdout and sys.stderr, where they write
+    to descriptors 1 and 2, at copies of them, for good.
+
+    Swapping the streams around each parse instead lost other threads' lines: a thread that
+    had looked sys.stderr up just before the swap wrote into the refusing descriptor, and a
+    swapped-in stream used after the swap back wrote to its closed copy's number, which the
+    process may have given to another file by then (the state database). A stream that is
+    not on descriptor 1 or 2 (a test's capture, an embedding's) is left as it is: hiding the
+    descriptors does not touch it."""
+    global _streams_owned
+    if _streams_owned:
+        return
+    _streams_owned = True
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        if _fileno(stream) != fd:
+            continue
+        try:
+            stream.flush()
+            copy = open(os.dup(fd), "w", encoding=stream.encoding, errors=stream.errors,
+                        closefd=True)
+            copy.reconfigure(line_buffering=stream.line_buffering)
+        except (OSError, ValueError, AttributeError):
+            continue
+        setattr(sys, name, copy)
 
 
 @contextlib.contextmanager
@@ -83,27 +113,17 @@ def _refusing_descriptor():
 
 
 @contextlib.contextmanager
-def _descriptor_replaced(fd: int, name: str, replacement: int):
-    stream = getattr(sys, name)
+def _descriptor_replaced(fd: int, replacement: int):
     try:
-        stream.flush()
         saved = os.dup(fd)
-    except (OSError, ValueError, AttributeError):  # nothing to replace (closed, or no stream)
+    except OSError:  # nothing to replace (closed)
         yield
         return
-    # Python's stream keeps writing where it did, if it wrote to this descriptor.
-    writes_here = _fileno(stream) == fd
-    if writes_here:
-        setattr(sys, name, open(saved, "w", buffering=1, closefd=False,
-                                encoding=stream.encoding, errors=stream.errors))
     os.dup2(replacement, fd)
     try:
         yield
     finally:
         os.dup2(saved, fd)
-        if writes_here:
-            getattr(sys, name).flush()
-            setattr(sys, name, stream)
         os.close(saved)
 
 

@@ -15,8 +15,8 @@ they are: see :func:`refuse_directives`.
 from __future__ import annotations
 
 import contextlib
-import io
 import re
+import threading
 import warnings
 
 from . import SourceError, _rust, one_line
@@ -104,11 +104,16 @@ def _native_import(text: str):
     import qiskit.qasm3
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "experimental native version of the importer"
-            return _rust.call(qiskit.qasm3.loads_experimental, text)
+        return _rust.call(qiskit.qasm3.loads_experimental, text)
     except Exception:  # RustPanic included
         return None
+
+
+# qrun uses the native importer on purpose, and falls back to the complete one: its
+# "experimental" warning says nothing to qrun's users. A filter for that one message, set
+# once (catch_warnings around each call swapped the process's filters under other threads,
+# and the warning reached the terminal in the middle of an apply).
+warnings.filterwarnings("ignore", message="This is an experimental native version of the OpenQASM 3 importer")
 
 
 # ---------------------------------------------------------------- the complete importer
@@ -117,11 +122,45 @@ def _complete_import(text: str, origin: str):
     import qiskit.qasm3
 
     try:
-        # ANTLR's lexer prints each error it meets to sys.stderr before raising.
-        with contextlib.redirect_stderr(io.StringIO()):
+        with _antlr_console_quiet():
             return qiskit.qasm3.loads(text)
     except Exception as exc:
         raise SourceError(_refusal(exc, text, origin)) from None
+
+
+# ANTLR's lexer prints each error it meets to sys.stderr before the parser raises (its
+# default ConsoleErrorListener, shared by every parser). Swapping sys.stderr for the parse
+# silenced every thread's messages too, a notice the main thread printed meanwhile among
+# them; this silences only the parsing thread's ANTLR messages.
+_quiet = threading.local()
+_install_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _antlr_console_quiet():
+    _quiet_the_console_listener()
+    _quiet.on = True
+    try:
+        yield
+    finally:
+        _quiet.on = False
+
+
+def _quiet_the_console_listener() -> None:
+    from antlr4.error.ErrorListener import ConsoleErrorListener
+
+    with _install_lock:
+        listener = ConsoleErrorListener.INSTANCE
+        if getattr(listener, "_qrun_quiet_in_parsing_threads", False):
+            return
+        loud = listener.syntaxError
+
+        def syntax_error(*args):
+            if not getattr(_quiet, "on", False):
+                loud(*args)
+
+        listener.syntaxError = syntax_error  # the instance's, ahead of its class's method
+        listener._qrun_quiet_in_parsing_threads = True
 
 
 # The complete importer's names of constructs it does not support, as a reader knows them.
