@@ -190,6 +190,8 @@ def started_early(choice: ExecutorChoice, manifest: str | Path) -> Iterator[None
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# How long an apply that ends before its engine waits for early workers still starting.
+DISCARD_GRACE = 15.0
 
 
 def die_with_parent() -> bool:
@@ -293,10 +295,18 @@ class LocalPool:
             self._stop(wait=False)
 
     def discard(self) -> None:
-        """Stop workers nobody used at once: killed, not waited for. (Stopped gently, each
-        would first finish its imports, and this process's exit waits for them.)"""
+        """Stop workers nobody used: killed, not waited for. (Stopped gently, each would
+        first finish its imports, and this process's exit waits for them.)
+
+        Their start is waited for first, a bounded time: a process that exits while the
+        fork server still spawns a worker leaves that worker unpickling a lock this process
+        has removed, and its traceback reached the terminal after a clear error (a bad
+        manifest, a read-only state folder)."""
         with self._lock:
             self._stopped = self._discarded = True
+        if self._starting is not None:
+            self._starting.join(timeout=DISCARD_GRACE)
+        with self._lock:
             started = self._slots is not None
         if started:
             self.terminate()
@@ -397,7 +407,8 @@ class LocalPool:
     def terminate(self) -> None:
         """Stop the workers now (a second Ctrl-C or SIGTERM)."""
         for slot in self._slots or []:  # those started so far (a start under way is not waited for)
-            for process in list(getattr(slot.executor, "_processes", {}).values()):
+            # None once the executor is shut down (by the starting thread, or an earlier stop)
+            for process in list((getattr(slot.executor, "_processes", None) or {}).values()):
                 process.kill()
 
 
