@@ -125,7 +125,7 @@ def validate(manifest, state_dir, root):
 @reports_errors
 def plan(manifest, state_dir, root, detailed_exitcode, output, out_file):
     """Show what apply would run and why (new, changed, resume, retry, failed, cached; and
-    what is retired), and what it would cost. Writes nothing but --out; exit 3 when the
+    what is retired), and what it would cost. Writes nothing to the campaign but --out (the validation caches aside); exit 3 when the
     estimate passes the budget."""
     from . import api
 
