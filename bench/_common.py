@@ -23,6 +23,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def sweep_campaign(folder: Path, name: str, experiments: int, shots: int, circuit_name: str,
+                   circuit: str) -> Path:
+    """A campaign of one circuit swept over ``experiments`` angles theta on Aer (seed 11)."""
+    (folder / "circuits").mkdir(parents=True, exist_ok=True)
+    (folder / "circuits" / f"{circuit_name}.qasm").write_text(circuit)
+    manifest = folder / f"{name}.yaml"
+    manifest.write_text("\n".join([
+        "apiVersion: qrun/v1",
+        "kind: Campaign",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        f"  shots: {shots}",
+        "  seed: 11",
+        "  circuits:",
+        f"    - name: {circuit_name}",
+        f"      source: circuits/{circuit_name}.qasm",
+        f"      sweep: {{theta: {{linspace: [0, 3.14159, {experiments}]}}}}",
+        "  backends:",
+        "    - {name: aer, provider: qiskit.aer}",
+    ]) + "\n")
+    return manifest
+
+
 def scratch(prefix: str) -> Path:
     """A fresh temporary folder with home/, mpl/, xdg/, cache/ inside for the subprocesses."""
     root = Path(tempfile.mkdtemp(prefix=f"qrun-bench-{prefix}-"))

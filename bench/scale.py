@@ -89,24 +89,7 @@ c[0] = measure q[0];
 
 
 def write_campaign(folder: Path, name: str, experiments: int, shots: int) -> Path:
-    (folder / "circuits").mkdir(parents=True, exist_ok=True)
-    (folder / "circuits" / "rx.qasm").write_text(CIRCUIT)
-    manifest = folder / f"{name}.yaml"
-    manifest.write_text("\n".join([
-        "apiVersion: qrun/v1",
-        "kind: Campaign",
-        f"metadata: {{name: {name}}}",
-        "spec:",
-        f"  shots: {shots}",
-        "  seed: 11",
-        "  circuits:",
-        "    - name: rx",
-        "      source: circuits/rx.qasm",
-        f"      sweep: {{theta: {{linspace: [0, 3.14159, {experiments}]}}}}",
-        "  backends:",
-        "    - {name: aer, provider: qiskit.aer}",
-    ]) + "\n")
-    return manifest
+    return _common.sweep_campaign(folder, name, experiments, shots, "rx", CIRCUIT)
 
 
 # ---------------------------------------------------------------- one watched command
